@@ -1,0 +1,255 @@
+# -*- coding: utf-8 -*-
+# Copyright: netpol.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""ipset text, both ways: render `ipset restore` input, parse `ipset save` / `ipset list -t` output.
+
+Pure functions, standard library only, Python 3.9: modules import this on managed hosts.
+Entries are normalised to the exact form `ipset save` prints (checked against ipset 7.17), so
+desired and actual sets compare as plain strings.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
+
+from ansible_collections.netpol.fleet.plugins.module_utils.hoststate import IpSet, SetMember
+
+SET_TYPES = ("hash:ip", "hash:net", "hash:ip,port", "hash:net,port", "hash:net,iface")
+FAMILIES = ("inet", "inet6")
+PORT_PROTOCOLS = ("tcp", "udp", "sctp", "udplite")
+DEFAULT_MAXELEM = 65536
+COMMENT_MAX = 255  # the kernel's limit, in bytes
+IFACE_MAX = 15  # IFNAMSIZ - 1
+
+# Create options whose value the kernel reports back; hashsize is only a sizing hint (the kernel
+# grows it), bucketsize and initval are chosen by the kernel: none of those three is compared.
+VALUE_OPTIONS = ("hashsize", "maxelem", "timeout")
+FLAG_OPTIONS = ("counters", "comment", "skbinfo")
+KERNEL_CHOSEN = ("bucketsize", "initval")
+
+Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+
+
+class EntryError(ValueError):
+    """A set, member or option the kernel would refuse (or silently expand); says why."""
+
+
+# ---------------------------------------------------------------- entries, as `ipset save` prints them
+
+
+def normalize_entry(set_type: str, family: str, entry: str) -> str:
+    """One member entry in the form `ipset save` prints it; EntryError if ipset would refuse it."""
+    parts = str(entry).strip().split(",")
+    element, rest = parts[0], parts[1:]
+    if len(rest) != set_type.count(","):
+        raise EntryError("%r does not fit a %s set (expected %s)" % (entry, set_type, _shape(set_type)))
+    first = _host(element, family) if set_type.startswith("hash:ip") else _net(element, family)
+    if set_type.endswith(",port"):
+        return "%s,%s" % (first, _port(rest[0]))
+    if set_type.endswith(",iface"):
+        return "%s,%s" % (first, _iface(rest[0]))
+    return first
+
+
+def _shape(set_type: str) -> str:
+    return set_type.split(":", 1)[1].replace("ip", "ADDRESS").replace("net", "CIDR").replace(
+        "port", "[PROTO:]PORT").replace("iface", "[physdev:]IFACE")
+
+
+def _address_text(address: Address) -> str:
+    """Like glibc inet_ntop: IPv4-mapped and IPv4-compatible IPv6 addresses end in dotted quad."""
+    packed = address.packed
+    if address.version == 6 and packed[:10] == bytes(10):
+        if packed[10:12] == b"\xff\xff":
+            return "::ffff:%s" % ipaddress.IPv4Address(packed[12:])
+        if packed[10:12] == bytes(2) and packed[12:14] != bytes(2):
+            return "::%s" % ipaddress.IPv4Address(packed[12:])
+    return str(address)
+
+
+def _parse_net(text: str, family: str) -> Network:
+    try:
+        net = ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        raise EntryError("%r is not an IP address or CIDR" % text)
+    if net.version != (4 if family == "inet" else 6):
+        raise EntryError("%r is not an address of family %s" % (text, family))
+    return net
+
+
+def _host(text: str, family: str) -> str:
+    net = _parse_net(text, family)
+    if net.prefixlen != net.max_prefixlen:
+        raise EntryError("%r is a network; ipset would expand it into addresses: use a hash:net set" % text)
+    if int(net.network_address) == 0:
+        raise EntryError("%r: the all-zero address cannot be stored in a hash set" % text)
+    return _address_text(net.network_address)
+
+
+def _net(text: str, family: str) -> str:
+    net = _parse_net(text, family)
+    if net.prefixlen == 0:
+        half = "0.0.0.0/1 and 128.0.0.0/1" if net.version == 4 else "::/1 and 8000::/1"
+        raise EntryError("%r: a hash set cannot hold a /0; use the two halves %s" % (text, half))
+    if net.prefixlen == net.max_prefixlen:
+        return _host(text, family)
+    return "%s/%d" % (_address_text(net.network_address), net.prefixlen)
+
+
+def _port(text: str) -> str:
+    proto, _, port = text.strip().rpartition(":")
+    proto = (proto or "tcp").lower()
+    if proto not in PORT_PROTOCOLS:
+        raise EntryError("protocol %r is not supported (use one of %s)" % (proto, ", ".join(PORT_PROTOCOLS)))
+    if port.isdigit() and int(port) <= 65535:
+        return "%s:%d" % (proto, int(port))
+    try:  # a service name, resolved from /etc/services as ipset itself does
+        return "%s:%d" % (proto, socket.getservbyname(port, proto))
+    except OSError:
+        raise EntryError("%r is not a port number (0-65535) or a %s service name; ranges are not supported" % (port, proto))
+
+
+def _iface(text: str) -> str:
+    physdev, _, name = text.strip().rpartition(":")
+    if physdev not in ("", "physdev") or not re.match(r"^[^\s/:,\"]{1,%d}$" % IFACE_MAX, name):
+        raise EntryError("%r is not an interface name ([physdev:]NAME, at most %d characters)" % (text, IFACE_MAX))
+    return text.strip()
+
+
+def check_comment(comment: str) -> str:
+    if '"' in comment or "\n" in comment or len(comment.encode("utf-8")) > COMMENT_MAX:
+        raise EntryError("comment %r: ipset allows at most %d bytes and no double quote or newline" % (comment, COMMENT_MAX))
+    return comment
+
+
+# ---------------------------------------------------------------- options
+
+
+def effective_options(ipset: IpSet) -> Dict[str, str]:
+    """The create options as the kernel will report them: maxelem always present, comment implied."""
+    options = dict(ipset.options)
+    if any(m.comment for m in ipset.members):
+        options["comment"] = ""
+    options.setdefault("maxelem", str(auto_maxelem(len(ipset.members))))
+    return options
+
+
+def auto_maxelem(count: int) -> int:
+    """The default 65536, or the next power of two that holds every member (stable under small changes)."""
+    maxelem = DEFAULT_MAXELEM
+    while maxelem < count:
+        maxelem *= 2
+    return maxelem
+
+
+def compared_options(options: Dict[str, str]) -> Dict[str, str]:
+    """The options that make two sets different (hashsize only sizes the table)."""
+    return {k: v for k, v in options.items() if k != "hashsize" and k not in KERNEL_CHOSEN}
+
+
+# ---------------------------------------------------------------- render
+
+
+def render_create(ipset: IpSet, name: Optional[str] = None) -> str:
+    words = ["create", name or ipset.name, ipset.type, "family", ipset.family]
+    options = effective_options(ipset)
+    for key in VALUE_OPTIONS:
+        if key in options:
+            words += [key, options[key]]
+    words += [key for key in FLAG_OPTIONS if key in options]
+    return " ".join(words)
+
+
+def render_entry(member: SetMember) -> str:
+    """The entry with its flags, as it follows the set name in `ipset save` (and `ipset restore`)."""
+    text = member.entry + (" nomatch" if member.nomatch else "")
+    return text + (' comment "%s"' % member.comment if member.comment else "")
+
+
+def render_add(name: str, member: SetMember) -> str:
+    return "add %s %s" % (name, render_entry(member))
+
+
+def render_restore(sets: Iterable[IpSet]) -> str:
+    """A plain `ipset restore` script that creates and fills the sets (no swap; for fresh hosts and tests)."""
+    lines: List[str] = []
+    for ipset in sets:
+        lines.append(render_create(ipset))
+        lines.extend(render_add(ipset.name, m) for m in ipset.members)
+    return "".join(line + "\n" for line in lines)
+
+
+# ---------------------------------------------------------------- parse
+
+_TOKEN = re.compile(r'"[^"]*"|\S+')  # ipset forbids " inside comments, so this is exact
+
+
+def parse_save(text: str, wanted: Callable[[str], bool] = lambda name: True) -> Dict[str, IpSet]:
+    """`ipset save` output -> {name: IpSet} for the wanted names (members sorted, counters and
+    per-member timeouts dropped, kernel-chosen options dropped)."""
+    headers: Dict[str, Tuple[str, str, Tuple[Tuple[str, str], ...]]] = {}
+    members: Dict[str, List[SetMember]] = {}
+    for line in text.splitlines():
+        words = _TOKEN.findall(line)
+        if len(words) < 3 or not wanted(words[1]):
+            continue
+        if words[0] == "create":
+            family, options = _parse_header(words[3:])
+            headers[words[1]] = (words[2], family, options)
+            members.setdefault(words[1], [])
+        elif words[0] == "add":
+            members.setdefault(words[1], []).append(_parse_member(words[2:]))
+    return {
+        name: IpSet(name, set_type, family, tuple(sorted(members[name], key=member_key)), options)
+        for name, (set_type, family, options) in headers.items()
+    }
+
+
+def _parse_header(words: List[str]) -> Tuple[str, Tuple[Tuple[str, str], ...]]:
+    family, options = "inet", {}
+    words = list(words)
+    while words:
+        key = words.pop(0)
+        if key in FLAG_OPTIONS:
+            options[key] = ""
+        elif words:
+            value = words.pop(0)
+            if key == "family":
+                family = value
+            else:
+                options[key] = value
+    return family, tuple(sorted(compared_options(options).items()))
+
+
+def _parse_member(words: List[str]) -> SetMember:
+    entry, nomatch, comment = words[0], False, ""
+    rest = iter(words[1:])
+    for word in rest:
+        if word == "nomatch":
+            nomatch = True
+        elif word == "comment":
+            comment = next(rest, '""').strip('"')
+        else:  # timeout, packets, bytes, skbmark, ...: a value follows; none of them is state we own
+            next(rest, None)
+    return SetMember(entry, nomatch, comment)
+
+
+def parse_references(text: str) -> Dict[str, int]:
+    """`ipset list -t` output -> {name: number of kernel references (iptables rules, list:set)}."""
+    references: Dict[str, int] = {}
+    name = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key == "Name":
+            name = value.strip()
+        elif key == "References" and name:
+            references[name] = int(value)
+    return references
+
+
+def member_key(member: SetMember) -> Tuple[str, bool, str]:
+    return (member.entry, member.nomatch, member.comment)
