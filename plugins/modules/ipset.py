@@ -1,0 +1,268 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: netpol.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: ipset
+short_description: Manage ipsets atomically and idempotently, one set or many in one restore
+version_added: 0.1.0
+description:
+  - Makes one ipset (O(name)) or many (O(sets)) exactly as described, with their members and create options,
+    and optionally destroys the sets with a name prefix that are no longer wanted (O(purge_prefix)).
+  - Reads the kernel once (C(ipset list -t) and C(ipset save)), compares sets normalised (members as sets of
+    entries in the form C(ipset save) prints them, options that matter), and writes nothing when nothing differs.
+  - All changes go through one C(ipset restore) call. A new or changed set is first filled completely under a
+    temporary name (the set name plus C(-t)) and then renamed or swapped in, after every temporary set is
+    filled, so no packet ever sees a half-filled set. If the kernel rejects a line, the temporary sets are
+    destroyed again and the live sets stay as they were; temporary sets left by a killed run are destroyed
+    by the next run.
+  - A set whose type or family changes cannot be swapped. When no iptables rule or C(list:set) references
+    it, it is destroyed and recreated in the same restore; when something references it the module fails
+    before changing anything, naming the set (give a set of a new type a new name instead).
+author:
+  - netpol.fleet contributors
+requirements:
+  - ipset 7 or later (C(ipset save), C(ipset restore), C(ipset list -t)).
+options:
+  name:
+    description:
+      - The one set to manage. Letters, digits and C(_.:+-), at most 29 characters (the kernel allows 31,
+        and C(-t) is appended to build the new content before the swap). Names ending in C(-t) are reserved.
+      - Mutually exclusive with O(sets).
+    type: str
+  type:
+    description: The set type of O(name).
+    type: str
+    choices: [hash:ip, hash:net, hash:ip,port, hash:net,port, hash:net,iface]
+    default: hash:net
+  family:
+    description: The address family of O(name).
+    type: str
+    choices: [inet, inet6]
+    default: inet
+  members:
+    description:
+      - The complete member list of O(name); members not listed are removed.
+      - Each member is an entry string (for example V(10.0.0.0/8), V(fd00::/64), V(10.1.2.3,tcp:5432),
+        V(10.0.0.0/8,udp:53), V(10.0.0.0/8,eth0), V(10.0.0.0/8,physdev:vnet1)) or a dict with the keys
+        C(entry), C(nomatch) (bool, C(hash:net*) types only) and C(comment) (at most 255 bytes, no double quote).
+      - Entries are normalised as ipset prints them (host bits cleared, C(/32) and C(/128) dropped, IPv6
+        compressed, protocol C(tcp) added to a bare port, service names resolved). Ranges, and networks in
+        C(hash:ip) sets, are refused because ipset would expand them into many entries.
+      - A C(/0) cannot be stored in a hash set; use the two halves (V(0.0.0.0/1) and V(128.0.0.0/1)).
+    type: list
+    elements: raw
+    default: []
+  options:
+    description:
+      - Create options of O(name), as a dict or as a list of C([name, value]) pairs (the form of
+        C(HostState.to_dict())).
+      - V(maxelem), V(timeout) and V(hashsize) take numbers; V(counters), V(comment) and V(skbinfo) are flags.
+      - V(maxelem) defaults to 65536 and is raised automatically to the next power of two when there are more
+        members. V(comment) is turned on automatically when a member has a comment.
+      - V(hashsize) is only a sizing hint at creation (the kernel grows the hash itself), so it never makes a
+        set differ. A difference in any other option rebuilds the set through a swap.
+    type: raw
+  state:
+    description: Whether O(name) should exist. An absent set that is still referenced makes the task fail.
+    type: str
+    choices: [present, absent]
+    default: present
+  sets:
+    description:
+      - Many sets at once, applied in a single C(ipset restore). Mutually exclusive with O(name).
+      - The sets of a C(HostState) can be passed as they are.
+    type: list
+    elements: dict
+    suboptions:
+      name:
+        description: As O(name).
+        type: str
+        required: true
+      type:
+        description: As O(type).
+        type: str
+        choices: [hash:ip, hash:net, hash:ip,port, hash:net,port, hash:net,iface]
+        default: hash:net
+      family:
+        description: As O(family).
+        type: str
+        choices: [inet, inet6]
+        default: inet
+      members:
+        description: As O(members).
+        type: list
+        elements: raw
+        default: []
+      options:
+        description: As O(options).
+        type: raw
+      state:
+        description: As O(state).
+        type: str
+        choices: [present, absent]
+        default: present
+  purge_prefix:
+    description:
+      - Destroy every set whose name starts with this prefix and that is not listed in O(name) or O(sets).
+      - A set that iptables rules (or a C(list:set)) still reference is not destroyed; it is reported in
+        RV(kept_referenced) with a warning. Run the purge after the chains stopped using the sets.
+      - An empty string purges nothing.
+    type: str
+attributes:
+  check_mode:
+    support: full
+    description: Reads the kernel and returns the changes and the restore script without applying them.
+  diff_mode:
+    support: full
+    description: Shows, per changed set, its header and one line per member removed or added.
+notes:
+  - Sets are per network namespace; the module manages the namespace it runs in.
+  - Per-member timeouts, packet counters and the kernel-chosen C(bucketsize) and C(initval) are not compared.
+seealso:
+  - module: netpol.fleet.netpol_chain
+  - name: ipset(8)
+    description: Set types, entry syntax and the restore format.
+    link: https://ipset.netfilter.org/ipset.man.html
+"""
+
+EXAMPLES = r"""
+- name: The database tier's clients, minus one subnet
+  netpol.fleet.ipset:
+    name: netpol4-db-clients
+    type: hash:net
+    members:
+      - 10.0.0.0/8
+      - entry: 10.66.0.0/16
+        nomatch: true
+        comment: "except: quarantine"
+
+- name: An IPv6 set with a larger limit
+  netpol.fleet.ipset:
+    name: netpol6-web
+    family: inet6
+    members: [fd00:10::/64, fd00:20::5]
+    options:
+      maxelem: 262144
+
+- name: All sets of a compiled host state in one restore, then drop the ones nothing uses any more
+  netpol.fleet.ipset:
+    sets: "{{ netpol_host_state.sets }}"
+    purge_prefix: netpol
+
+- name: Remove one set
+  netpol.fleet.ipset:
+    name: netpol4-old
+    state: absent
+"""
+
+RETURN = r"""
+sets:
+  description: Per set changed (or to be changed in check mode), the entries added and removed and whether it was created or destroyed.
+  returned: always
+  type: dict
+  sample:
+    netpol4-db-clients:
+      added: ["10.0.0.5"]
+      removed: ["10.0.0.4"]
+      created: false
+      destroyed: false
+kept_referenced:
+  description: Sets matching O(purge_prefix) that were not destroyed because something still references them.
+  returned: always
+  type: list
+  elements: str
+  sample: ["netpol4-old"]
+commands:
+  description: The C(ipset restore) script, one line per element.
+  returned: in check mode or with -vv, when something changes
+  type: list
+  elements: str
+  sample:
+    - create netpol4-db-clients-t hash:net family inet maxelem 65536
+    - add netpol4-db-clients-t 10.0.0.5
+    - swap netpol4-db-clients-t netpol4-db-clients
+    - destroy netpol4-db-clients-t
+"""
+
+from typing import Any, Dict, List, Tuple
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.netpol.fleet.plugins.module_utils.hoststate import IpSet
+from ansible_collections.netpol.fleet.plugins.module_utils.ipset_text import FAMILIES, SET_TYPES
+from ansible_collections.netpol.fleet.plugins.module_utils.ipsets import (
+    PlanError,
+    apply,
+    build_set,
+    plan,
+    read_state,
+)
+from ansible_collections.netpol.fleet.plugins.module_utils.tools import ToolError
+
+SET_SPEC = dict(
+    type=dict(type="str", default="hash:net", choices=list(SET_TYPES)),
+    family=dict(type="str", default="inet", choices=list(FAMILIES)),
+    members=dict(type="list", elements="raw", default=[]),
+    options=dict(type="raw"),
+    state=dict(type="str", default="present", choices=["present", "absent"]),
+)
+
+ARGUMENT_SPEC = dict(
+    name=dict(type="str"),
+    sets=dict(type="list", elements="dict", options=dict(name=dict(type="str", required=True), **SET_SPEC)),
+    purge_prefix=dict(type="str"),
+    **SET_SPEC
+)
+
+
+def requested(params: Dict[str, Any]) -> Tuple[List[IpSet], List[str]]:
+    """The desired sets, validated and normalised, and the names that must be absent."""
+    items = params["sets"] if params["sets"] is not None else [params] if params["name"] else []
+    names = [item["name"] for item in items]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise PlanError("sets listed more than once: %s" % ", ".join(duplicates))
+    present = [build_set(i["name"], i["type"], i["family"], i["members"], i["options"])
+               for i in items if i["state"] == "present"]
+    return present, [i["name"] for i in items if i["state"] == "absent"]
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=ARGUMENT_SPEC,
+        mutually_exclusive=[("name", "sets")],
+        required_one_of=[("name", "sets", "purge_prefix")],
+        supports_check_mode=True,
+    )
+    ipset_bin = module.get_bin_path("ipset", required=True)
+    purge_prefix = module.params["purge_prefix"] or ""
+    try:
+        desired, absent = requested(module.params)
+        actual, references = read_state(module, ipset_bin, [s.name for s in desired] + absent, purge_prefix)
+        the_plan = plan(desired, actual, references, absent, purge_prefix)
+        if the_plan.changed and not module.check_mode:
+            apply(module, ipset_bin, the_plan)
+    except (PlanError, ToolError) as error:
+        module.fail_json(msg=str(error))
+    for name in the_plan.kept_referenced:
+        module.warn("set %s matches purge_prefix but is still referenced; it was kept" % name)
+    result: Dict[str, Any] = dict(
+        changed=the_plan.changed,
+        sets={c.name: c.to_dict() for c in the_plan.changes},
+        kept_referenced=list(the_plan.kept_referenced),
+    )
+    if the_plan.changed and (module.check_mode or module._verbosity >= 2):
+        result["commands"] = list(the_plan.script)
+    if module._diff:
+        result["diff"] = dict(before="".join(line + "\n" for line in the_plan.before),
+                              after="".join(line + "\n" for line in the_plan.after))
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
