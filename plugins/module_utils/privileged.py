@@ -21,8 +21,6 @@ DIRECTIONS = ("ingress", "egress")
 PROTOCOLS = ("TCP", "UDP", "SCTP", "ICMPV6", "ALL")
 RULE_FIELDS = ("name", "direction", "protocol", "ports", "cidrs", "icmpv6_types")
 
-# Router/neighbour solicitation and advertisement, redirect: IPv6 breaks without them.
-ICMPV6_ND_TYPES = (133, 134, 135, 136, 137)
 KUBE_APISERVER = (6443, 6443)
 ETCD = (2379, 2380)
 KUBELET = (10250, 10250)
@@ -47,7 +45,11 @@ def rules_from_vars(variables: Mapping[str, Any]) -> Tuple[PrivilegedRule, ...]:
 
 
 def default_rules(variables: Mapping[str, Any]) -> Tuple[PrivilegedRule, ...]:
-    """Safe defaults; rules whose peers are unknown (no controller, no control plane) are left out."""
+    """Safe defaults; rules whose peers are unknown (no controller, no control plane) are left out.
+
+    ICMPv6 neighbour discovery is not among them: compile keeps it in every host's base
+    chains, before anything a user can configure, because IPv6 breaks without it.
+    """
     admins = _cidrs(variables, "netpol_admin_cidrs")
     management = _cidrs(variables, "netpol_controller_addresses") + _cidrs(variables, "netpol_management_cidrs")
     control_plane = _cidrs(variables, "netpol_control_plane_addresses")
@@ -70,10 +72,6 @@ def default_rules(variables: Mapping[str, Any]) -> Tuple[PrivilegedRule, ...]:
             PrivilegedRule("dhcpv6-client", "egress", "UDP", (547, 547)),
             PrivilegedRule("dhcpv6-client-reply", "ingress", "UDP", (546, 546)),
         ]
-    rules += [
-        PrivilegedRule("icmpv6-nd-in", "ingress", "ICMPV6", icmpv6_types=ICMPV6_ND_TYPES),
-        PrivilegedRule("icmpv6-nd-out", "egress", "ICMPV6", icmpv6_types=ICMPV6_ND_TYPES),
-    ]
     return tuple(rules)
 
 

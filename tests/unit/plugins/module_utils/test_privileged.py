@@ -49,7 +49,7 @@ def test_apiserver_admits_nodes_and_admins_but_etcd_only_the_control_plane():
 def test_no_control_plane_means_no_kubernetes_holes():
     names = by_name(rules_from_vars({"netpol_controller_addresses": ["192.0.2.1"]}))
     assert not {"kube-apiserver", "etcd", "kubelet"} & set(names)
-    assert {"dns-udp", "dns-tcp", "dhcp-client", "icmpv6-nd-in", "icmpv6-nd-out"} <= set(names)
+    assert {"dns-udp", "dns-tcp", "dhcp-client", "dhcpv6-client"} <= set(names)
 
 
 def test_dns_goes_to_the_resolvers_only_when_given():
@@ -59,10 +59,10 @@ def test_dns_goes_to_the_resolvers_only_when_given():
     assert not admits(scoped, "10.9.9.8", "UDP", 53) and admits(scoped, "10.9.9.9", "UDP", 53)
 
 
-def test_neighbour_discovery_both_ways():
-    rules = by_name(rules_from_vars({}))
-    assert rules["icmpv6-nd-in"].icmpv6_types == (133, 134, 135, 136, 137)
-    assert rules["icmpv6-nd-out"].direction == "egress"
+def test_user_icmpv6_rule():
+    [rule] = rules_from_vars({"netpol_privileged_defaults": False, "netpol_privileged_rules": [
+        {"name": "echo", "direction": "ingress", "protocol": "icmpv6", "icmpv6_types": [128]}]})
+    assert rule == PrivilegedRule("echo", "ingress", "ICMPV6", None, (), (128,))
 
 
 def test_user_rule_with_a_default_name_replaces_it_and_others_are_added():
