@@ -1,0 +1,232 @@
+# -*- coding: utf-8 -*-
+# Copyright: netpol.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Compile the whole fleet's policies once, on the controller (docs: modules/netpol_compile.py).
+
+Reads every inventory host's variables from hostvars (all of the inventory, not only the
+play's hosts, so a --limit run still resolves peers everywhere), validates everything,
+and returns each host's desired HostState for the enforce role to apply.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+from ansible.plugins.action import ActionBase
+
+from ansible_collections.netpol.fleet.plugins.module_utils.compile import compile_fleet
+from ansible_collections.netpol.fleet.plugins.module_utils.errors import InputError, InputErrors
+from ansible_collections.netpol.fleet.plugins.module_utils.fleet import load_fleet
+from ansible_collections.netpol.fleet.plugins.module_utils.ir import CompileOptions, Fleet, LogOptions
+from ansible_collections.netpol.fleet.plugins.module_utils.parse import load_policies
+from ansible_collections.netpol.fleet.plugins.module_utils.privileged import (
+    PrivilegedError,
+    lockout_warnings,
+    rule_to_dict,
+    rules_from_vars,
+)
+from ansible_collections.netpol.fleet.plugins.module_utils.simulate import matrix
+from ansible_collections.netpol.fleet.plugins.module_utils.verify import flow_targets
+
+# Every (family, table) a host always gets a call for, so chains we owned there before are
+# removed even when the new policy set compiles nothing into them.
+BASE_TABLES = (("ipv4", "filter"), ("ipv6", "filter"))
+# What the fleet loader falls back on when a host has no netpol_addresses.
+ADDRESS_VARIABLES = ("ansible_all_ipv4_addresses", "ansible_all_ipv6_addresses", "ansible_host")
+# The controller reaches these hosts without the network: no SSH path to keep.
+LOCAL_CONNECTIONS = ("local", "ansible.builtin.local", "netpol.fleet.netns")
+SSH_CONNECTIONS = ("ssh", "paramiko", "paramiko_ssh", "ansible.builtin.ssh", "ansible.builtin.paramiko_ssh")
+
+# Action option -> the role variable it comes from: privileged errors name what users wrote.
+PRIVILEGED_OPTIONS = {
+    "privileged_defaults": "netpol_privileged_defaults",
+    "privileged_rules": "netpol_privileged_rules",
+    "privileged_exclude": "netpol_privileged_exclude",
+    "privileged_dhcp": "netpol_privileged_dhcp",
+    "management_cidrs": "netpol_management_cidrs",
+    "admin_cidrs": "netpol_admin_cidrs",
+    "dns_resolvers": "netpol_dns_resolvers",
+    "ssh_port": "netpol_ssh_port",
+}
+
+ARGUMENT_SPEC = {
+    "policies": {"type": "list", "elements": "raw", "default": []},
+    "policy_paths": {"type": "list", "elements": "str", "default": []},
+    "namespaces": {"type": "dict", "default": {}},
+    "base_dir": {"type": "path"},
+    "hosts": {"type": "list", "elements": "str"},
+    "controller_addresses": {"type": "list", "elements": "str", "default": []},
+    "control_plane_group": {"type": "str", "default": "control_plane"},
+    "privileged_defaults": {"type": "bool", "default": True},
+    "privileged_rules": {"type": "list", "elements": "raw", "default": []},
+    "privileged_exclude": {"type": "list", "elements": "str", "default": []},
+    "privileged_dhcp": {"type": "bool", "default": True},
+    "management_cidrs": {"type": "list", "elements": "str", "default": []},
+    "admin_cidrs": {"type": "list", "elements": "str", "default": []},
+    "dns_resolvers": {"type": "list", "elements": "str", "default": []},
+    "ssh_port": {"type": "int", "default": 22},
+    "log": {"type": "dict", "options": {
+        "group": {"type": "int", "default": 100},
+        "limit": {"type": "str", "default": "10/min"},
+        "burst": {"type": "int", "default": 5},
+    }},
+    "expected": {"type": "bool", "default": False},
+    "probe_ports": {"type": "list", "elements": "dict"},
+}
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _VALID_ARGS = frozenset(ARGUMENT_SPEC)
+    _supports_check_mode = True
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        task_vars = task_vars or {}
+        _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        hostvars = fleet_vars(task_vars["hostvars"])
+        hosts = args["hosts"] or list(task_vars.get("ansible_play_batch") or hostvars)
+        base_dir = args["base_dir"] or task_vars.get("playbook_dir") or "."
+        controller = list(args["controller_addresses"]) or self._detected_controller(hostvars)
+        try:
+            policies, fleet, warnings = load_inputs(args, hostvars, base_dir)
+            control_plane = task_vars.get("groups", {}).get(args["control_plane_group"], [])
+            privileged = rules_from_vars(privileged_vars(args, controller, fleet, control_plane))
+        except (InputErrors, PrivilegedError) as e:
+            return failure(result, error_lines(e))
+        options = CompileOptions(privileged=privileged, log=log_options(args["log"]))
+        states = compile_fleet(fleet, policies, options, hosts=hosts)
+        if self._connection.transport not in LOCAL_CONNECTIONS:
+            warnings += lockout_warnings(privileged, controller, args["ssh_port"])
+        for warning in warnings:
+            self._display.warning(str(warning))
+        result.update(
+            changed=False,
+            hosts={host: with_base_tables(state.to_dict()) for host, state in states.items()},
+            summary={host: summary(state.to_dict()) for host, state in states.items()},
+            privileged=[rule_to_dict(r) for r in privileged],
+            controller_addresses=controller,
+        )
+        if args["expected"]:
+            probes = probes_between(hostvars, hosts, args["probe_ports"] or [])
+            result["expected"] = matrix(fleet, policies, probes, options)
+        return result
+
+    def _detected_controller(self, hostvars: Mapping[str, Mapping[str, Any]]) -> List[str]:
+        """Where the controller's sessions come from, as the managed hosts see it."""
+        seen = [ssh_client_address(v.get("ansible_env", {}).get("SSH_CLIENT", "")) for v in hostvars.values()]
+        if self._connection.transport in SSH_CONNECTIONS and not any(seen):
+            out = self._low_level_execute_command("echo $SSH_CLIENT").get("stdout", "")
+            seen.append(ssh_client_address(out))
+        return sorted({a for a in seen if a})
+
+
+def load_inputs(args: Mapping[str, Any], hostvars: Mapping[str, Any], base_dir: str) -> Tuple[Any, Fleet, List[str]]:
+    """Policies and fleet, with the errors of both reported together."""
+    errors: List[InputError] = []
+    policies, warnings, fleet = (), [], None
+    try:
+        policies, warnings = load_policies(args["policies"], args["policy_paths"], base_dir)
+    except InputErrors as e:
+        errors += e.errors
+    try:
+        fleet = load_fleet(hostvars, args["namespaces"])
+    except InputErrors as e:
+        errors += e.errors
+    if errors:
+        raise InputErrors(errors)
+    return policies, fleet, list(warnings)
+
+
+def probes_between(hostvars: Mapping[str, Mapping[str, Any]], hosts: Sequence[str],
+                   extra_ports: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
+    """The flows the verify role probes among hosts: each address of each other host, each port."""
+    endpoints = {}
+    for host in hosts:
+        variables = hostvars[host]
+        addresses = variables.get("netpol_addresses") or [
+            a for fact in ("ansible_all_ipv4_addresses", "ansible_all_ipv6_addresses")
+            for a in variables.get(fact) or [] if not a.lower().startswith("fe80")]
+        endpoints[host] = (addresses, variables.get("netpol_ports") or [])
+    return [flow for src in hosts for flow in flow_targets(src, endpoints, extra_ports)]
+
+
+def fleet_vars(hostvars: Mapping[str, Any]) -> Dict[str, Dict[str, Any]]:
+    """host -> its netpol_* variables and address facts, templated into plain data once."""
+    plain: Dict[str, Dict[str, Any]] = {}
+    for host in hostvars:
+        variables = hostvars[host]
+        wanted = [k for k in variables if k.startswith("netpol_") or k in ADDRESS_VARIABLES or k == "ansible_env"]
+        plain[host] = {k: to_plain(variables[k]) for k in wanted}
+        if "ansible_env" in plain[host]:
+            plain[host]["ansible_env"] = {"SSH_CLIENT": plain[host]["ansible_env"].get("SSH_CLIENT", "")}
+    return plain
+
+
+def to_plain(value: Any) -> Any:
+    """Templated Ansible containers and tagged strings as builtin types."""
+    if isinstance(value, Mapping):
+        return {str(k): to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v) for v in value]
+    if isinstance(value, str):
+        return str(value)
+    return value
+
+
+def ssh_client_address(ssh_client: str) -> str:
+    """The client address of an SSH_CLIENT value ("addr port port"), or "" if none."""
+    address = (ssh_client or "").split(" ")[0].strip()
+    try:
+        return str(ipaddress.ip_address(address.split("%")[0]))
+    except ValueError:
+        return ""
+
+
+def privileged_vars(args: Mapping[str, Any], controller: Sequence[str], fleet: Fleet,
+                    control_plane: Sequence[str]) -> Dict[str, Any]:
+    """The privileged module's variables: the role's, plus addresses known only from the fleet."""
+    nodes = dict(fleet.node_addresses)
+    variables = {name: args[option] for option, name in PRIVILEGED_OPTIONS.items()}
+    variables.update(
+        netpol_controller_addresses=list(controller),
+        netpol_node_addresses=[a for host in sorted(nodes) for a in nodes[host]],
+        netpol_control_plane_addresses=[a for host in control_plane for a in nodes.get(host, ())],
+    )
+    return variables
+
+
+def log_options(log: Optional[Mapping[str, Any]]) -> Optional[LogOptions]:
+    return LogOptions(group=log["group"], limit=log["limit"], burst=log["burst"]) if log else None
+
+
+def with_base_tables(state: Dict[str, Any]) -> Dict[str, Any]:
+    """The state with an (empty) entry for every base table it lacks."""
+    present = {(t["family"], t["name"]) for t in state.get("tables", ())}
+    missing = [{"family": f, "name": n, "chains": [], "jumps": []} for f, n in BASE_TABLES if (f, n) not in present]
+    return dict(state, tables=list(state.get("tables", ())) + missing)
+
+
+def summary(state: Mapping[str, Any]) -> Dict[str, int]:
+    tables = state.get("tables", ())
+    return {
+        "sets": len(state.get("sets", ())),
+        "chains": sum(len(t["chains"]) for t in tables),
+        "rules": sum(len(c["rules"]) for t in tables for c in t["chains"]),
+    }
+
+
+def error_lines(error: Exception) -> List[str]:
+    errors: Iterable[Any] = getattr(error, "errors", None) or [error]
+    return [str(e) for e in errors]
+
+
+def failure(result: Dict[str, Any], errors: List[str]) -> Dict[str, Any]:
+    """Fail with every error at once: users fix them in one round, nothing was applied."""
+    result.update(
+        failed=True,
+        errors=errors,
+        msg="netpol: invalid input, no host was changed:\n" + "\n".join("- " + e for e in errors),
+    )
+    return result

@@ -1,0 +1,191 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: netpol.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: netpol_compile
+short_description: Compile the fleet's NetworkPolicies once, on the controller
+version_added: 0.1.0
+description:
+  - Action plugin run once per play (C(run_once: true)) on the controller. It reads the netpol variables of
+    B(every) inventory host from C(hostvars), not only of the play's hosts, so a C(--limit) or C(serial) run
+    still resolves peers against the whole fleet.
+  - It validates all input (manifests, inventory variables, privileged rules) and fails with every error, each
+    naming file, object and field, before any host is touched.
+  - It builds the privileged static rules (SSH from the controller and management CIDRs, kube-apiserver,
+    etcd, kubelet, DNS, DHCP, ICMPv6 neighbour discovery), warns when the controller would be left
+    without an SSH path, and compiles every requested host's desired kernel state once.
+  - The result maps each host to its state (sets, then tables of chains and jumps), ready for
+    M(netpol.fleet.ipset) and M(netpol.fleet.netpol_chain). It never changes anything itself.
+author:
+  - netpol.fleet contributors
+options:
+  policies:
+    description: NetworkPolicy manifests as dicts (C(netpol_policies)).
+    type: list
+    elements: raw
+    default: []
+  policy_paths:
+    description:
+      - Files, globs or directories of multi-document YAML manifests (C(netpol_policy_paths)).
+      - Relative paths are resolved against O(base_dir).
+    type: list
+    elements: str
+    default: []
+  namespaces:
+    description:
+      - Namespace name to C({labels}) (C(netpol_namespaces)); C(kubernetes.io/metadata.name) is added.
+    type: dict
+    default: {}
+  base_dir:
+    description: Directory relative policy paths start from. Defaults to the playbook's directory.
+    type: path
+  hosts:
+    description:
+      - Hosts to return a state for. Defaults to the current batch (C(ansible_play_batch)).
+      - Peers are always resolved against every inventory host.
+    type: list
+    elements: str
+  controller_addresses:
+    description:
+      - Addresses the controller manages hosts from. Empty means detect them, from C(SSH_CLIENT) in the
+        hosts' gathered C(ansible_env), or over the connection when it is SSH.
+    type: list
+    elements: str
+    default: []
+  control_plane_group:
+    description: Inventory group of the Kubernetes control-plane hosts (kube-apiserver, etcd, kubelet rules).
+    type: str
+    default: control_plane
+  privileged_defaults:
+    description: Keep the default privileged rules. C(false) leaves only O(privileged_rules).
+    type: bool
+    default: true
+  privileged_rules:
+    description:
+      - Extra privileged rules; one with the name of a default replaces it.
+      - Each has C(name), C(direction) (C(ingress) or C(egress)), C(protocol) (C(TCP) default, C(UDP), C(SCTP),
+        C(ICMPV6), C(ALL)), C(ports) (a port, C("first-last") or C([first, last]); omitted = all), C(cidrs)
+        (omitted = any address) and C(icmpv6_types).
+    type: list
+    elements: raw
+    default: []
+  privileged_exclude:
+    description: Names of default privileged rules to drop (see the role's documentation for the names).
+    type: list
+    elements: str
+    default: []
+  privileged_dhcp:
+    description: Keep the DHCP and DHCPv6 client rules.
+    type: bool
+    default: true
+  management_cidrs:
+    description: Networks that keep SSH to every host, besides the controller.
+    type: list
+    elements: str
+    default: []
+  admin_cidrs:
+    description: Networks that keep kube-apiserver (TCP 6443), besides the nodes.
+    type: list
+    elements: str
+    default: []
+  dns_resolvers:
+    description: Resolvers hosts keep DNS (UDP and TCP 53) to. Empty means any address.
+    type: list
+    elements: str
+    default: []
+  ssh_port:
+    description: The SSH port the management rule keeps open.
+    type: int
+    default: 22
+  log:
+    description: NFLOG denied packets with this group and rate limit; omit to log nothing.
+    type: dict
+    suboptions:
+      group:
+        description: NFLOG group.
+        type: int
+        default: 100
+      limit:
+        description: Rate, as C(-m limit --limit) takes it.
+        type: str
+        default: 10/min
+      burst:
+        description: Burst, as C(--limit-burst) takes it.
+        type: int
+        default: 5
+  expected:
+    description: Also return the simulator's expected reachability matrix (flow records) in RV(expected).
+    type: bool
+    default: false
+  probe_ports:
+    description: Ports (C({port, protocol})) the expected matrix covers, when O(expected) is set.
+    type: list
+    elements: dict
+attributes:
+  check_mode:
+    support: full
+    description: Pure computation; runs the same in check mode.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+notes:
+  - Run it with C(run_once: true) and register the result; each host applies C(result.hosts[inventory_hostname]).
+  - Hosts outside a C(--limit) without C(netpol_addresses) need cached facts to be resolved.
+seealso:
+  - module: netpol.fleet.ipset
+  - module: netpol.fleet.netpol_chain
+"""
+
+EXAMPLES = r"""
+- name: Compile once for the whole fleet
+  netpol.fleet.netpol_compile:
+    policies: "{{ netpol_policies }}"
+    policy_paths: "{{ netpol_policy_paths }}"
+    namespaces: "{{ netpol_namespaces }}"
+    management_cidrs: [10.10.0.0/24]
+    log: {group: 5, limit: 20/min, burst: 10}
+  run_once: true
+  register: netpol_compiled
+
+- name: Create the sets this host's rules use
+  netpol.fleet.ipset:
+    sets: "{{ netpol_compiled.hosts[inventory_hostname].sets }}"
+"""
+
+RETURN = r"""
+hosts:
+  description: Host name to its desired state (C(host), C(sets), C(tables) with C(chains) and C(jumps)).
+  returned: success
+  type: dict
+summary:
+  description: Host name to counts of sets, chains and rules.
+  returned: success
+  type: dict
+  sample: {"web1": {"sets": 3, "chains": 4, "rules": 17}}
+privileged:
+  description: The privileged rules compiled in, after merging defaults and user rules.
+  returned: success
+  type: list
+  elements: dict
+controller_addresses:
+  description: The controller addresses used for the management rule (given or detected).
+  returned: success
+  type: list
+  elements: str
+expected:
+  description: Expected flow records C({src, dst, address, family, protocol, port, reachable}).
+  returned: when O(expected) is set
+  type: list
+  elements: dict
+errors:
+  description: Every input error, each naming file, object and field.
+  returned: failure
+  type: list
+  elements: str
+"""
