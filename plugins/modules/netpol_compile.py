@@ -11,7 +11,7 @@ module: netpol_compile
 short_description: Compile the fleet's NetworkPolicies once, on the controller
 version_added: 0.1.0
 description:
-  - Action plugin run once per play (C(run_once: true)) on the controller. It reads the netpol variables of
+  - Action plugin run once per play (with C(run_once)) on the controller. It reads the netpol variables of
     B(every) inventory host from C(hostvars), not only of the play's hosts, so a C(--limit) or C(serial) run
     still resolves peers against the whole fleet.
   - It validates all input (manifests, inventory variables, privileged rules) and fails with every error, each
@@ -135,7 +135,7 @@ attributes:
   platform:
     platforms: posix
 notes:
-  - Run it with C(run_once: true) and register the result; each host applies C(result.hosts[inventory_hostname]).
+  - Run it with C(run_once) and register the result; each host applies C(result.hosts[inventory_hostname]).
   - Hosts outside a C(--limit) without C(netpol_addresses) need cached facts to be resolved.
 seealso:
   - module: netpol.fleet.ipset
