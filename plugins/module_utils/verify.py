@@ -146,15 +146,16 @@ def matrix_summary(measured: Iterable[Mapping[str, Any]]) -> str:
     return format_table(["SRC \\ DST"] + targets, rows)
 
 
-# Why a probe failed, in the words an operator uses. A DROP shows as a timeout, a REJECT as
-# refused or unreachable, a missing listener as refused: the detail tells these apart.
+# Why a probe failed, in the words an operator uses. A DROP shows as a timeout; a REJECT as
+# refused, host unreachable or prohibited (by its --reject-with); a missing listener as refused;
+# a DROP in this host's own OUTPUT as denied (UDP) or a timeout (TCP retries until it gives up).
 FAILURES = {
     errno.ECONNREFUSED: "refused",
     errno.ETIMEDOUT: "timeout",
     errno.EHOSTUNREACH: "host unreachable",
     errno.ENETUNREACH: "network unreachable",
     errno.EPERM: "denied by the local firewall",
-    errno.EACCES: "denied by the local firewall",
+    errno.EACCES: "prohibited",  # an ICMPv6 administratively-prohibited answer
     errno.EADDRNOTAVAIL: "no source address",
 }
 

@@ -16,8 +16,10 @@ description:
     timeout, so one lost datagram does not count as blocked.
   - A failed probe says why in RV(results[].detail). V(timeout) is what a DROP looks like;
     V(refused) is a REJECT with a TCP reset or port-unreachable, or simply no listener;
-    V(host unreachable) a REJECT with an ICMP host error; V(denied by the local firewall) a rule on
-    this host's own OUTPUT path.
+    V(host unreachable) or V(prohibited) a REJECT with an ICMP host or admin-prohibited error;
+    V(denied by the local firewall) a UDP probe dropped in this host's own OUTPUT chain.
+  - The detail is best effort: kernels rate-limit ICMP errors (C(net.ipv6.icmp.ratelimit)), so
+    under many concurrent probes a REJECT can read V(timeout). RV(results[].reachable) is exact.
   - Read-only; runs in check mode too.
 version_added: 0.1.0
 author:

@@ -1,0 +1,118 @@
+# -*- coding: utf-8 -*-
+# Copyright: netpol.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The verify role and its modules on real namespaces: real listeners, real probes, real iptables."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+
+from conftest import LAB_PLAYBOOK, run_adhoc, run_playbook
+
+pytestmark = pytest.mark.integration
+
+PORTS = [
+    {"name": "http", "port": 8080, "protocol": "TCP"},
+    {"name": "dns", "port": 5353, "protocol": "UDP"},
+    {"name": "diameter", "port": 3868, "protocol": "SCTP"},  # declared, never probed
+]
+
+
+def lab_hosts(subnet: int, count: int) -> Dict[str, dict]:
+    return {
+        "h%d" % i: {"netpol_addresses": ["10.%d.0.%d/24" % (subnet, i), "fd%02x::%d/64" % (subnet, i)],
+                    "netpol_ports": PORTS}
+        for i in range(1, count + 1)
+    }
+
+
+def netns_pids(namespace: str) -> List[str]:
+    return subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True).stdout.split()
+
+
+def in_netns(namespace: str, *argv: str) -> None:
+    subprocess.run(["ip", "netns", "exec", namespace, *argv], check=True, capture_output=True)
+
+
+def flow_ids(flows: List[dict]) -> set:
+    return {(f["src"], f["dst"], f["address"], f["family"], f["protocol"], f["port"]) for f in flows}
+
+
+def test_verify_measures_every_port_and_names_the_one_blocked_flow(make_lab, tmp_path: Path) -> None:
+    lab = make_lab("npv1-", lab_hosts(77, 3))
+    a, b, c = lab.hosts
+    matrix_file = tmp_path / "matrix.json"
+
+    run_playbook("playbooks/verify.yml", lab.inventory, "-e", "netpol_verify_matrix_file=%s" % matrix_file)
+
+    measured = json.loads(matrix_file.read_text())
+    addresses = {a: ("10.77.0.1", "fd4d::1"), b: ("10.77.0.2", "fd4d::2"), c: ("10.77.0.3", "fd4d::3")}
+    assert flow_ids(measured) == {
+        (src, dst, address, 6 if ":" in address else 4, protocol, port)
+        for src in lab.hosts for dst in lab.hosts if src != dst
+        for address in addresses[dst] for protocol, port in (("tcp", 8080), ("udp", 5353))
+    }
+    assert [f for f in measured if not f["reachable"]] == []
+
+    # One hand-written rule on b drops a's IPv4 TCP to 8080; every other flow still passes.
+    in_netns(b, "iptables", "-I", "INPUT", "-s", "10.77.0.1", "-p", "tcp", "--dport", "8080", "-j", "DROP")
+    expected_file = tmp_path / "expected.json"
+    expected = [{k: v for k, v in f.items() if k != "detail"} for f in measured]
+    expected_file.write_text(json.dumps({"netpol_verify_expected": expected}))
+
+    result = run_playbook("playbooks/verify.yml", lab.inventory, "-e", "@%s" % expected_file, check=False)
+
+    assert result.returncode != 0
+    rows = [line for line in result.stdout.splitlines() if "blocked (" in line and "differ" not in line]
+    assert len(rows) == 1, result.stdout
+    assert re.search(r"%s\s+%s\s+10\.77\.0\.2\s+tcp/8080\s+IPv4\s+reachable\s+blocked \(timeout\)" % (a, b), rows[0])
+    assert "1 flows differ from the expected matrix" in result.stdout
+
+    # Listeners are gone on success and on failure alike; then the lab itself goes.
+    assert {host: netns_pids(host) for host in lab.hosts} == {host: [] for host in lab.hosts}
+    run_playbook(LAB_PLAYBOOK, lab.inventory, "-e", "state=absent")
+    assert lab.namespaces() == []
+
+
+def test_listener_is_idempotent_and_probe_tells_drop_reject_and_closed_apart(make_lab) -> None:
+    lab = make_lab("npv2-", lab_hosts(78, 2))
+    client, server = lab.hosts
+    ports = json.dumps({"ports": PORTS})
+
+    assert run_adhoc(server, lab.inventory, "netpol.fleet.netpol_listen", ports, "--check")[server]["changed"]
+    assert netns_pids(server) == []  # check mode starts nothing
+    started = run_adhoc(server, lab.inventory, "netpol.fleet.netpol_listen", ports)[server]
+    again = run_adhoc(server, lab.inventory, "netpol.fleet.netpol_listen", ports)[server]
+    assert (started["changed"], again["changed"], again["pid"]) == (True, False, started["pid"])
+    assert started["unsupported"] == [{"protocol": "sctp", "port": 3868}]
+    assert netns_pids(server) == [str(started["pid"])]
+
+    in_netns(server, "ip6tables", "-I", "INPUT", "-p", "tcp", "--dport", "8080", "-j", "DROP")
+    in_netns(server, "iptables", "-I", "INPUT", "-p", "tcp", "--dport", "8080", "-j", "REJECT",
+             "--reject-with", "icmp-host-prohibited")
+    targets = [
+        {"address": "fd4e::2/64", "port": 8080, "protocol": "TCP"},  # dropped
+        {"address": "10.78.0.2", "port": 8080, "protocol": "tcp"},   # rejected
+        {"address": "10.78.0.2", "port": 8081, "protocol": "tcp"},   # nobody listens
+        {"address": "10.78.0.2", "port": 5353, "protocol": "udp", "tag": "kept"},
+        {"address": "fd4e::2", "port": 5354, "protocol": "udp"},     # nobody listens
+    ]
+    probe = run_adhoc(client, lab.inventory, "netpol.fleet.netpol_probe",
+                      json.dumps({"targets": targets, "timeout": 0.5}), "--check")[client]
+
+    assert [(r["reachable"], r["detail"]) for r in probe["results"]] == [
+        (False, "timeout"), (False, "host unreachable"), (False, "refused"), (True, "echoed"), (False, "refused"),
+    ]
+    assert probe["results"][3]["tag"] == "kept" and probe["results"][0]["address"] == "fd4e::2"
+    assert (probe["reached"], probe["blocked"], probe["changed"]) == (1, 4, False)
+
+    stopped = run_adhoc(server, lab.inventory, "netpol.fleet.netpol_listen", "state=absent")[server]
+    stopped_again = run_adhoc(server, lab.inventory, "netpol.fleet.netpol_listen", "state=absent")[server]
+    assert (stopped["changed"], stopped_again["changed"]) == (True, False)
+    assert netns_pids(server) == []
