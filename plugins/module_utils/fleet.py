@@ -25,6 +25,7 @@ from ansible_collections.netpol.fleet.plugins.module_utils.ir import (
     labels_of,
 )
 from ansible_collections.netpol.fleet.plugins.module_utils.validate import (
+    check,
     dns1123_label,
     integer,
     invalid,
@@ -181,8 +182,7 @@ def bridge_workload(host: str, value: Any, field: str, problems: Problems) -> Op
 def _namespace(value: Any, field: str, problems: Problems) -> str:
     if value is None or string(value, field, problems) is None:
         return ""
-    for reason in dns1123_label(value):
-        problems.add(field, invalid(value, reason))
+    check(dns1123_label, value, field, problems)
     return value
 
 
@@ -224,12 +224,10 @@ def read_port(value: Any, field: str, problems: Problems) -> Optional[NamedPort]
     known_fields(item, PORT_FIELDS, field, problems)
     name = required(item, "name", field, problems)
     if name is not None and string(name, join(field, "name"), problems) is not None:
-        for reason in port_name(name):
-            problems.add(join(field, "name"), invalid(name, reason))
+        check(port_name, name, join(field, "name"), problems)
     number = required(item, "port", field, problems)
     if number is not None and integer(number, join(field, "port"), problems) is not None:
-        for reason in port_number(number):
-            problems.add(join(field, "port"), invalid(number, reason))
+        check(port_number, number, join(field, "port"), problems)
     protocol = or_default(item.get("protocol"), "TCP")
     if protocol not in PROTOCOLS:
         problems.add(join(field, "protocol"),
@@ -250,8 +248,7 @@ def read_namespaces(
         problems.obj = str(name)
         if string(name, "", problems) is None:
             continue
-        for reason in dns1123_label(name):
-            problems.add("", invalid(name, reason))
+        check(dns1123_label, name, "", problems)
         spec = mapping(or_default(spec, {}), "", problems) or {}
         known_fields(spec, ("labels",), "", problems)
         found = dict(labels(spec.get("labels"), "labels", problems) or {})

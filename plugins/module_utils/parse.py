@@ -35,6 +35,7 @@ from ansible_collections.netpol.fleet.plugins.module_utils.ir import (
 )
 from ansible_collections.netpol.fleet.plugins.module_utils.selectors import read_selector
 from ansible_collections.netpol.fleet.plugins.module_utils.validate import (
+    check,
     dns1123_label,
     dns1123_subdomain,
     integer,
@@ -147,7 +148,7 @@ def _sources(inline, paths, base_dir, errors, warnings):
             errors.append(InputError(shown, "", "", "cannot read: %s" % failure))
             continue
         except Exception as failure:  # yaml.YAMLError, without importing yaml here
-            errors.append(InputError(shown, "", "", "invalid YAML: %s" % " ".join(str(failure).split())))
+            errors.append(InputError(shown, "", "", _yaml_problem(failure)))
             continue
         yield shown, documents, (lambda n, s=shown: "%s#%d" % (s, n))
 
@@ -158,8 +159,16 @@ def _yaml_text(text: str, source: str, errors: List[InputError]) -> List[Any]:
     try:
         return list(yaml.safe_load_all(text))
     except yaml.YAMLError as failure:
-        errors.append(InputError(source, "", "", "invalid YAML: %s" % " ".join(str(failure).split())))
+        errors.append(InputError(source, "", "", _yaml_problem(failure)))
         return []
+
+
+def _yaml_problem(failure: Exception) -> str:
+    """A YAML error as 'invalid YAML at line L, column C: problem', without repeating the file name."""
+    mark = getattr(failure, "problem_mark", None)
+    problem = getattr(failure, "problem", None) or " ".join(str(failure).split())
+    where = " at line %d, column %d" % (mark.line + 1, mark.column + 1) if mark is not None else ""
+    return "invalid YAML%s: %s" % (where, problem)
 
 
 def policy_files(
@@ -288,7 +297,9 @@ def read_policy(document: Mapping[str, Any], source: str, origin: str) -> Tuple[
     namespace, name = read_metadata(metadata, problems)
     spec = mapping(or_default(required(document, "spec", "", problems), {}), "spec", problems) or {}
     known_fields(spec, SPEC_FIELDS, "spec", problems)
-    selector = or_default(required(spec, "podSelector", "spec", problems), {})
+    if document.get("spec") is not None:  # a missing spec is one error, not two
+        required(spec, "podSelector", "spec", problems)
+    selector = or_default(spec.get("podSelector"), {})
     pod_selector = read_selector(selector, "spec.podSelector", problems)
     rules = {key: read_rules(spec.get(key), peers_key, "spec." + key, problems) for _, key, peers_key in DIRECTIONS}
     types = read_policy_types(spec, problems)
@@ -314,19 +325,16 @@ def read_metadata(metadata: Mapping[str, Any], problems: Problems) -> Tuple[str,
     if namespace is None:
         namespace = DEFAULT_NAMESPACE
     elif string(namespace, "metadata.namespace", problems) is not None:
-        for reason in dns1123_label(namespace):
-            problems.add("metadata.namespace", invalid(namespace, reason))
+        check(dns1123_label, namespace, "metadata.namespace", problems)
     name = required(metadata, "name", "metadata", problems)
     if name is not None and string(name, "metadata.name", problems) is not None:
-        for reason in dns1123_subdomain(name):
-            problems.add("metadata.name", invalid(name, reason))
+        check(dns1123_subdomain, name, "metadata.name", problems)
     labels(metadata.get("labels"), "metadata.labels", problems)
     annotations = mapping(or_default(metadata.get("annotations"), {}), "metadata.annotations", problems) or {}
     for key, value in annotations.items():
         path = join("metadata.annotations", str(key))
         if string(value, path, problems) is not None:
-            for reason in qualified_name(str(key)):
-                problems.add(path, invalid(key, reason))
+            check(qualified_name, str(key), path, problems)
     return str(namespace), str(name)
 
 
@@ -338,6 +346,7 @@ def read_policy_types(spec: Mapping[str, Any], problems: Problems) -> Tuple[str,
         return (INGRESS, EGRESS) if has_egress else (INGRESS,)
     if len(given) > 2:
         problems.add("spec.policyTypes", "may not specify more than two policyTypes")
+        return (INGRESS,)
     for i, value in enumerate(given):
         path = "spec.policyTypes[%d]" % i
         if value not in (INGRESS, EGRESS):
@@ -447,19 +456,16 @@ def read_port(value: Any, field: str, problems: Problems) -> Optional[PortSpec]:
     elif isinstance(port, bool) or not isinstance(port, (int, str)):
         problems.add(port_path, "must be a port number or a port name, not %s" % quoted(port))
     elif isinstance(port, int):
-        for reason in port_number(port):
-            problems.add(port_path, invalid(port, reason))
+        check(port_number, port, port_path, problems)
         if end_port is not None:
-            for reason in port_number(end_port):
-                problems.add(end_path, invalid(end_port, reason))
+            check(port_number, end_port, end_path, problems)
             if end_port < port:
                 problems.add(end_path, "must be >= port (%d), not %d" % (port, end_port))
     else:
         if end_port is not None:
             problems.add(end_path, "may not be specified when `port` is non-numeric (%s)" % quoted(port))
         hint = " (write a port number without quotes)" if port.isdigit() else ""
-        for reason in port_name(port):
-            problems.add(port_path, invalid(port, reason + hint))
+        check(port_name, port, port_path, problems, hint)
     if end_port == port:  # a one-port range is that port
         end_port = None
     return PortSpec(protocol=protocol, port=port, end_port=end_port)

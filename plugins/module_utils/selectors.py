@@ -24,7 +24,7 @@ from ansible_collections.netpol.fleet.plugins.module_utils.ir import (
     labels_of,
 )
 from ansible_collections.netpol.fleet.plugins.module_utils.validate import (
-    invalid,
+    check,
     join,
     known_fields,
     label_value,
@@ -86,15 +86,13 @@ def read_requirement(value: Any, field: str, problems: Problems) -> Optional[Req
     known_fields(found, ("key", "operator", "values"), field, problems)
     key = required(found, "key", field, problems)
     if key is not None and string(key, join(field, "key"), problems) is not None:
-        for reason in qualified_name(key):
-            problems.add(join(field, "key"), invalid(key, reason))
+        check(qualified_name, key, join(field, "key"), problems)
     operator = required(found, "operator", field, problems)
     values = sequence(or_default(found.get("values"), []), join(field, "values"), problems) or []
     for i, item in enumerate(values):
         path = "%s.values[%d]" % (field, i)
         if string(item, path, problems) is not None:
-            for reason in label_value(item):
-                problems.add(path, invalid(item, reason))
+            check(label_value, item, path, problems)
     if operator is not None:
         check_operator(operator, values, field, problems)
     if len(problems.errors) > before:
@@ -196,8 +194,9 @@ class _Parser:
     def key(self) -> str:
         position = self.tokens[self.index][1]
         key = self.word("a label key")
-        for reason in qualified_name(key):
-            raise self.fail("invalid label key %s: %s" % (quoted(key), reason), position)
+        reasons = qualified_name(key)
+        if reasons:
+            raise self.fail("invalid label key %s: %s" % (quoted(key), "; ".join(reasons)), position)
         return key
 
     def value(self) -> str:
@@ -206,8 +205,9 @@ class _Parser:
             return ""
         position = self.tokens[self.index][1]
         value = self.word("a label value")
-        for reason in label_value(value):
-            raise self.fail("invalid label value %s: %s" % (quoted(value), reason), position)
+        reasons = label_value(value)
+        if reasons:
+            raise self.fail("invalid label value %s: %s" % (quoted(value), "; ".join(reasons)), position)
         return value
 
     def value_set(self) -> Tuple[str, ...]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Any, Collection, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Collection, List, Mapping, Optional, Tuple, Union
 
 from ansible_collections.netpol.fleet.plugins.module_utils.errors import Problems
 
@@ -149,6 +149,14 @@ def read_cidr(text: str) -> Tuple[IPNetwork, bool]:
     return network, network.network_address != ip
 
 
+def check(rule: Callable[[Any], List[str]], value: Any, field: str, problems: Problems, hint: str = "") -> bool:
+    """Apply one rule; every reason it gives becomes one problem for the field."""
+    reasons = rule(value)
+    if reasons:
+        problems.add(field, invalid(value, "; ".join(reasons) + hint))
+    return not reasons
+
+
 # Shape checks: record a type problem and return None, so the caller skips the value.
 
 
@@ -215,10 +223,8 @@ def labels(value: Any, field: str, problems: Problems) -> Optional[Mapping[str, 
         val_text = string(val, path, problems)
         if key_text is None or val_text is None:
             continue
-        for reason in qualified_name(key_text):
-            problems.add(path, invalid(key_text, reason))
-        for reason in label_value(val_text):
-            problems.add(path, invalid(val_text, reason))
+        check(qualified_name, key_text, path, problems)
+        check(label_value, val_text, path, problems)
         result[key_text] = val_text
     return result
 
