@@ -18,6 +18,7 @@ from ansible_collections.netpol.fleet.plugins.module_utils.hoststate import Jump
 # iptables-restore names the line it choked on; --test and a real apply print the same.
 _ERROR_LINE = re.compile(r"(?:Error occurred at line|line):?\s*(\d+)", re.IGNORECASE)
 _TARGET = re.compile(r"(?:^|\s)-[jg]\s+(\S+)")
+_QUOTED_NAME = re.compile(r"'([^'\s]+)'")
 _QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
 
 
@@ -95,4 +96,11 @@ def offending_line(stderr: str, text: str) -> Optional[str]:
     lines = text.splitlines()
     if number is None or not 1 <= number <= len(lines):
         return None
+    if lines[number - 1] == "COMMIT":
+        # The kernel refuses at commit time (nftables), so the tool names COMMIT; the rule
+        # mentioning what the kernel named (e.g. "Chain 'X' does not exist") is the culprit.
+        for name in _QUOTED_NAME.findall(stderr):
+            culprit = next((line for line in lines if re.search(r"\s%s(\s|$)" % re.escape(name), line)), None)
+            if culprit:
+                return culprit
     return lines[number - 1]

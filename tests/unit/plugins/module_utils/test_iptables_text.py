@@ -93,3 +93,10 @@ def test_offending_line_maps_the_reported_number_back_to_the_text():
     err = "iptables-restore v1.8.9 (nf_tables): Chain 'NOPE' does not exist\nError occurred at line: 3\n"
     assert offending_line(err, text) == "-A NETPOL-A -j NOPE"
     assert offending_line("something else", text) is None
+
+
+def test_offending_line_finds_the_rule_when_the_kernel_refuses_at_commit():
+    text = "*filter\n:NETPOL-A - [0:0]\n-A NETPOL-A -j RETURN\n-A NETPOL-A -j NOPE\nCOMMIT\n"
+    err = "iptables-restore v1.8.9 (nf_tables): Chain 'NOPE' does not exist\nError occurred at line: 5\n"
+    assert offending_line(err, text) == "-A NETPOL-A -j NOPE"
+    assert offending_line("Error occurred at line: 5\n", text) == "COMMIT"
