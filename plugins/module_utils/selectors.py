@@ -213,6 +213,7 @@ class _Parser:
     def value_set(self) -> Tuple[str, ...]:
         if self.peek() != "(":
             raise self.fail("expected '(' after in/notin, found %s" % (quoted(self.peek()) or "the end"))
+        opening = self.tokens[self.index][1]
         self.take()
         values = [self.value()]
         while self.peek() == ",":
@@ -222,7 +223,7 @@ class _Parser:
             raise self.fail("expected ',' or ')', found %s" % (quoted(self.peek()) if self.peek() else "the end"))
         self.take()
         if values == [""]:
-            raise self.fail("the value set of in/notin must not be empty")
+            raise self.fail("the value set of in/notin must not be empty", opening)
         return tuple(values)
 
 
