@@ -1,65 +1,11 @@
 # -*- coding: utf-8 -*-
 # Copyright: netpol.fleet contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Filters of the verify role: flows to probe from hostvars, and measured against expected."""
+"""Filters of the verify role: flows to probe from hostvars, and measured against expected.
+
+Each filter is documented in the .yml file of its name beside this one."""
 
 from __future__ import annotations
-
-DOCUMENTATION = r"""
----
-name: netpol_flow_targets
-short_description: The flows one host must probe to measure reachability
-version_added: 0.1.0
-author:
-  - netpol.fleet contributors
-description:
-  - Filters of the C(netpol.fleet.verify) role, all in this file.
-  - C(hostvars | netpol.fleet.netpol_flow_targets(src, hosts, extra_ports)) lists the flow records
-    (C(src), C(dst), C(address), C(family), C(protocol), C(port)) from O(src) to every other host of
-    O(hosts): each address in C(netpol_addresses) (default, the gathered IPv4/IPv6 addresses that
-    are not link-local) times each TCP/UDP port in C(netpol_ports) plus O(extra_ports).
-  - C(measured | netpol.fleet.netpol_flow_compare(expected)) returns C(checked), C(mismatches),
-    C(unexpected) (measured flows the expectation lacks) and C(unmeasured) (the reverse).
-  - C(measured | netpol.fleet.netpol_flow_mismatches(expected)) returns only the mismatches.
-  - C(mismatches | netpol.fleet.netpol_flow_table) renders mismatches as an aligned text table.
-  - C(measured | netpol.fleet.netpol_flow_summary) renders a source by destination grid of
-    reachable/probed counts.
-options:
-  _input:
-    description: C(hostvars).
-    type: dict
-    required: true
-  src:
-    description: The probing host.
-    type: str
-    required: true
-  hosts:
-    description: The hosts to probe (O(src) itself is skipped).
-    type: list
-    elements: str
-    required: true
-  extra_ports:
-    description: Ports probed on every host besides its own C(netpol_ports).
-    type: list
-    elements: dict
-"""
-
-EXAMPLES = r"""
-- name: Probe every other host
-  netpol.fleet.netpol_probe:
-    targets: "{{ hostvars | netpol.fleet.netpol_flow_targets(inventory_hostname, ansible_play_hosts) }}"
-
-- name: Show mismatches
-  ansible.builtin.debug:
-    msg: "{{ measured | netpol.fleet.netpol_flow_mismatches(expected) | netpol.fleet.netpol_flow_table }}"
-"""
-
-RETURN = r"""
-_value:
-  description: Flow records without C(reachable), sorted by destination, address, protocol and port.
-  type: list
-  elements: dict
-"""
 
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 

@@ -17,7 +17,7 @@ description:
     ports are kept in a small state file; O(state=absent) stops it and removes the file.
   - The process ends by itself after O(lifetime) seconds, so a listener outlives an interrupted play
     only briefly. Still, always stop it in an C(always:) section.
-  - SCTP ports are skipped (reported in RV(unsupported)): SCTP sockets are missing on many kernels.
+  - SCTP ports are not served (they are listed in RV(unsupported)), as SCTP sockets are missing on many kernels.
   - A port another process already listens on is reported in RV(busy) and left to that process;
     probes of it measure whatever answers there.
   - Used by the C(netpol.fleet.verify) role together with M(netpol.fleet.netpol_probe).

@@ -18,7 +18,7 @@ description:
     V(refused) is a REJECT with a TCP reset or port-unreachable, or simply no listener;
     V(host unreachable) or V(prohibited) a REJECT with an ICMP host or admin-prohibited error;
     V(denied by the local firewall) a UDP probe dropped in this host's own OUTPUT chain.
-  - The detail is best effort: kernels rate-limit ICMP errors (C(net.ipv6.icmp.ratelimit)), so
+  - The detail is best effort. Kernels rate-limit ICMP errors (C(net.ipv6.icmp.ratelimit)), so
     under many concurrent probes a REJECT can read V(timeout). RV(results[].reachable) is exact.
   - Read-only; runs in check mode too.
 version_added: 0.1.0
