@@ -152,9 +152,11 @@ def start_time(pid: int) -> Optional[str]:
     """The kernel's start time of a process: a pid plus this names one process, even after pid reuse."""
     try:
         with open("/proc/%d/stat" % pid) as stat:
-            return stat.read().rsplit(")", 1)[1].split()[19]
+            fields = stat.read().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
+    # A zombie has ended; some container inits are slow to reap them.
+    return None if fields[0] in ("Z", "X") else fields[19]
 
 
 def read_state(path: str) -> Optional[dict]:
@@ -281,19 +283,27 @@ def daemonize(sockets: List[socket.socket], lifetime: int) -> int:
         os._exit(0)
 
 
-def stop(state: Optional[dict]) -> bool:
-    """Stop the listener of a state file; True when one was running."""
-    if not is_running(state):
-        return False
-    pid = int(state["pid"])
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_WAIT
-    while start_time(pid) == state["start_time"]:
+def gone(state: dict, wait: float) -> bool:
+    deadline = time.monotonic() + wait
+    while is_running(state):
         if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            deadline = float("inf")
+            return False
         time.sleep(0.01)
     return True
+
+
+def stop(state: Optional[dict]) -> bool:
+    """Stop the listener of a state file, politely first; True when one was running."""
+    if not is_running(state):
+        return False
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.kill(int(state["pid"]), sig)
+        except ProcessLookupError:
+            return True
+        if gone(state, STOP_WAIT):
+            return True
+    raise OSError("listener %s does not stop" % state["pid"])
 
 
 def remove(path: str) -> None:

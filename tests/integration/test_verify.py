@@ -6,14 +6,16 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
 from pathlib import Path
-from typing import Dict, List
+from typing import Callable, Dict, Iterator, List
 
 import pytest
 
-from conftest import LAB_PLAYBOOK, run_adhoc, run_playbook
+from conftest import LAB_PLAYBOOK, Lab, run_adhoc, run_playbook
 
 pytestmark = pytest.mark.integration
 
@@ -40,12 +42,24 @@ def in_netns(namespace: str, *argv: str) -> None:
     subprocess.run(["ip", "netns", "exec", namespace, *argv], check=True, capture_output=True)
 
 
+@pytest.fixture
+def verify_lab(make_lab) -> Iterator[Callable[[str, Dict[str, dict]], Lab]]:
+    """make_lab, plus: whatever still runs in the lab's namespaces when the test ends (a listener
+    of a failed test) is killed before the namespaces go, so nothing outlives the test."""
+    labs: List[Lab] = []
+    yield lambda prefix, hosts: labs.append(make_lab(prefix, hosts)) or labs[-1]
+    for lab in labs:
+        for host in lab.hosts:
+            for pid in netns_pids(host):
+                os.kill(int(pid), signal.SIGKILL)
+
+
 def flow_ids(flows: List[dict]) -> set:
     return {(f["src"], f["dst"], f["address"], f["family"], f["protocol"], f["port"]) for f in flows}
 
 
-def test_verify_measures_every_port_and_names_the_one_blocked_flow(make_lab, tmp_path: Path) -> None:
-    lab = make_lab("npv1-", lab_hosts(77, 3))
+def test_verify_measures_every_port_and_names_the_one_blocked_flow(verify_lab, tmp_path: Path) -> None:
+    lab = verify_lab("npv1-", lab_hosts(77, 3))
     a, b, c = lab.hosts
     matrix_file = tmp_path / "matrix.json"
 
@@ -80,8 +94,8 @@ def test_verify_measures_every_port_and_names_the_one_blocked_flow(make_lab, tmp
     assert lab.namespaces() == []
 
 
-def test_listener_is_idempotent_and_probe_tells_drop_reject_and_closed_apart(make_lab) -> None:
-    lab = make_lab("npv2-", lab_hosts(78, 2))
+def test_listener_is_idempotent_and_probe_tells_drop_reject_and_closed_apart(verify_lab) -> None:
+    lab = verify_lab("npv2-", lab_hosts(78, 2))
     client, server = lab.hosts
     ports = json.dumps({"ports": PORTS})
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 from typing import Any, Dict
 
@@ -113,3 +114,16 @@ def test_a_damaged_state_file_means_no_listener(tmp_path: Path, content: str):
 def test_each_network_namespace_has_its_own_state_file():
     inode = os.stat("/proc/self/ns/net").st_ino
     assert netpol_listen.default_state_file().endswith("netpol-listen-%d.json" % inode)
+
+
+def test_stop_ends_a_running_process_and_counts_a_zombie_as_ended():
+    child = subprocess.Popen(["sleep", "60"])
+    try:
+        state = {"pid": child.pid, "start_time": netpol_listen.start_time(child.pid)}
+        assert netpol_listen.is_running(state)
+        assert netpol_listen.stop(state) is True  # the child stays a zombie until waited for
+        assert netpol_listen.is_running(state) is False
+        assert netpol_listen.stop(state) is False
+    finally:
+        child.kill()
+        child.wait()
