@@ -27,7 +27,7 @@ from ansible_collections.netpol.fleet.plugins.module_utils.privileged import (
     rules_from_vars,
 )
 from ansible_collections.netpol.fleet.plugins.module_utils.simulate import matrix
-from ansible_collections.netpol.fleet.plugins.module_utils.verify import flow_targets
+from ansible_collections.netpol.fleet.plugins.module_utils.verify import address_family, bare_address, flow_targets
 
 # Every (family, table) a host always gets a call for, so chains we owned there before are
 # removed even when the new policy set compiles nothing into them.
@@ -141,7 +141,11 @@ def load_inputs(args: Mapping[str, Any], hostvars: Mapping[str, Any], base_dir: 
 
 def probes_between(hostvars: Mapping[str, Mapping[str, Any]], hosts: Sequence[str],
                    extra_ports: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
-    """The flows the verify role probes among hosts: each address of each other host, each port."""
+    """The flows the verify role probes among hosts: each address of each other host, each port.
+
+    Each carries src_address, the source's own address of the flow's family, so the simulator
+    can place sources that are no workload (a management host) by address.
+    """
     endpoints = {}
     for host in hosts:
         variables = hostvars[host]
@@ -149,7 +153,12 @@ def probes_between(hostvars: Mapping[str, Mapping[str, Any]], hosts: Sequence[st
             a for fact in ("ansible_all_ipv4_addresses", "ansible_all_ipv6_addresses")
             for a in variables.get(fact) or [] if not a.lower().startswith("fe80")]
         endpoints[host] = (addresses, variables.get("netpol_ports") or [])
-    return [flow for src in hosts for flow in flow_targets(src, endpoints, extra_ports)]
+    flows = [flow for src in hosts for flow in flow_targets(src, endpoints, extra_ports)]
+    for flow in flows:
+        own = [bare_address(a) for a in endpoints[flow["src"]][0] if address_family(a) == flow["family"]]
+        if own:
+            flow["src_address"] = own[0]
+    return flows
 
 
 def fleet_vars(hostvars: Mapping[str, Any]) -> Dict[str, Dict[str, Any]]:
