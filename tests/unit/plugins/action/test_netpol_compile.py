@@ -1,0 +1,145 @@
+# -*- coding: utf-8 -*-
+# Copyright: netpol.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+from typing import Any, Dict, List
+from unittest.mock import MagicMock
+
+import pytest
+
+from ansible_collections.netpol.fleet.plugins.action import netpol_compile
+from ansible_collections.netpol.fleet.plugins.action.netpol_compile import (
+    ActionModule,
+    ssh_client_address,
+    with_base_tables,
+)
+
+INVENTORY = {
+    "web": {"netpol_namespace": "shop", "netpol_labels": {"app": "web"},
+            "netpol_addresses": ["10.0.0.1/24", "fd00::1/64"], "netpol_ports": [{"name": "http", "port": 80}]},
+    "db": {"netpol_namespace": "shop", "netpol_labels": {"app": "db"},
+           "netpol_addresses": ["10.0.0.2", "fd00::2"], "netpol_ports": [{"name": "pg", "port": 5432}]},
+    "cp": {"netpol_namespace": "kube-system", "netpol_addresses": ["10.0.0.9"],
+           "netpol_ports": [{"name": "https", "port": 6443}]},
+    "bastion": {"netpol_addresses": ["10.0.0.200"], "ansible_env": {"SSH_CLIENT": "10.0.0.250 5000 22"},
+                "unrelated": "{{ never templated }}"},
+}
+DB_FROM_WEB = {
+    "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+    "metadata": {"name": "db-from-web", "namespace": "shop"},
+    "spec": {"podSelector": {"matchLabels": {"app": "db"}},
+             "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "web"}}}], "ports": [{"port": "pg"}]}]},
+}
+
+
+def run(args: Dict[str, Any], transport: str = "netpol.fleet.netns", batch=("db",)):
+    task = MagicMock(async_val=0, check_mode=False, args=args)
+    connection = MagicMock(transport=transport)
+    connection._shell.tmpdir = None
+    action = ActionModule(task, connection, MagicMock(check_mode=False), loader=None, templar=None,
+                          shared_loader_obj=None)
+    action._display = MagicMock()
+    action._low_level_execute_command = MagicMock(return_value={"stdout": ""})
+    task_vars = {"hostvars": INVENTORY, "ansible_play_batch": list(batch), "playbook_dir": "/nowhere",
+                 "groups": {"all": list(INVENTORY), "control_plane": ["cp"]}}
+    result = action.run(task_vars=task_vars)
+    warnings = [c.args[0] for c in action._display.warning.call_args_list]
+    return result, warnings
+
+
+def rules_of(state: Dict[str, Any], family: str = "ipv4") -> List[str]:
+    table = next(t for t in state["tables"] if t["family"] == family)
+    return [r for chain in table["chains"] for r in chain["rules"]]
+
+
+def test_only_the_batch_is_returned_but_peers_come_from_the_whole_inventory():
+    result, _ = run({"policies": [DB_FROM_WEB]})
+    assert not result.get("failed"), result
+    assert list(result["hosts"]) == ["db"]
+    members = [m["entry"] for s in result["hosts"]["db"]["sets"] for m in s["members"]]
+    assert "10.0.0.1" in members and "fd00::1" in members  # web is outside the batch
+    assert result["summary"]["db"]["sets"] == len(result["hosts"]["db"]["sets"])
+
+
+def test_every_input_error_is_reported_at_once_and_names_its_place():
+    bad_policy = dict(DB_FROM_WEB, spec=dict(DB_FROM_WEB["spec"], ingress=[{"ports": [{"port": 70000}]}]))
+    result, _ = run({"policies": [bad_policy], "namespaces": {"Bad_Name": {}},
+                     "privileged_rules": [{"name": "x", "direction": "sideways"}]})
+    assert result["failed"] and "no host was changed" in result["msg"]
+    text = "\n".join(result["errors"])
+    assert "shop/db-from-web" in text and "70000" in text
+    assert "Bad_Name" in text
+
+
+def test_bad_privileged_rule_is_named():
+    result, _ = run({"privileged_rules": [{"name": "x", "direction": "sideways"}]})
+    assert result["failed"]
+    assert result["errors"] == ["netpol_privileged_rules[0].direction: 'sideways' is not one of ingress, egress"]
+
+
+def test_privileged_rules_come_first_with_the_control_plane_from_its_group():
+    result, _ = run({"policies": [DB_FROM_WEB], "management_cidrs": ["10.0.0.240/28"]})
+    names = [r["name"] for r in result["privileged"]]
+    assert names[:2] == ["ssh-management", "kube-apiserver"]
+    rules = rules_of(result["hosts"]["db"])
+    ssh = next(i for i, r in enumerate(rules) if "privileged ssh-management" in r)
+    policy = next(i for i, r in enumerate(rules) if "shop/db-from-web" in r)
+    assert ssh < policy
+    assert any("-s 10.0.0.9/32" in r and "--dport 2379:2380" in r for r in rules)  # etcd from cp only
+
+
+def test_controller_detected_from_ssh_client_and_kept():
+    result, warnings = run({"policies": [DB_FROM_WEB]}, transport="ssh")
+    assert result["controller_addresses"] == ["10.0.0.250"]
+    assert any("-s 10.0.0.250/32" in r and "--dport 22" in r for r in rules_of(result["hosts"]["db"]))
+    assert not [w for w in warnings if "controller" in w]
+
+
+def test_lockout_warning_over_ssh_when_nothing_keeps_the_controller():
+    _, warnings = run({"privileged_exclude": ["ssh-management"]}, transport="ssh")
+    assert any("10.0.0.250" in w and "TCP 22" in w for w in warnings)
+
+
+def test_no_lockout_warning_for_hosts_reached_without_the_network():
+    _, warnings = run({"privileged_exclude": ["ssh-management"]})
+    assert not [w for w in warnings if "controller" in w]
+
+
+def test_logging_adds_rate_limited_nflog():
+    result, _ = run({"policies": [DB_FROM_WEB], "log": {"group": 7, "limit": "20/min", "burst": 5}})
+    assert any("--limit 20/min" in r and "--nflog-group 7" in r for r in rules_of(result["hosts"]["db"]))
+
+
+def test_expected_matrix_covers_the_probed_flows():
+    result, _ = run({"policies": [DB_FROM_WEB], "expected": True}, batch=("web", "db"))
+    flows = {(f["src"], f["address"], f["port"]): f["reachable"] for f in result["expected"]}
+    assert flows[("web", "10.0.0.2", 5432)] is True
+    assert flows[("web", "fd00::2", 5432)] is True
+    assert flows[("db", "10.0.0.1", 80)] is True  # web is not isolated
+
+
+def test_ssh_client_address():
+    assert ssh_client_address("192.0.2.1 51234 22") == "192.0.2.1"
+    assert ssh_client_address("fe80::1%eth0 1 22") == "fe80::1"
+    assert ssh_client_address("") == "" and ssh_client_address("garbage") == ""
+
+
+def test_base_tables_are_always_present():
+    state = with_base_tables({"host": "h", "sets": [], "tables": [
+        {"family": "ipv6", "name": "filter", "chains": [{"name": "NETPOL-X", "rules": []}], "jumps": []}]})
+    assert [(t["family"], t["name"], len(t["chains"])) for t in state["tables"]] == [
+        ("ipv6", "filter", 1), ("ipv4", "filter", 0)]
+
+
+def test_only_netpol_and_address_variables_are_read():
+    plain = netpol_compile.fleet_vars(INVENTORY)
+    assert "unrelated" not in plain["bastion"]
+    assert plain["bastion"]["ansible_env"] == {"SSH_CLIENT": "10.0.0.250 5000 22"}
+
+
+@pytest.mark.parametrize("transport", ["ssh", "netpol.fleet.netns"])
+def test_nothing_is_executed_on_hosts_when_the_controller_is_known(transport):
+    task = {"controller_addresses": ["10.0.0.250"]}
+    result, _ = run(task, transport=transport)
+    assert result["controller_addresses"] == ["10.0.0.250"]
