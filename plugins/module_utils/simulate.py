@@ -1,0 +1,262 @@
+# -*- coding: utf-8 -*-
+# Copyright: netpol.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Simulate and explain: NetworkPolicy semantics evaluated straight from the IR.
+
+Deliberately naive and independent of compile (no index, no sets): it is the oracle the
+compiled rules are tested against and what measured traffic is compared with. A flow
+needs egress allowed at its source and ingress allowed at its destination; each side
+names what decided it. Pure Python, standard library only.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+from ansible_collections.netpol.fleet.plugins.module_utils.ir import (
+    EGRESS,
+    INGRESS,
+    METADATA_NAME,
+    CompileOptions,
+    Fleet,
+    Peer,
+    Policy,
+    PortSpec,
+    PrivilegedRule,
+    Rule,
+    Workload,
+)
+
+Endpoint = Union[Workload, str]
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side's decision: egress at the source or ingress at the destination."""
+
+    direction: str  # ingress or egress
+    allowed: bool
+    reason: str
+    isolated_by: Tuple[str, ...] = ()  # policy keys
+    allowed_by: Tuple[str, ...] = ()  # "ns/policy ingress[0]" or "privileged <name>"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    allowed: bool
+    egress: Side
+    ingress: Side
+
+    @property
+    def reasons(self) -> Tuple[str, ...]:
+        return ("egress: " + self.egress.reason, "ingress: " + self.ingress.reason)
+
+
+@dataclass(frozen=True)
+class _End:
+    """A flow endpoint: the workload (if the address is one) and the address used."""
+
+    workload: Optional[Workload]
+    address: str
+
+
+def verdict(
+    fleet: Fleet,
+    policies: Sequence[Policy],
+    src: Endpoint,
+    dst: Endpoint,
+    port: int,
+    protocol: str = "TCP",
+    family: int = 4,
+    options: CompileOptions = CompileOptions(),
+) -> Verdict:
+    """Whether a new connection src -> dst:port/protocol is allowed, and why."""
+    source, destination = _end(fleet, src, family), _end(fleet, dst, family)
+    protocol = protocol.upper()
+    if _node_local(fleet, source, destination):
+        local = Side("egress", True, "node-local"), Side("ingress", True, "node-local")
+        return Verdict(True, *local)
+    flow = _Flow(fleet, policies, options, source, destination, port, protocol)
+    egress, ingress = flow.side(EGRESS), flow.side(INGRESS)
+    return Verdict(egress.allowed and ingress.allowed, egress, ingress)
+
+
+def matrix(
+    fleet: Fleet,
+    policies: Sequence[Policy],
+    probes: Optional[Iterable[Mapping[str, Any]]] = None,
+    options: CompileOptions = CompileOptions(),
+) -> List[Dict[str, Any]]:
+    """Flow records {src, dst, address, family, protocol, port, reachable}.
+
+    Without probes: every ordered pair of distinct workloads, every family both have,
+    every TCP/UDP port the destination declares (netpol_ports). With probes (records
+    without 'reachable', src/dst as host names), exactly those, filled in.
+    """
+    by_host = {w.host or w.name: w for w in fleet.workloads}
+    records = _all_probes(fleet) if probes is None else [dict(p) for p in probes]
+    for record in records:
+        src = by_host.get(record["src"], record.get("src_address") or record["src"])
+        dst = by_host.get(record["dst"], record["address"])
+        if isinstance(dst, Workload):
+            dst = record["address"]  # the address probed, which names the workload too
+        result = verdict(fleet, policies, src, dst, int(record["port"]), record["protocol"], int(record["family"]), options)
+        record["reachable"] = result.allowed
+    return records
+
+
+def _all_probes(fleet: Fleet) -> List[Dict[str, Any]]:
+    records = []
+    workloads = sorted(fleet.workloads, key=lambda w: (w.host or w.name, w.namespace, w.name))
+    for src in workloads:
+        for dst in workloads:
+            if src is dst:
+                continue
+            for family in (4, 6):
+                if not src.addresses_of(family) or not dst.addresses_of(family):
+                    continue
+                for named in sorted(dst.ports, key=lambda p: (p.protocol, p.port)):
+                    if named.protocol in ("TCP", "UDP"):
+                        records.append(
+                            {
+                                "src": src.host or src.name,
+                                "dst": dst.host or dst.name,
+                                "address": dst.addresses_of(family)[0],
+                                "family": family,
+                                "protocol": named.protocol.lower(),
+                                "port": named.port,
+                            }
+                        )
+    return _unique(records)
+
+
+def _unique(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    seen, kept = set(), []
+    for record in records:
+        key = tuple(sorted(record.items()))
+        if key not in seen:
+            seen.add(key)
+            kept.append(record)
+    return kept
+
+
+def _end(fleet: Fleet, endpoint: Endpoint, family: int) -> _End:
+    """An address is the workload that owns it, if any: a packet from it is that workload."""
+    if isinstance(endpoint, Workload):
+        addresses = endpoint.addresses_of(family)
+        return _End(endpoint, addresses[0] if addresses else "")
+    address = ipaddress.ip_address(endpoint)
+    for workload in fleet.workloads:
+        if any(ipaddress.ip_address(a) == address for a in workload.addresses):
+            return _End(workload, endpoint)
+    return _End(None, endpoint)
+
+
+def _node_local(fleet: Fleet, source: _End, destination: _End) -> bool:
+    """Self, the same host, or the node's own addresses: never cut."""
+    if destination.workload is None:
+        return False
+    host = destination.workload.host or destination.workload.name
+    if source.workload is not None and (source.workload.host or source.workload.name) == host:
+        return True
+    node_addresses = dict(fleet.node_addresses).get(host, ())
+    return bool(source.address) and source.address in node_addresses
+
+
+class _Flow:
+    """One new connection, judged per side from the IR alone."""
+
+    def __init__(self, fleet, policies, options, source: _End, destination: _End, port: int, protocol: str):
+        self.fleet, self.policies, self.options = fleet, policies, options
+        self.source, self.destination, self.port, self.protocol = source, destination, port, protocol
+
+    def side(self, policy_type: str) -> Side:
+        label = policy_type.lower()
+        local, remote = (self.destination, self.source) if policy_type == INGRESS else (self.source, self.destination)
+        if local.workload is None:
+            return Side(label, True, "outside the fleet: not enforced here")
+        privileged = [r.name for r in self.options.privileged if self._privileged_allows(r, label, remote)]
+        if privileged:
+            return Side(label, True, "privileged %s" % ", ".join(privileged), allowed_by=tuple("privileged " + n for n in privileged))
+        isolating = sorted(
+            (p for p in self.policies if policy_type in p.policy_types and _selects(p, local.workload)),
+            key=lambda p: p.key,
+        )
+        if not isolating:
+            return Side(label, True, "not isolated for %s" % label)
+        keys = tuple(p.key for p in isolating)
+        allowed_by = tuple(
+            "%s %s[%d]" % (p.key, label, number)
+            for p in isolating
+            for number, rule in enumerate(p.ingress if policy_type == INGRESS else p.egress)
+            if self._rule_allows(p, rule, policy_type, remote)
+        )
+        if allowed_by:
+            return Side(label, True, "allowed by " + ", ".join(allowed_by), keys, allowed_by)
+        return Side(label, False, "isolated for %s by %s; no rule matched" % (label, ", ".join(keys)), keys)
+
+    def _rule_allows(self, policy: Policy, rule: Rule, policy_type: str, remote: _End) -> bool:
+        peers: Sequence[Optional[Peer]] = rule.peers or (None,)
+        return any(
+            _peer_matches(self.fleet, policy, peer, remote) and self._ports_allow(rule.ports, peer, policy_type)
+            for peer in peers
+        )
+
+    def _ports_allow(self, ports: Sequence[PortSpec], peer: Optional[Peer], policy_type: str) -> bool:
+        return not ports or any(self._port_matches(spec, peer, policy_type) for spec in ports)
+
+    def _port_matches(self, spec: PortSpec, peer: Optional[Peer], policy_type: str) -> bool:
+        if spec.protocol != self.protocol:
+            return False
+        if spec.port is None:
+            return True
+        if isinstance(spec.port, int):
+            return spec.port <= self.port <= (spec.end_port or spec.port)
+        # A named port is the destination workload's own; never an ipBlock's address.
+        owner = self.destination.workload
+        if owner is None or (policy_type == EGRESS and peer is not None and peer.ip_block is not None):
+            return False
+        return owner.resolve_port(spec.port, spec.protocol) == self.port
+
+    def _privileged_allows(self, rule: PrivilegedRule, direction: str, remote: _End) -> bool:
+        if rule.direction != direction or rule.protocol not in ("ALL", self.protocol):
+            return False
+        if rule.ports is not None and not rule.ports[0] <= self.port <= rule.ports[1]:
+            return False
+        return not rule.cidrs or any(_in_cidr(remote.address, c) for c in rule.cidrs)
+
+
+def _selects(policy: Policy, workload: Workload) -> bool:
+    return policy.namespace == workload.namespace and policy.pod_selector.matches(workload.label_map)
+
+
+def _peer_matches(fleet: Fleet, policy: Policy, peer: Optional[Peer], remote: _End) -> bool:
+    if peer is None:
+        return True
+    if peer.ip_block is not None:
+        block = peer.ip_block
+        return _in_cidr(remote.address, block.cidr) and not any(_in_cidr(remote.address, e) for e in block.excepts)
+    workload = remote.workload
+    if workload is None:
+        return False  # selectors name workloads, never node or external addresses
+    if peer.namespace_selector is None:
+        in_namespace = workload.namespace == policy.namespace
+    else:
+        in_namespace = peer.namespace_selector.matches(_namespace_labels(fleet, workload.namespace))
+    return in_namespace and (peer.pod_selector is None or peer.pod_selector.matches(workload.label_map))
+
+
+def _namespace_labels(fleet: Fleet, name: str) -> Mapping[str, str]:
+    for namespace in fleet.namespaces:
+        if namespace.name == name:
+            return namespace.label_map
+    return {METADATA_NAME: name}
+
+
+def _in_cidr(address: str, cidr: str) -> bool:
+    if not address:
+        return False
+    ip, network = ipaddress.ip_address(address), ipaddress.ip_network(cidr, strict=False)
+    return ip.version == network.version and ip in network
