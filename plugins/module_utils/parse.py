@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import glob
 import os
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Hashable, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from ansible_collections.netpol.fleet.plugins.module_utils.errors import InputError, InputErrors, Problems
 from ansible_collections.netpol.fleet.plugins.module_utils.ir import (
@@ -78,30 +78,43 @@ DIRECTIONS = ((INGRESS, "ingress", "from"), (EGRESS, "egress", "to"))
 Documents = Sequence[Any]
 
 
-# The one piece of I/O.
+# The one piece of I/O, and the YAML reader it shares with inline texts.
 
 
 def read_yaml_documents(path: str) -> List[Any]:
-    """Every document of a (multi-document) YAML or JSON file; duplicate keys are an error."""
-    import yaml  # controller side only; keeps the pure functions importable without PyYAML
+    """Every document of a policy file; OSError if unreadable, ValueError if not valid YAML."""
+    with open(path, encoding="utf-8") as stream:
+        return yaml_documents(stream)
+
+
+def yaml_documents(text: Any) -> List[Any]:
+    """Every document of a YAML (or JSON) text or stream.
+
+    ValueError names line and column of invalid YAML, including a key given twice in one
+    mapping: PyYAML would silently keep the last, kube-apiserver rejects it.
+    """
+    import yaml  # controller side only; the rest of the engine does not need PyYAML
 
     class StrictLoader(yaml.SafeLoader):
         def construct_mapping(self, node, deep=False):
             seen = set()
             for key_node, _value in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge":
-                    continue
                 key = self.construct_object(key_node, deep=True)
-                if isinstance(key, (str, int, float, bool)) and key in seen:
+                if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key, Hashable):
+                    continue
+                if key in seen:
                     raise yaml.constructor.ConstructorError(
-                        "while constructing a mapping", node.start_mark, "found duplicate key %r" % (key,),
-                        key_node.start_mark,
+                        None, None, "found duplicate key %r" % (key,), key_node.start_mark
                     )
-                seen.add(key) if isinstance(key, (str, int, float, bool)) else None
+                seen.add(key)
             return super().construct_mapping(node, deep)
 
-    with open(path, encoding="utf-8") as stream:
-        return list(yaml.load_all(stream, Loader=StrictLoader))  # noqa: S506 - a SafeLoader subclass
+    try:
+        return list(yaml.load_all(text, Loader=StrictLoader))  # noqa: S506 - a SafeLoader
+    except yaml.YAMLError as failure:
+        mark = getattr(failure, "problem_mark", None)
+        where = " at line %d, column %d" % (mark.line + 1, mark.column + 1) if mark is not None else ""
+        raise ValueError("invalid YAML%s: %s" % (where, getattr(failure, "problem", None) or failure)) from None
 
 
 def load_policies(
@@ -136,39 +149,23 @@ def _sources(inline, paths, base_dir, errors, warnings):
         inline = []
     for i, item in enumerate(inline or []):
         source = "netpol_policies[%d]" % i
-        if isinstance(item, str):  # a YAML text, e.g. from lookup('file', ...)
-            documents = _yaml_text(item, source, errors)
-            yield source, documents, (lambda n, s=source: "%s#%d" % (s, n))
-        else:
+        if not isinstance(item, str):
             yield source, [item], (lambda n, s=source: s)
+            continue
+        try:  # a YAML text, e.g. from lookup('file', ...)
+            yield source, yaml_documents(item), (lambda n, s=source: "%s#%d" % (s, n))
+        except ValueError as failure:
+            errors.append(InputError(source, "", "", str(failure)))
     for shown, real in policy_files(paths, base_dir, errors, warnings):
         try:
             documents = read_yaml_documents(real)
-        except (OSError, UnicodeDecodeError, ValueError) as failure:
-            errors.append(InputError(shown, "", "", "cannot read: %s" % failure))
+        except OSError as failure:
+            errors.append(InputError(shown, "", "", "cannot read: %s" % (failure.strerror or failure)))
             continue
-        except Exception as failure:  # yaml.YAMLError, without importing yaml here
-            errors.append(InputError(shown, "", "", _yaml_problem(failure)))
+        except ValueError as failure:  # invalid YAML, or not UTF-8
+            errors.append(InputError(shown, "", "", str(failure)))
             continue
         yield shown, documents, (lambda n, s=shown: "%s#%d" % (s, n))
-
-
-def _yaml_text(text: str, source: str, errors: List[InputError]) -> List[Any]:
-    import yaml
-
-    try:
-        return list(yaml.safe_load_all(text))
-    except yaml.YAMLError as failure:
-        errors.append(InputError(source, "", "", _yaml_problem(failure)))
-        return []
-
-
-def _yaml_problem(failure: Exception) -> str:
-    """A YAML error as 'invalid YAML at line L, column C: problem', without repeating the file name."""
-    mark = getattr(failure, "problem_mark", None)
-    problem = getattr(failure, "problem", None) or " ".join(str(failure).split())
-    where = " at line %d, column %d" % (mark.line + 1, mark.column + 1) if mark is not None else ""
-    return "invalid YAML%s: %s" % (where, problem)
 
 
 def policy_files(
@@ -263,7 +260,7 @@ def parse_document(document: Any, source: str, origin: str) -> Tuple[List[Policy
         raise _fail(source, identity(document) or origin, field, "Required value: not a Kubernetes object")
     if kind in LIST_KINDS and isinstance(document.get("items"), list):
         return parse_documents(document["items"], source, lambda n: "%s.items[%d]" % (origin, n))
-    if kind != KIND or not str(api_version).startswith(NETWORKPOLICY_GROUPS):
+    if kind != KIND or str(api_version).partition("/")[0] not in NETWORKPOLICY_GROUPS:
         metadata = document.get("metadata")
         name = metadata.get("name") if isinstance(metadata, Mapping) else None
         return [], ["%s: skipped %s %s %s: not a %s NetworkPolicy"
@@ -297,7 +294,7 @@ def read_policy(document: Mapping[str, Any], source: str, origin: str) -> Tuple[
     namespace, name = read_metadata(metadata, problems)
     spec = mapping(or_default(required(document, "spec", "", problems), {}), "spec", problems) or {}
     known_fields(spec, SPEC_FIELDS, "spec", problems)
-    if document.get("spec") is not None:  # a missing spec is one error, not two
+    if isinstance(document.get("spec"), Mapping):  # a missing or mistyped spec is one error, not two
         required(spec, "podSelector", "spec", problems)
     selector = or_default(spec.get("podSelector"), {})
     pod_selector = read_selector(selector, "spec.podSelector", problems)

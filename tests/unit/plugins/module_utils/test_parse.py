@@ -249,3 +249,41 @@ def test_errors_of_every_source_are_reported_together():
 
 def test_nothing_at_all_is_fine():
     assert load_policies(None, None) == ((), [])
+
+
+@pytest.mark.parametrize(
+    "document, warning",
+    [
+        ({"apiVersion": "crd.projectcalico.org/v1", "kind": "NetworkPolicy", "metadata": {"name": "c"}},
+         "netpol_policies[0]: skipped crd.projectcalico.org/v1 NetworkPolicy 'c': not a networking.k8s.io/v1 "
+         "NetworkPolicy"),
+        ({"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy"},
+         "netpol_policies[0]: skipped cilium.io/v2 CiliumNetworkPolicy '(no name)': not a networking.k8s.io/v1 "
+         "NetworkPolicy"),
+    ],
+)
+def test_other_kinds_of_network_policy_are_skipped_with_a_warning(document, warning):
+    assert load_policies([document], []) == ((), [warning])
+
+
+@pytest.mark.parametrize(
+    "item, message",
+    [
+        ("kind: [", "netpol_policies[0]: invalid YAML at line 1, column 8"),
+        ("a: 1\na: 2\n", "netpol_policies[0]: invalid YAML at line 2, column 1: found duplicate key 'a'"),
+        ({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "x"}, "spec": []},
+         "netpol_policies[0]: default/x: spec: must be an object, not array"),
+    ],
+)
+def test_inline_items_may_be_yaml_texts_and_errors_say_where(item, message):
+    with pytest.raises(InputErrors) as raised:
+        load_policies([item], [])
+    assert len(raised.value.errors) == 1
+    assert str(raised.value).startswith(message)
+
+
+def test_a_file_that_is_not_utf8_is_an_error(tmp_path):
+    (tmp_path / "latin1.yaml").write_bytes(b"kind: caf\xe9\n")
+    with pytest.raises(InputErrors) as raised:
+        load_policies([], ["latin1.yaml"], base_dir=str(tmp_path))
+    assert str(raised.value).startswith("latin1.yaml: ")
