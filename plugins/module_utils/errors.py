@@ -37,6 +37,10 @@ class InputErrors(Exception):
     def __str__(self) -> str:
         return "\n".join(str(e) for e in self.errors)
 
+    def __reduce__(self):
+        # Rebuilt from the errors, not from the message, when it crosses a process boundary.
+        return InputErrors, (self.errors,)
+
     def located(self, source: str, obj: str = "") -> "InputErrors":
         """The same errors, with source and obj filled in where the raiser did not know them."""
         return InputErrors(
