@@ -18,7 +18,7 @@ description:
   - This is how the collection's lab, molecule scenarios and integration tests run many
     "hosts" on one machine.
 author:
-  - netpol.fleet contributors
+  - netpol.fleet contributors (@netpol)
 version_added: 0.1.0
 extends_documentation_fragment:
   - ansible.builtin.connection_pipelining

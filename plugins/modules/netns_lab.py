@@ -20,7 +20,7 @@ description:
   - Used by the P(netpol.fleet.lab#role) role; runs on the controller.
 version_added: 0.1.0
 author:
-  - netpol.fleet contributors
+  - netpol.fleet contributors (@netpol)
 options:
   state:
     description: V(present) builds or converges the lab, V(absent) deletes every namespace of it.

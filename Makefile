@@ -1,0 +1,97 @@
+# netpol.fleet: every command a developer or CI needs, each doing its own set-up.
+#   make demo   build the lab of network namespaces and run the main job on it
+#   make test   unit + integration + ansible-test sanity
+# Integration tests, the lab and the demo need root (network namespaces).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON      ?= python3
+VENV        ?= .venv
+BIN         := $(VENV)/bin
+INVENTORY   ?= inventories/lab
+# ansible-test needs a real ansible_collections/<namespace>/<name> directory (it refuses the
+# collection/ symlink) outside this git checkout (it lists files through git): the freshly built
+# collection is installed there.
+SANITY_ROOT   ?= $(or $(TMPDIR),/tmp)/netpol-fleet-sanity
+SANITY_DIR    := $(SANITY_ROOT)/ansible_collections/netpol/fleet
+SANITY_PYTHON ?= 3.11
+# ansible-test keeps its virtualenvs under $$HOME/.ansible/test: a private home keeps concurrent
+# runs from other checkouts out of ours. Its pip bootstrap is downloaded from a host that needs
+# more than PyPI access; .ci/get_pip.py does the same from PyPI (pip 24.2 is what 2.19 pins).
+SANITY_HOME   ?= $(CURDIR)/tests/output/sanity-home
+SANITY_GET_PIP := $(SANITY_HOME)/.ansible/test/cache/get_pip_24_2.py
+# pytest-xdist workers for the integration suite (each test owns its own namespaces).
+JOBS        ?= auto
+PYTEST_ARGS ?=
+
+# Debian packages the lab and the kernel backends need, and a command each one provides.
+APT_PACKAGES  ?= iproute2 iptables ipset ebtables conntrack
+KERNEL_TOOLS  ?= ip iptables ip6tables ipset ebtables conntrack
+
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/collection
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+PYTEST := $(BIN)/python -m pytest -p no:cacheprovider -r fEs
+
+.PHONY: help venv deps lab lab-down demo unit integration sanity lint build test clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+venv: $(VENV)/.installed  ## the virtualenv, (re)installed when the requirements change
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || $(MAKE) --no-print-directory python-deps
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+python-deps:  # a Python that can create virtualenvs (Debian splits venv out)
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv
+
+deps:  ## install the kernel tools the lab needs (apt-get, only when one is missing)
+	@missing=""; for tool in $(KERNEL_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "missing:$$missing; installing $(APT_PACKAGES)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); \
+	fi
+
+lab: deps venv  ## build (or converge) the lab of INVENTORY
+	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/lab.yml
+
+lab-down: venv  ## tear the lab of INVENTORY down
+	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/lab.yml -e state=absent
+
+demo: lab  ## build the lab and run the main job on it
+	@if [ -f playbooks/verify.yml ]; then \
+		$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/verify.yml; \
+	else \
+		$(BIN)/ansible -i $(INVENTORY) lab -m ansible.builtin.command -a 'ip -brief address show dev eth0'; \
+	fi
+
+unit: venv  ## unit tests
+	$(PYTEST) -q tests/unit $(PYTEST_ARGS)
+
+integration: deps venv  ## integration tests: real namespaces, real traffic (root)
+	$(PYTEST) -q -n $(JOBS) tests/integration $(PYTEST_ARGS)
+
+build: venv  ## the collection tarball, as ansible-galaxy builds it
+	$(BIN)/ansible-galaxy collection build --force --output-path tests/output/dist
+
+sanity: build  ## ansible-test sanity over exactly what the tarball ships
+	rm -rf $(SANITY_ROOT)
+	$(BIN)/ansible-galaxy collection install --force --no-deps -p $(SANITY_ROOT) tests/output/dist/netpol-fleet-*.tar.gz
+	install -D -m 0644 .ci/get_pip.py $(SANITY_GET_PIP)
+	cd $(SANITY_DIR) && HOME=$(SANITY_HOME) $(CURDIR)/$(BIN)/ansible-test sanity --python $(SANITY_PYTHON) --venv --color no
+
+lint: venv  ## ansible-lint over roles and playbooks
+	$(BIN)/ansible-lint --offline roles playbooks
+
+test: unit integration sanity  ## everything CI runs
+
+clean:  ## remove test output (not the virtualenv)
+	rm -rf tests/output .pytest_cache $(SANITY_ROOT)
