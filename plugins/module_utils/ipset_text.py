@@ -101,7 +101,7 @@ def _net(text: str, family: str) -> str:
 
 
 def _port(text: str) -> str:
-    proto, _, port = text.strip().rpartition(":")
+    proto, port = text.strip().rpartition(":")[::2]
     proto = (proto or "tcp").lower()
     if proto not in PORT_PROTOCOLS:
         raise EntryError("protocol %r is not supported (use one of %s)" % (proto, ", ".join(PORT_PROTOCOLS)))
@@ -114,7 +114,7 @@ def _port(text: str) -> str:
 
 
 def _iface(text: str) -> str:
-    physdev, _, name = text.strip().rpartition(":")
+    physdev, name = text.strip().rpartition(":")[::2]
     if physdev not in ("", "physdev") or not re.match(r"^[^\s/:,\"]{1,%d}$" % IFACE_MAX, name):
         raise EntryError("%r is not an interface name ([physdev:]NAME, at most %d characters)" % (text, IFACE_MAX))
     return text.strip()
@@ -243,7 +243,7 @@ def parse_references(text: str) -> Dict[str, int]:
     references: Dict[str, int] = {}
     name = ""
     for line in text.splitlines():
-        key, _, value = line.partition(":")
+        key, value = line.partition(":")[::2]
         if key == "Name":
             name = value.strip()
         elif key == "References" and name:

@@ -24,7 +24,7 @@ description:
     it, it is destroyed and recreated in the same restore; when something references it the module fails
     before changing anything, naming the set (give a set of a new type a new name instead).
 author:
-  - netpol.fleet contributors
+  - netpol.fleet contributors (@netpol-fleet)
 requirements:
   - ipset 7 or later (C(ipset save), C(ipset restore), C(ipset list -t)).
 options:
@@ -37,7 +37,7 @@ options:
   type:
     description: The set type of O(name).
     type: str
-    choices: [hash:ip, hash:net, hash:ip,port, hash:net,port, hash:net,iface]
+    choices: ["hash:ip", "hash:net", "hash:ip,port", "hash:net,port", "hash:net,iface"]
     default: hash:net
   family:
     description: The address family of O(name).
@@ -86,7 +86,7 @@ options:
       type:
         description: As O(type).
         type: str
-        choices: [hash:ip, hash:net, hash:ip,port, hash:net,port, hash:net,iface]
+        choices: ["hash:ip", "hash:net", "hash:ip,port", "hash:net,port", "hash:net,iface"]
         default: hash:net
       family:
         description: As O(family).

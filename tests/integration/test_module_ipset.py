@@ -63,7 +63,7 @@ class Host:
 
     def sh(self, command: str, stdin: str = "") -> str:
         done = subprocess.run(["ip", "netns", "exec", self.name, "sh", "-c", command],
-                              input=stdin, capture_output=True, text=True)
+                              input=stdin, capture_output=True, text=True, check=False)
         assert done.returncode == 0, done.stderr
         return done.stdout
 
@@ -95,7 +95,7 @@ class Host:
         args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": dict(
             args, _ansible_check_mode=check, _ansible_diff=diff, _ansible_verbosity=0)}))
         argv = ["ip", "netns", "exec", self.name, PYTHON, "-m", MODULE, str(args_file)]
-        done = subprocess.run(argv, cwd=ROOT, env=self.env(**fault), capture_output=True, text=True)
+        done = subprocess.run(argv, cwd=ROOT, env=self.env(**fault), capture_output=True, text=True, check=False)
         assert (done.returncode != 0) == fail, done.stdout + done.stderr
         return json.loads(done.stdout) if done.stdout.strip() else {"killed": done.returncode}
 
@@ -104,7 +104,7 @@ class Host:
         argv = ["ip", "netns", "exec", self.name, ANSIBLE, "localhost", "-c", "local", "-i", "localhost,",
                 "-e", "ansible_python_interpreter=%s" % PYTHON, "-m", "netpol.fleet.ipset",
                 "-a", json.dumps(args), *flags]
-        done = subprocess.run(argv, cwd=ROOT, env=self.env(), capture_output=True, text=True)
+        done = subprocess.run(argv, cwd=ROOT, env=self.env(), capture_output=True, text=True, check=False)
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout + done.stderr
 
