@@ -246,6 +246,50 @@ def namespace_labels(fleet: Fleet) -> Dict[str, Mapping[str, str]]:
     return known
 
 
+class Resolver:
+    """Selector resolution over one fleet, indexed once: namespaces first, then labels.
+
+    Policies repeat selectors, so results are memoised; a fleet of thousands of workloads
+    is walked once per distinct (selector, namespace, namespace selector).
+    """
+
+    def __init__(self, fleet: Fleet):
+        self.namespaces = namespace_labels(fleet)
+        self.members: Dict[str, List[Tuple[Workload, Mapping[str, str]]]] = {}
+        for workload in sorted(fleet.workloads, key=lambda w: (w.name, w.host)):
+            self.members.setdefault(workload.namespace, []).append((workload, workload.label_map))
+        self.memo: Dict[Tuple[Any, ...], Tuple[Workload, ...]] = {}
+
+    def select(
+        self,
+        pod_selector: LabelSelector,
+        namespace: Optional[str] = None,
+        namespace_selector: Optional[LabelSelector] = None,
+    ) -> Tuple[Workload, ...]:
+        key = (pod_selector, namespace, namespace_selector)
+        if key not in self.memo:
+            chosen = sorted(
+                name
+                for name, labels in self.namespaces.items()
+                if (namespace is None or name == namespace)
+                and (namespace_selector is None or namespace_selector.matches(labels))
+            )
+            self.memo[key] = tuple(
+                w for name in chosen for w, labels in self.members.get(name, ()) if pod_selector.matches(labels)
+            )
+        return self.memo[key]
+
+
+_last: List[Any] = [None, None]  # (fleet, its Resolver): callers resolve many selectors over one fleet
+
+
+def resolver(fleet: Fleet) -> Resolver:
+    """The Resolver of this fleet object, built on first use."""
+    if _last[0] is not fleet:
+        _last[:] = [fleet, Resolver(fleet)]
+    return _last[1]
+
+
 def select_workloads(
     fleet: Fleet,
     pod_selector: LabelSelector,
@@ -257,15 +301,7 @@ def select_workloads(
     With neither namespace nor namespace_selector every namespace counts. Sorted by
     (namespace, name, host).
     """
-    ns_labels = namespace_labels(fleet) if namespace_selector is not None else {}
-    chosen = (
-        w
-        for w in fleet.workloads
-        if (namespace is None or w.namespace == namespace)
-        and (namespace_selector is None or namespace_selector.matches(ns_labels[w.namespace]))
-        and pod_selector.matches(w.label_map)
-    )
-    return tuple(sorted(chosen, key=lambda w: (w.namespace, w.name, w.host)))
+    return resolver(fleet).select(pod_selector, namespace, namespace_selector)
 
 
 def peer_workloads(fleet: Fleet, policy_namespace: str, peer: Peer) -> Tuple[Workload, ...]:

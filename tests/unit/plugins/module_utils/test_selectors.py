@@ -164,3 +164,12 @@ def test_resolution_does_not_depend_on_fleet_order():
     shuffled = Fleet(workloads=tuple(reversed(FLEET.workloads)), namespaces=FLEET.namespaces)
     peer = Peer(namespace_selector=LabelSelector())
     assert peer_workloads(shuffled, "shop", peer) == peer_workloads(FLEET, "shop", peer)
+
+
+def test_each_fleet_is_resolved_against_itself():
+    """Resolution is indexed per fleet object: alternating fleets never see each other's workloads."""
+    other = Fleet(workloads=(workload("solo", "shop", app="web"),), namespaces=())
+    everything = LabelSelector()
+    for _ in range(2):
+        assert names(select_workloads(FLEET, everything, "shop")) == ["api", "web"]
+        assert names(select_workloads(other, everything, "shop")) == ["solo"]
