@@ -213,14 +213,18 @@ def _split_ports(ports: Sequence[PortSpec], owner: Optional[Workload]):
                     named.append((spec.protocol, spec.port))
                 continue
             number = owner.resolve_port(spec.port, spec.protocol)
-            if number is None:
-                continue
-            numeric.setdefault(spec.protocol, []).append((number, number))
+            if number is not None:
+                _add_range(numeric, spec.protocol, (number, number))
         elif spec.port is None:
             numeric[spec.protocol] = [None]
-        elif numeric.get(spec.protocol) != [None]:
-            numeric.setdefault(spec.protocol, []).append((spec.port, spec.end_port or spec.port))
+        else:
+            _add_range(numeric, spec.protocol, (spec.port, spec.end_port or spec.port))
     return numeric, named
+
+
+def _add_range(numeric: Dict[str, List[Optional[PortRange]]], protocol: str, port_range: PortRange) -> None:
+    if numeric.get(protocol) != [None]:  # every port already: a range adds nothing
+        numeric.setdefault(protocol, []).append(port_range)
 
 
 def _port_matches(protocol: str, ranges: List[Optional[PortRange]]) -> List[str]:
