@@ -86,7 +86,7 @@ def owned_from_save(saved: Sequence[SavedChain], prefix: str) -> Owned:
 
 def read(module, family: str, table: str, prefix: str) -> Owned:
     """The owned state of one table, from a single iptables-save / ip6tables-save."""
-    _, out, _ = run(module, [TOOLS[family][0], "-t", table])
+    out = run(module, [TOOLS[family][0], "-t", table])[1]
     return owned_from_save(parse_save(out).get(table, ()), prefix)
 
 
@@ -163,15 +163,15 @@ def plan(table: str, want: Owned, have: Owned, prefix: str) -> Plan:
     updated = tuple(n for n in wanted if n in present and present[n] != wanted[n])
     removed = tuple(n for n in present if n not in wanted)
     moved = [(h, w) for h, w in zip(have.base, want.base) if h.rules != w.rules]
-    jumps_before = [line for h, _ in moved for line in _jump_lines(h, prefix)]
-    jumps_after = [line for _, w in moved for line in _jump_lines(w, prefix)]
+    jumps_before = [line for pair in moved for line in _jump_lines(pair[0], prefix)]
+    jumps_after = [line for pair in moved for line in _jump_lines(pair[1], prefix)]
     if not (created or updated or removed or moved):
         return Plan()
     # Declaring a chain under --noflush creates or flushes it; all come first so that rules may
     # refer to any of them. Jumps leave before the chains they enter are deleted.
     lines = ["*%s" % table]
     lines += [":%s - [0:0]" % n for n in created + updated + removed]
-    lines += ["-D %s %s" % (h.name, r) for h, _ in moved for r in h.rules if _owns(r, prefix)]
+    lines += ["-D %s %s" % (pair[0].name, r) for pair in moved for r in pair[0].rules if _owns(r, prefix)]
     lines += ["-A %s %s" % (n, r) for n in created + updated for r in wanted[n]]
     lines += jumps_after
     lines += ["-X %s" % n for n in removed]

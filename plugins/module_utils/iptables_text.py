@@ -74,7 +74,7 @@ def parse_save(text: str) -> Dict[str, Tuple[SavedChain, ...]]:
             name, policy = line[1:].split()[:2]
             policies[name], rules[name] = policy, []
         elif line.startswith("-A ") and table:
-            name, _, spec = line[3:].partition(" ")
+            name, spec = (line[3:].split(None, 1) + [""])[:2]
             rules.setdefault(name, []).append(spec.strip())
         elif line.strip() == "COMMIT" and table:
             tables[table] = tuple(

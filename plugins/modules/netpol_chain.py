@@ -23,7 +23,7 @@ description:
     desired text, or any step fails, the previous state is restored and the task fails with the
     tool's own message and the offending line.
 author:
-  - netpol.fleet contributors
+  - netpol.fleet contributors (@netpol)
 requirements:
   - iptables and ip6tables (nf_tables or legacy backend) with iptables-save and iptables-restore
 options:

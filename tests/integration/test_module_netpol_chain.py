@@ -58,7 +58,7 @@ def ns():
 
 
 def sh(ns: str, command: str, stdin: str = "") -> str:
-    done = subprocess.run(["ip", "netns", "exec", ns, "sh", "-c", command], input=stdin, capture_output=True, text=True)
+    done = subprocess.run(["ip", "netns", "exec", ns, "sh", "-c", command], input=stdin, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -86,7 +86,12 @@ def traffic(ns: str) -> None:
     sh(ns, "%s -c \"import socket; [socket.socket().connect_ex(('127.0.0.1', p)) for p in (80, 81)]\"" % PYTHON)
 
 
-def play(ns: str, tmp_path: Path, args: Dict[str, Any], *flags: str, trace: bool = False) -> Tuple[Dict[str, Any], str]:
+def play(ns: str, tmp_path: Path, args: Dict[str, Any], *flags: str, trace: bool = False) -> Dict[str, Any]:
+    """Run the module once in the namespace; return its registered result."""
+    return play_output(ns, tmp_path, args, *flags, trace=trace)[0]
+
+
+def play_output(ns: str, tmp_path: Path, args: Dict[str, Any], *flags: str, trace: bool = False) -> Tuple[Dict[str, Any], str]:
     """Run the module once in the namespace; return its registered result and ansible's output."""
     result = tmp_path / ("result-%s.json" % uuid.uuid4().hex[:6])
     tasks = [
@@ -104,7 +109,7 @@ def play(ns: str, tmp_path: Path, args: Dict[str, Any], *flags: str, trace: bool
         env["PATH"] = "%s:%s" % (tracer(tmp_path), env["PATH"])
     argv = ["ip", "netns", "exec", ns, ANSIBLE_PLAYBOOK, "-i", "localhost,", "-c", "local"]
     argv += ["-e", "ansible_python_interpreter=%s" % PYTHON, str(playbook)] + list(flags)
-    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True)
+    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     return json.loads(result.read_text()), done.stdout
 
@@ -130,7 +135,7 @@ def test_create_noop_change_remove_leave_foreign_state_and_counters_alone(ns, tm
     traffic(ns)
     initial = world(ns)
 
-    created, _ = play(ns, tmp_path, ARGS)
+    created = play(ns, tmp_path, ARGS)
     assert created["changed"] and created["chains"]["created"] == ["NETPOL-A", "NETPOL-B"]
     rules = sh(ns, "iptables-save -t filter")
     assert "-A INPUT -j NETPOL-B\n-A INPUT -i lo -j FOO\n" in rules
@@ -140,12 +145,12 @@ def test_create_noop_change_remove_leave_foreign_state_and_counters_alone(ns, tm
     traffic(ns)
     counted = world(ns)
     assert re.search(r"^\[[1-9]\d*:\d+\] -A INPUT -j NETPOL-B$", counted[0], re.M)  # packets went through us
-    again, _ = play(ns, tmp_path, ARGS, trace=True)
+    again = play(ns, tmp_path, ARGS, trace=True)
     assert not again["changed"] and calls(tmp_path) == []
     assert world(ns) == counted  # no write: every counter is where it was
 
     changed_b = dict(CHAIN_B, rules=["-s 10.0.0.2/32 -j NETPOL-A"])
-    changed, _ = play(ns, tmp_path, {"chains": [CHAIN_A, changed_b], "jumps": ARGS["jumps"]}, trace=True)
+    changed = play(ns, tmp_path, {"chains": [CHAIN_A, changed_b], "jumps": ARGS["jumps"]}, trace=True)
     assert changed["changed"] and changed["chains"] == {"created": [], "updated": ["NETPOL-B"], "removed": []}
     assert len(calls(tmp_path)) == 2  # --test, then the one real transaction
     after = save(ns)
@@ -153,16 +158,16 @@ def test_create_noop_change_remove_leave_foreign_state_and_counters_alone(ns, tm
     kept = [line for line in counted[0].splitlines() if line.startswith("[") and "NETPOL-B" not in line]
     assert kept and all(line in after.splitlines() for line in kept)  # NETPOL-A and foreign counters kept
 
-    removed, _ = play(ns, tmp_path, {"state": "absent"})
+    removed = play(ns, tmp_path, {"state": "absent"})
     assert removed["chains"]["removed"] == ["NETPOL-A", "NETPOL-B"]
     assert world(ns) == (without_ours(counted[0]),) + counted[1:]  # as before we came, counters included
-    assert not play(ns, tmp_path, {"state": "absent"})[0]["changed"]
+    assert not play(ns, tmp_path, {"state": "absent"})["changed"]
 
 
 def test_check_mode_changes_nothing_and_diff_shows_before_and_after(ns, tmp_path):
     play(ns, tmp_path, {"chains": [dict(CHAIN_A, rules=["-j RETURN"]), {"name": "NETPOL-OLD"}]})
     before = world(ns)
-    result, output = play(ns, tmp_path, ARGS, "--check", "--diff")
+    result, output = play_output(ns, tmp_path, ARGS, "--check", "--diff")
     assert result["changed"] and world(ns) == before
     assert result["chains"] == {"created": ["NETPOL-B"], "updated": ["NETPOL-A"], "removed": ["NETPOL-OLD"]}
     assert result["commands"]["ipv4"].startswith("*filter\n:NETPOL-B - [0:0]\n:NETPOL-A - [0:0]\n:NETPOL-OLD - [0:0]\n")
@@ -175,18 +180,18 @@ def test_ipv6_and_ipv4_together(ns, tmp_path):
     sh(ns, "; ".join(FOREIGN))
     initial = world(ns)
     six = {"name": "NETPOL-ND", "rules": ["-p ipv6-icmp -m icmp6 --icmpv6-type 135 -j RETURN"]}
-    created, _ = play(ns, tmp_path, {"family": "ipv6", "chains": [six], "jumps": [{"chain": "INPUT", "target": "NETPOL-ND"}]})
+    created = play(ns, tmp_path, {"family": "ipv6", "chains": [six], "jumps": [{"chain": "INPUT", "target": "NETPOL-ND"}]})
     assert created["changed"]
     assert "-A NETPOL-ND -p ipv6-icmp -m icmp6 --icmpv6-type 135 -j RETURN" in save(ns, "ip6tables-save")
     assert "-A INPUT -j NETPOL-ND\n-A INPUT -j FOO6" in sh(ns, "ip6tables-save")
     assert save(ns) == initial[0]
 
-    both, _ = play(ns, tmp_path, BOTH)
+    both = play(ns, tmp_path, BOTH)
     assert not both.get("failed"), both.get("msg")
     assert both["chains"] == {"created": ["NETPOL-A", "NETPOL-B"], "updated": [], "removed": ["NETPOL-ND"]}
     assert "-A INPUT -j NETPOL-B\n-A INPUT -j FOO6" in sh(ns, "ip6tables-save")
     assert "-A INPUT -j NETPOL-B\n-A INPUT -i lo -j FOO" in sh(ns, "iptables-save")
-    assert not play(ns, tmp_path, BOTH)[0]["changed"]
+    assert not play(ns, tmp_path, BOTH)["changed"]
     play(ns, tmp_path, {"family": "both", "state": "absent"})
     assert world(ns) == initial
 
@@ -197,7 +202,7 @@ def test_an_invalid_rule_in_the_middle_fails_with_its_line_and_changes_nothing(n
     traffic(ns)
     before = world(ns)
     bad = dict(CHAIN_B, rules=["-s 10.0.0.3/32 -j RETURN", "-p tcp -m tcp --dport 99999 -j RETURN", "-j RETURN"])
-    result, _ = play(ns, tmp_path, {"chains": [CHAIN_A, bad, {"name": "NETPOL-NEW"}], "jumps": ARGS["jumps"]})
+    result = play(ns, tmp_path, {"chains": [CHAIN_A, bad, {"name": "NETPOL-NEW"}], "jumps": ARGS["jumps"]})
     assert result["failed"]
     assert "offending line: -A NETPOL-B -p tcp -m tcp --dport 99999 -j RETURN" in result["msg"]
     assert world(ns) == before
@@ -208,7 +213,7 @@ def test_a_target_that_does_not_exist_fails_the_transaction_and_changes_nothing(
     play(ns, tmp_path, ARGS)
     before = world(ns)
     bad = dict(CHAIN_B, rules=["-s 10.0.0.3/32 -j RETURN", "-j NO-SUCH-CHAIN"])
-    result, _ = play(ns, tmp_path, {"chains": [CHAIN_A, bad, {"name": "NETPOL-NEW"}], "jumps": ARGS["jumps"]})
+    result = play(ns, tmp_path, {"chains": [CHAIN_A, bad, {"name": "NETPOL-NEW"}], "jumps": ARGS["jumps"]})
     assert "Chain 'NO-SUCH-CHAIN' does not exist" in result["msg"]
     assert "offending line: -A NETPOL-B -j NO-SUCH-CHAIN" in result["msg"]
     assert world(ns) == before
@@ -218,14 +223,14 @@ def test_a_rule_the_kernel_prints_differently_is_rolled_back_and_explained(ns, t
     play(ns, tmp_path, ARGS)
     before = world(ns)
     loose = dict(CHAIN_A, rules=["-p tcp --dport 80 -j RETURN"])
-    result, _ = play(ns, tmp_path, {"chains": [loose, CHAIN_B], "jumps": ARGS["jumps"]})
+    result = play(ns, tmp_path, {"chains": [loose, CHAIN_B], "jumps": ARGS["jumps"]})
     assert result["failed"]
     assert "desired '-p tcp --dport 80 -j RETURN', kernel prints '-p tcp -m tcp --dport 80 -j RETURN'" in result["msg"]
     assert foreign(save(ns)) == foreign(before[0])
     assert [line for line in save(ns).splitlines() if "NETPOL" in line and line[0] != "["] == [
         line for line in before[0].splitlines() if "NETPOL" in line and line[0] != "["
     ]
-    assert not play(ns, tmp_path, ARGS)[0]["changed"]
+    assert not play(ns, tmp_path, ARGS)["changed"]
 
 
 def test_iptables_restore_killed_mid_transaction_leaves_the_previous_state(ns, tmp_path):
@@ -251,7 +256,7 @@ def test_iptables_restore_killed_mid_transaction_leaves_the_previous_state(ns, t
         tool.wait()
     assert tool.returncode == -signal.SIGKILL
     assert world(ns) == before
-    assert not play(ns, tmp_path, ARGS)[0]["changed"]
+    assert not play(ns, tmp_path, ARGS)["changed"]
 
 
 def unread(fd: int) -> int:
@@ -261,8 +266,8 @@ def unread(fd: int) -> int:
 
 
 def test_refuses_chain_names_without_the_prefix_or_too_long(ns, tmp_path):
-    result, _ = play(ns, tmp_path, {"chains": [{"name": "NETPOL-" + "X" * 30}]})
+    result = play(ns, tmp_path, {"chains": [{"name": "NETPOL-" + "X" * 30}]})
     assert result["failed"] and "fit 28 characters" in result["msg"]
-    result, _ = play(ns, tmp_path, {"chains": [{"name": "MINE"}]})
+    result = play(ns, tmp_path, {"chains": [{"name": "MINE"}]})
     assert result["failed"] and "must start with 'NETPOL-'" in result["msg"]
     assert "NETPOL" not in save(ns) and "MINE" not in save(ns)

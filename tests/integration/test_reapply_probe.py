@@ -70,7 +70,8 @@ class NetnsRunner:
         self.ns = ns
 
     def run_command(self, args: Sequence[str], data: Optional[str] = None, **kwargs) -> Tuple[int, str, str]:
-        done = subprocess.run(["ip", "netns", "exec", self.ns] + list(args), input=data, capture_output=True, text=True)
+        argv = ["ip", "netns", "exec", self.ns] + list(args)
+        done = subprocess.run(argv, input=data, capture_output=True, text=True, check=False)
         return done.returncode, done.stdout, done.stderr
 
 
