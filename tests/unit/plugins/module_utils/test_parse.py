@@ -287,3 +287,16 @@ def test_a_file_that_is_not_utf8_is_an_error(tmp_path):
     with pytest.raises(InputErrors) as raised:
         load_policies([], ["latin1.yaml"], base_dir=str(tmp_path))
     assert str(raised.value).startswith("latin1.yaml: ")
+
+
+def test_netpol_policies_must_be_a_list():
+    with pytest.raises(InputErrors, match="^netpol_policies: must be a list of manifests$"):
+        load_policies({"kind": "NetworkPolicy"}, [])
+
+
+def test_a_file_that_cannot_be_read_is_an_error(tmp_path):
+    (tmp_path / "good.yaml").write_text("")
+    (tmp_path / "gone.yaml").symlink_to(tmp_path / "missing")
+    with pytest.raises(InputErrors) as raised:
+        load_policies([], ["*.yaml"], base_dir=str(tmp_path))
+    assert str(raised.value) == "gone.yaml: cannot read: No such file or directory"
