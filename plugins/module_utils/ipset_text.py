@@ -31,7 +31,6 @@ FLAG_OPTIONS = ("counters", "comment", "skbinfo")
 KERNEL_CHOSEN = ("bucketsize", "initval")
 
 Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
-Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 
 class EntryError(ValueError):
@@ -62,8 +61,10 @@ def _shape(set_type: str) -> str:
 
 def _address_text(address: Address) -> str:
     """Like glibc inet_ntop: IPv4-mapped and IPv4-compatible IPv6 addresses end in dotted quad."""
+    if address.version == 4:
+        return str(address)
     packed = address.packed
-    if address.version == 6 and packed[:10] == bytes(10):
+    if packed[:10] == bytes(10):
         if packed[10:12] == b"\xff\xff":
             return "::ffff:%s" % ipaddress.IPv4Address(packed[12:])
         if packed[10:12] == bytes(2) and packed[12:14] != bytes(2):
@@ -71,33 +72,44 @@ def _address_text(address: Address) -> str:
     return str(address)
 
 
-def _parse_net(text: str, family: str) -> Network:
-    try:
-        net = ipaddress.ip_network(text.strip(), strict=False)
+def _parse(text: str, family: str) -> Tuple[Address, int]:
+    """(network address, prefix length) of an address or CIDR of the set's family."""
+    text = text.strip()
+    try:  # a plain address is by far the most common member, and ip_address is the cheap parser
+        if "/" in text:
+            net = ipaddress.ip_network(text, strict=False)
+            address, length = net.network_address, net.prefixlen
+        else:
+            address = ipaddress.ip_address(text)
+            length = address.max_prefixlen
     except ValueError:
         raise EntryError("%r is not an IP address or CIDR" % text)
-    if net.version != (4 if family == "inet" else 6):
+    if address.version != (4 if family == "inet" else 6):
         raise EntryError("%r is not an address of family %s" % (text, family))
-    return net
+    return address, length
 
 
 def _host(text: str, family: str) -> str:
-    net = _parse_net(text, family)
-    if net.prefixlen != net.max_prefixlen:
+    address, length = _parse(text, family)
+    if length != address.max_prefixlen:
         raise EntryError("%r is a network; ipset would expand it into addresses: use a hash:net set" % text)
-    if int(net.network_address) == 0:
-        raise EntryError("%r: the all-zero address cannot be stored in a hash set" % text)
-    return _address_text(net.network_address)
+    return _nonzero(address, text)
 
 
 def _net(text: str, family: str) -> str:
-    net = _parse_net(text, family)
-    if net.prefixlen == 0:
-        half = "0.0.0.0/1 and 128.0.0.0/1" if net.version == 4 else "::/1 and 8000::/1"
+    address, length = _parse(text, family)
+    if length == 0:
+        half = "0.0.0.0/1 and 128.0.0.0/1" if address.version == 4 else "::/1 and 8000::/1"
         raise EntryError("%r: a hash set cannot hold a /0; use the two halves %s" % (text, half))
-    if net.prefixlen == net.max_prefixlen:
-        return _host(text, family)
-    return "%s/%d" % (_address_text(net.network_address), net.prefixlen)
+    if length == address.max_prefixlen:
+        return _nonzero(address, text)
+    return "%s/%d" % (_address_text(address), length)
+
+
+def _nonzero(address: Address, text: str) -> str:
+    if not int(address):
+        raise EntryError("%r: the all-zero address cannot be stored in a hash set" % text)
+    return _address_text(address)
 
 
 def _port(text: str) -> str:
@@ -194,7 +206,7 @@ def parse_save(text: str, wanted: Callable[[str], bool] = lambda name: True) -> 
     headers: Dict[str, Tuple[str, str, Tuple[Tuple[str, str], ...]]] = {}
     members: Dict[str, List[SetMember]] = {}
     for line in text.splitlines():
-        words = _TOKEN.findall(line)
+        words = _TOKEN.findall(line) if '"' in line else line.split()
         if len(words) < 3 or not wanted(words[1]):
             continue
         if words[0] == "create":

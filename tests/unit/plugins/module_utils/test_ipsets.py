@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.netpol.fleet.plugins.module_utils.hoststate import IpSet, SetMember
+from ansible_collections.netpol.fleet.plugins.module_utils.hoststate import HostState, IpSet, SetMember
 from ansible_collections.netpol.fleet.plugins.module_utils.ipset_text import parse_save, render_restore
 from ansible_collections.netpol.fleet.plugins.module_utils.ipsets import (
     PlanError,
@@ -171,3 +171,11 @@ def test_duplicates_collapse_and_flags_accept_yaml_spellings():
     built = build_set("netpol4-x", members=["10.0.0.1", "10.0.0.1/32"], options={"counters": "yes", "skbinfo": False})
     assert built.members == (SetMember("10.0.0.1"),)
     assert built.options == (("counters", ""),)
+
+
+def test_hoststate_sets_pass_through_as_module_arguments():
+    compiled = IpSet("netpol4-x", "hash:net", "inet", (SetMember("10.0.0.0/8", True, "except"),),
+                     (("maxelem", "1024"), ("counters", "true")))
+    item = HostState("h", sets=(compiled,)).to_dict()["sets"][0]
+    built = build_set(item["name"], item["type"], item["family"], item["members"], item["options"])
+    assert built == IpSet("netpol4-x", "hash:net", "inet", compiled.members, (("counters", ""), ("maxelem", "1024")))
