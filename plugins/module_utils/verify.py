@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import re
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 # SCTP is part of the policy model, but probing it needs kernel SCTP sockets, which many
@@ -22,6 +23,11 @@ PROBED_PROTOCOLS = ("tcp", "udp")
 Flow = Dict[str, Any]
 FlowKey = Tuple[str, str, str, str, int]
 PortKey = Tuple[str, int]
+
+
+def natural_key(name: str) -> List[Any]:
+    """Sort key that puts host2 before host10, as operators number their hosts."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name)]
 
 
 def bare_address(address: str) -> str:
@@ -60,7 +66,7 @@ def flow_targets(
     return [
         {"src": src, "dst": dst, "address": bare_address(address), "family": address_family(address),
          "protocol": protocol, "port": port}
-        for dst in sorted(endpoints)
+        for dst in sorted(endpoints, key=natural_key)
         if dst != src
         for address in endpoints[dst][0]
         for protocol, port in probed_ports(endpoints[dst][1], extra)
@@ -137,8 +143,8 @@ def matrix_summary(measured: Iterable[Mapping[str, Any]]) -> str:
         cell = counts.setdefault((str(flow["src"]), str(flow["dst"])), [0, 0])
         cell[0] += as_bool(flow["reachable"])
         cell[1] += 1
-    sources = sorted({src for src, _ in counts})
-    targets = sorted({dst for _, dst in counts})
+    sources = sorted({pair[0] for pair in counts}, key=natural_key)
+    targets = sorted({pair[1] for pair in counts}, key=natural_key)
     rows = (
         [src] + ["%d/%d" % tuple(counts[(src, dst)]) if (src, dst) in counts else "-" for dst in targets]
         for src in sources

@@ -23,7 +23,7 @@ description:
   - Used by the C(netpol.fleet.verify) role together with M(netpol.fleet.netpol_probe).
 version_added: 0.1.0
 author:
-  - netpol.fleet contributors
+  - netpol.fleet contributors (@netpol-fleet)
 options:
   state:
     description:
@@ -68,6 +68,7 @@ attributes:
     description: Reports whether a listener would be started or stopped, without doing it.
   diff_mode:
     support: none
+    description: Nothing to show as a diff; the result lists what changed.
 notes:
   - Ports below 1024 need root (or CAP_NET_BIND_SERVICE).
 seealso:

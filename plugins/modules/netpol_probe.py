@@ -23,7 +23,7 @@ description:
   - Read-only; runs in check mode too.
 version_added: 0.1.0
 author:
-  - netpol.fleet contributors
+  - netpol.fleet contributors (@netpol-fleet)
 options:
   targets:
     description:
@@ -47,6 +47,7 @@ attributes:
     description: Probing changes nothing, so it runs in check mode as well.
   diff_mode:
     support: none
+    description: Probing changes nothing, so there is no diff.
 seealso:
   - module: netpol.fleet.netpol_listen
 """

@@ -35,7 +35,7 @@ def lab_hosts(subnet: int, count: int) -> Dict[str, dict]:
 
 
 def netns_pids(namespace: str) -> List[str]:
-    return subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True).stdout.split()
+    return subprocess.run(["ip", "netns", "pids", namespace], check=False, capture_output=True, text=True).stdout.split()
 
 
 def in_netns(namespace: str, *argv: str) -> None:

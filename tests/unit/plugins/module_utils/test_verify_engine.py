@@ -130,3 +130,10 @@ def test_a_target_keeps_its_own_keys_and_gets_a_canonical_form():
 def test_targets_that_cannot_be_probed_are_errors(target, message):
     with pytest.raises(ValueError, match=message):
         verify.parse_target(target)
+
+
+def test_hosts_are_listed_in_the_order_operators_number_them():
+    endpoints = {name: (["10.0.0.1"], [{"port": 1}]) for name in ("h10", "h2", "db", "h1")}
+    assert [t["dst"] for t in verify.flow_targets("x", endpoints)] == ["db", "h1", "h2", "h10"]
+    measured = [flow(src="h10", dst="h2"), flow(src="h2", dst="h10"), flow(src="h9", dst="h2")]
+    assert [row.split()[0] for row in verify.matrix_summary(measured).splitlines()[1:]] == ["h2", "h9", "h10"]

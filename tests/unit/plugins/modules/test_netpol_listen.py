@@ -51,9 +51,10 @@ def no_processes(monkeypatch):
     monkeypatch.setattr(netpol_listen.os, "kill", forbidden)
 
 
-def state_of_this_process(ports=SERVED) -> dict:
+def state_of_this_process(ports=None) -> dict:
     """A state file naming a live process: this test's own."""
-    return {"pid": os.getpid(), "start_time": netpol_listen.start_time(os.getpid()), "ports": ports, "busy": []}
+    return {"pid": os.getpid(), "start_time": netpol_listen.start_time(os.getpid()), "ports": ports or SERVED,
+            "busy": []}
 
 
 def test_check_mode_reports_a_start_without_starting(monkeypatch, tmp_path: Path, no_processes):
