@@ -139,7 +139,7 @@ def host_workload(
     host: str, host_vars: Mapping[str, Any], addresses: List[str], origins: AddressOrigins, problems: Problems
 ) -> Tuple[Workload, AddressOrigins]:
     namespace = _namespace(host_vars["netpol_namespace"], "netpol_namespace", problems)
-    if not addresses and not problems:
+    if not addresses and not host_vars.get("netpol_addresses"):  # invalid entries are reported already
         problems.add("netpol_addresses", "Required value: no addresses; set netpol_addresses or gather facts")
     workload = Workload(
         name=host,
@@ -162,12 +162,12 @@ def bridge_workload(host: str, value: Any, field: str, problems: Problems) -> Op
     if name is not None and string(name, join(field, "name"), problems) == "":
         problems.add(join(field, "name"), "Required value")
     namespace = _namespace(required(item, "namespace", field, problems), join(field, "namespace"), problems)
-    addresses, origins = read_addresses(required(item, "addresses", field, problems) or [], join(field, "addresses"),
-                                        problems)
-    if item.get("addresses") is not None and not addresses and not problems:
+    given = required(item, "addresses", field, problems)
+    addresses, origins = read_addresses(or_default(given, []), join(field, "addresses"), problems)
+    if given is not None and len(given) == 0:
         problems.add(join(field, "addresses"), "Required value: at least one address")
     workload = Workload(
-        name=str(name),
+        name=name if isinstance(name, str) else "",
         namespace=namespace,
         labels=labels_of(labels(item.get("labels"), join(field, "labels"), problems)),
         addresses=tuple(addresses),

@@ -92,6 +92,10 @@ def test_namespaces_declared_and_used_all_carry_their_name():
          "inventory host db1: netpol_addresses[0]: '10.0.0.5/40' is not an IP address: prefix length"),
         ({"db1": dict(DB1, netpol_addresses=None)}, {},
          "inventory host db1: netpol_addresses: Required value: no addresses; set netpol_addresses or gather facts"),
+        ({"db1": dict(DB1, netpol_addresses=[])}, {},
+         "inventory host db1: netpol_addresses: Required value: no addresses"),
+        ({"db1": dict(DB1, netpol_addresses=["db1.example.com"])}, {},
+         "inventory host db1: netpol_addresses[0]: 'db1.example.com' is not an IP address"),
         ({"db1": DB1, "db2": dict(DB1, netpol_addresses=["10.0.0.9", "fd00::5"])}, {},
          "inventory host db2: netpol_addresses[1]: address fd00::5 is also used by workload billing/db1 "
          "(inventory host db1)"),
