@@ -25,6 +25,7 @@ SANITY_GET_PIP := $(SANITY_HOME)/.ansible/test/cache/get_pip_24_2.py
 # pytest-xdist workers for the integration suite (each test owns its own namespaces).
 JOBS        ?= auto
 PYTEST_ARGS ?=
+MOLECULE_SCENARIOS ?= default lockout
 
 # Debian packages the lab and the kernel backends need, and a command each one provides.
 APT_PACKAGES  ?= iproute2 iptables ipset ebtables conntrack
@@ -36,7 +37,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider -r fEs
 
-.PHONY: help venv deps lab lab-down demo unit integration sanity lint build test clean
+.PHONY: help venv python-deps deps lab lab-down demo enforce verify remove unit integration molecule build sanity lint test clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -66,18 +67,26 @@ lab: deps venv  ## build (or converge) the lab of INVENTORY
 lab-down: venv  ## tear the lab of INVENTORY down
 	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/lab.yml -e state=absent
 
-demo: lab  ## build the lab and run the main job on it
-	@if [ -f playbooks/verify.yml ]; then \
-		$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/verify.yml; \
-	else \
-		$(BIN)/ansible -i $(INVENTORY) lab -m ansible.builtin.command -a 'ip -brief address show dev eth0'; \
-	fi
+demo: lab  ## build the lab, enforce its policies, compare real traffic with the simulator
+	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/demo.yml
+
+enforce: venv  ## enforce INVENTORY's NetworkPolicies (playbooks/site.yml)
+	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/site.yml
+
+verify: venv  ## measure who reaches whom on INVENTORY's declared ports
+	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/verify.yml
+
+remove: venv  ## remove everything the collection owns from INVENTORY's hosts
+	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/remove.yml
 
 unit: venv  ## unit tests
 	$(PYTEST) -q tests/unit $(PYTEST_ARGS)
 
 integration: deps venv  ## integration tests: real namespaces, real traffic (root)
 	$(PYTEST) -q -n $(JOBS) tests/integration $(PYTEST_ARGS)
+
+molecule: deps venv  ## molecule scenarios (delegated driver over netns hosts, root)
+	$(foreach scenario,$(MOLECULE_SCENARIOS),$(BIN)/molecule test -s $(scenario) &&) true
 
 build: venv  ## the collection tarball, as ansible-galaxy builds it
 	$(BIN)/ansible-galaxy collection build --force --output-path tests/output/dist
@@ -91,7 +100,7 @@ sanity: build  ## ansible-test sanity over exactly what the tarball ships
 lint: venv  ## ansible-lint over roles and playbooks
 	$(BIN)/ansible-lint --offline roles playbooks
 
-test: unit integration sanity  ## everything CI runs
+test: unit integration molecule sanity  ## everything CI runs
 
 clean:  ## remove test output (not the virtualenv)
 	rm -rf tests/output .pytest_cache $(SANITY_ROOT)
