@@ -319,7 +319,7 @@ def read_policy(document: Mapping[str, Any], source: str, origin: str) -> Tuple[
 def read_metadata(metadata: Mapping[str, Any], problems: Problems) -> Tuple[str, str]:
     known_fields(metadata, METADATA_FIELDS, "metadata", problems)
     namespace = metadata.get("namespace")
-    if namespace is None:
+    if namespace in (None, ""):  # kubectl puts such an object in the default namespace
         namespace = DEFAULT_NAMESPACE
     elif string(namespace, "metadata.namespace", problems) is not None:
         check(dns1123_label, namespace, "metadata.namespace", problems)

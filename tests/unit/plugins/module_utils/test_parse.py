@@ -118,8 +118,9 @@ def test_pod_selector_empty_selects_all_and_is_canonical():
     assert one({"podSelector": {}}).pod_selector == ALL
 
 
-def test_namespace_defaults_like_kubectl():
-    assert one({"podSelector": {}}, namespace=None).namespace == "default"
+@pytest.mark.parametrize("namespace", [None, ""])
+def test_namespace_defaults_like_kubectl(namespace):
+    assert one({"podSelector": {}}, namespace=namespace).namespace == "default"
 
 
 def test_cidrs_are_normalised_with_a_warning_for_host_bits():
