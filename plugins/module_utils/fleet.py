@@ -243,23 +243,31 @@ def read_namespaces(
     """netpol_namespaces plus every namespace a workload uses, each labelled with its metadata.name."""
     problems = Problems("netpol_namespaces")
     declared = mapping(or_default(value, {}), "", problems) or {}
-    labelled: Dict[str, Dict[str, str]] = {}
+    labelled = {}
     for name, spec in declared.items():
-        problems.obj = str(name)
-        if string(name, "", problems) is None:
-            continue
-        check(dns1123_label, name, "", problems)
-        spec = mapping(or_default(spec, {}), "", problems) or {}
-        known_fields(spec, ("labels",), "", problems)
-        found = dict(labels(spec.get("labels"), "labels", problems) or {})
-        if found.setdefault(METADATA_NAME, name) != name:
-            problems.add(join("labels", METADATA_NAME),
-                         "must be the namespace name %s; it is set automatically" % quoted(name))
-        labelled[name] = found
+        one = Problems("netpol_namespaces", str(name))
+        found = namespace_labels(name, spec, one)
+        if found is not None:
+            labelled[name] = found
+        problems.errors.extend(one.errors)
     errors.extend(problems.errors)
     for workload in workloads:
         labelled.setdefault(workload.namespace, {METADATA_NAME: workload.namespace})
     return tuple(Namespace(name, labels_of(found)) for name, found in sorted(labelled.items()) if name)
+
+
+def namespace_labels(name: Any, spec: Any, problems: Problems) -> Optional[Dict[str, str]]:
+    """One netpol_namespaces entry: its labels with kubernetes.io/metadata.name added."""
+    if string(name, "", problems) is None:
+        return None
+    check(dns1123_label, name, "", problems)
+    spec = mapping(or_default(spec, {}), "", problems) or {}
+    known_fields(spec, ("labels",), "", problems)
+    found = dict(labels(spec.get("labels"), "labels", problems) or {})
+    if found.setdefault(METADATA_NAME, name) != name:
+        problems.add(join("labels", METADATA_NAME), "must be the namespace name %s; it is set automatically"
+                     % quoted(name))
+    return found
 
 
 def _duplicate_names(found: List[Tuple[Workload, AddressOrigins]]) -> List[InputError]:
