@@ -1,0 +1,100 @@
+# -*- coding: utf-8 -*-
+# Copyright: netpol.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""netns_lab: validation of the lab description and the ip commands planned from what the kernel shows."""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.netpol.fleet.plugins.modules.netns_lab import (
+    Host, LabError, Observed, parse_hosts, plan_absent, plan_present)
+
+WEB = Host("lab-web", "lab-web", {"10.42.0.11/24", "fd42::11/64"})
+BUILT = Observed(namespaces={"lab-sw", "lab-web"}, bridge=True, ports={"lab-web"},
+                 links={"lab-web": True}, addresses={"lab-web": {"10.42.0.11/24", "fd42::11/64"}})
+NOTHING = Observed(namespaces=set(), bridge=False, ports=set(), links={}, addresses={})
+
+
+def params(*hosts, state="present"):
+    return {"state": state, "switch": "lab-sw", "prefix4": 24, "prefix6": 64, "hosts": list(hosts)}
+
+
+def commands(steps):
+    return [" ".join(step.argv) for step in steps]
+
+
+def test_addresses_without_prefix_get_the_default_ones():
+    hosts = parse_hosts(params({"name": "a", "namespace": "a", "addresses": ["10.0.0.1", "FD00::0001"]}))
+    assert hosts == [Host("a", "a", {"10.0.0.1/24", "fd00::1/64"})]
+
+
+@pytest.mark.parametrize("hosts, message", [
+    ([{"name": "a", "namespace": "a", "addresses": []}], "host a: netpol_addresses is missing or empty"),
+    ([{"name": "a", "namespace": "a", "addresses": None}], "host a: netpol_addresses is missing or empty"),
+    ([{"name": "a", "namespace": "a", "addresses": ["10.0.0.1/24"]},
+      {"name": "b", "namespace": "b", "addresses": ["10.0.0.1/16"]}],
+     "host b: netpol_addresses: 10.0.0.1 is also an address of host a"),
+    ([{"name": "a", "namespace": "a", "addresses": ["fd00::1/129"]}],
+     "host a: netpol_addresses: 'fd00::1/129' is not an IPv4 or IPv6 address"),
+    ([{"name": "a", "namespace": "a234567890123456", "addresses": ["10.0.0.1"]}],
+     "host a: ansible_host 'a234567890123456' is 16 characters"),
+    ([{"name": "a", "namespace": "a b", "addresses": ["10.0.0.1"]}], "host a: ansible_host 'a b' is not a usable"),
+    ([{"name": "a", "namespace": "lab-sw", "addresses": ["10.0.0.1"]}],
+     "host a: ansible_host 'lab-sw' is already the namespace of the switch"),
+])
+def test_bad_hosts_are_named_with_their_field(hosts, message):
+    with pytest.raises(LabError, match="^" + message.replace("(", r"\(")):
+        parse_hosts(params(*hosts))
+
+
+def test_absent_needs_no_addresses():
+    assert parse_hosts(params({"name": "a", "namespace": "a", "addresses": None}, state="absent"))
+
+
+def test_from_nothing_everything_is_built_in_order():
+    assert commands(plan_present([WEB], NOTHING, "lab-sw", "br0", "eth0")) == [
+        "netns add lab-sw",
+        "-n lab-sw link add br0 type bridge mcast_snooping 0",
+        "-n lab-sw link set br0 up",
+        "netns add lab-web",
+        "-n lab-web link set lo up",
+        "-n lab-web link add eth0 type veth peer name lab-web netns lab-sw",
+        "-n lab-sw link set lab-web master br0 up",
+        "-n lab-web link set eth0 up",
+        "-n lab-web address add 10.42.0.11/24 dev eth0",
+        "-n lab-web address add fd42::11/64 dev eth0 nodad",
+    ]
+
+
+def test_a_built_lab_plans_nothing():
+    assert plan_present([WEB], BUILT, "lab-sw", "br0", "eth0") == []
+
+
+def test_only_the_differences_are_planned():
+    drifted = BUILT._replace(addresses={"lab-web": {"10.42.0.11/24", "10.42.0.99/24"}},
+                             ports={"lab-web", "lab-old"}, namespaces={"lab-sw", "lab-web", "lab-old"})
+    assert commands(plan_present([WEB], drifted, "lab-sw", "br0", "eth0")) == [
+        "-n lab-sw link del lab-old",
+        "netns del lab-old",
+        "-n lab-web address del 10.42.0.99/24 dev eth0",
+        "-n lab-web address add fd42::11/64 dev eth0 nodad",
+    ]
+
+
+def test_half_a_veth_pair_is_rebuilt():
+    unplugged = BUILT._replace(ports=set())
+    assert commands(plan_present([WEB], unplugged, "lab-sw", "br0", "eth0"))[:2] == [
+        "-n lab-web link del eth0",
+        "-n lab-web link add eth0 type veth peer name lab-web netns lab-sw",
+    ]
+
+
+def test_absent_removes_hosts_also_those_only_the_switch_remembers():
+    seen = BUILT._replace(ports={"lab-web", "lab-gone"}, namespaces={"lab-sw", "lab-web", "lab-gone"})
+    assert commands(plan_absent([WEB], seen, "lab-sw")) == [
+        "-n lab-sw link del lab-gone", "netns del lab-gone",
+        "-n lab-sw link del lab-web", "netns del lab-web",
+        "netns del lab-sw",
+    ]
+    assert plan_absent([WEB], NOTHING, "lab-sw") == []
