@@ -246,7 +246,7 @@ def read_namespaces(
     labelled = {}
     for name, spec in declared.items():
         one = Problems("netpol_namespaces", str(name))
-        found = namespace_labels(name, spec, one)
+        found = read_namespace(name, spec, one)
         if found is not None:
             labelled[name] = found
         problems.errors.extend(one.errors)
@@ -256,7 +256,7 @@ def read_namespaces(
     return tuple(Namespace(name, labels_of(found)) for name, found in sorted(labelled.items()) if name)
 
 
-def namespace_labels(name: Any, spec: Any, problems: Problems) -> Optional[Dict[str, str]]:
+def read_namespace(name: Any, spec: Any, problems: Problems) -> Optional[Dict[str, str]]:
     """One netpol_namespaces entry: its labels with kubernetes.io/metadata.name added."""
     if string(name, "", problems) is None:
         return None
