@@ -53,14 +53,20 @@ class Evaluator:
     def evaluate(self, packet: Packet) -> Outcome:
         table = self.state.table("ipv6" if packet.family == 6 else "ipv4")
         chains = {c.name: c.rules for c in table.chains}
+        returned: List[Tuple[str, str]] = []  # (chain, rule) of each RETURN taken: the last one decided
         for jump in _jumps(table, BASE_CHAIN[packet.direction]):
-            outcome = self._walk(chains, jump, packet, depth=0)
-            if outcome is not None:
-                return outcome
-        return Outcome(True)
+            dropped = self._walk(chains, jump, packet, returned, depth=0)
+            if dropped is not None:
+                return dropped
+            if returned and returned[-1][0] == jump:
+                break  # RETURN from the base chain's target: back in INPUT/OUTPUT, ours said yes
+        chain, rule = returned[-1] if returned else ("", "")
+        return Outcome(True, chain, rule)
 
-    def _walk(self, chains: Dict[str, Tuple[str, ...]], name: str, packet: Packet, depth: int) -> Optional[Outcome]:
-        """None: the chain returned (or fell off); an Outcome: DROP decided."""
+    def _walk(
+        self, chains: Dict[str, Tuple[str, ...]], name: str, packet: Packet, returned: List[Tuple[str, str]], depth: int
+    ) -> Optional[Outcome]:
+        """An Outcome when a DROP decided; None when the chain returned or fell off its end."""
         if depth > 8 or name not in chains:
             raise ValueError("jump to unknown chain %s" % name)
         for rule in chains[name]:
@@ -69,14 +75,15 @@ class Evaluator:
                 continue
             target = dict(tokens).get("-j", "")
             if target == "RETURN":
-                return None if depth else Outcome(True, name, rule)
+                returned.append((name, rule))
+                return None
             if target == "DROP":
                 return Outcome(False, name, rule)
             if target == "NFLOG":
                 continue
-            outcome = self._walk(chains, target, packet, depth + 1)
-            if outcome is not None:
-                return outcome
+            dropped = self._walk(chains, target, packet, returned, depth + 1)
+            if dropped is not None:
+                return dropped
         return None
 
     def _parse(self, rule: str) -> List[Tuple[str, str]]:
