@@ -22,7 +22,6 @@ import pytest
 
 from conftest import LAB_PLAYBOOK, delete_netns, run_playbook, write_lab_inventory
 
-PREFIX = "npe1-"
 FAST = ("-e", "netpol_gather_facts=false", "-e", "netpol_report=false")
 
 
@@ -62,25 +61,34 @@ def pods(**labels: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory) -> Iterator["E2E"]:
+def lab(tmp_path_factory, worker_id: str) -> Iterator["E2E"]:
+    """One lab per pytest-xdist worker (npe<n>-...), so the tests may spread over workers."""
+    prefix = "npe%s-" % (worker_id[2:] if worker_id.startswith("gw") else "m")
     directory = tmp_path_factory.mktemp("npe-e2e")
-    inventory = write_lab_inventory(directory / "inv", PREFIX, HOSTS, {"netpol_namespaces": NAMESPACES})
+    inventory = write_lab_inventory(directory / "inv", prefix, HOSTS, {"netpol_namespaces": NAMESPACES})
     try:
         run_playbook(LAB_PLAYBOOK, inventory)
-        e2e = E2E(directory, inventory)
+        e2e = E2E(prefix, directory, inventory)
         e2e.foreign_state()
         e2e.pristine = e2e.snapshot()
         yield e2e
     finally:
         run_playbook(LAB_PLAYBOOK, inventory, "-e", "state=absent", check=False)
-        delete_netns(PREFIX)
+        delete_netns(prefix)
 
 
 class E2E:
-    def __init__(self, directory: Path, inventory: Path):
-        self.directory, self.inventory = directory, inventory
-        self.hosts = [PREFIX + name for name in HOSTS]
+    def __init__(self, prefix: str, directory: Path, inventory: Path):
+        self.prefix, self.directory, self.inventory = prefix, directory, inventory
+        self.hosts = [prefix + name for name in HOSTS]
         self.pristine: Dict[str, str] = {}
+
+    def __getitem__(self, name: str) -> str:
+        """The namespace (and inventory name) of a lab host by its short name."""
+        return self.prefix + name
+
+    def relabel(self, hosts: Dict[str, dict]) -> None:
+        write_lab_inventory(self.inventory.parent, self.prefix, hosts, {"netpol_namespaces": NAMESPACES})
 
     def vars_file(self, policies: List[dict], **extra) -> str:
         path = self.directory / "vars.json"
@@ -191,6 +199,7 @@ def test_selectors_deny_all_by_pod_by_namespace_by_both_and_expressions(lab):
 
 
 def test_second_run_changes_nothing(lab):
+    lab.site(ROUND_SELECTORS)
     result = lab.site(ROUND_SELECTORS)
     assert set(changed_counts(result.stdout).values()) == {0}, result.stdout
 
@@ -204,43 +213,42 @@ def test_ingress_and_egress_combined(lab):
 
 
 def test_policy_update_changes_only_what_it_must(lab):
+    lab.site(ROUND_EGRESS)
     before = lab.snapshot()
     updated = ROUND_EGRESS[:2] + [policy("gamma", "egress-deny", {"podSelector": {}, "policyTypes": ["Egress"],
                                                                 "egress": [{"ports": [{"port": 80}]}]})]
     diff = lab.site(updated, "--check", "--diff").stdout
     assert lab.snapshot() == before, "check mode changed the kernel"
     counts = changed_counts(diff)
-    assert counts[PREFIX + "g-mon"] > 0 and {n for h, n in counts.items() if h != PREFIX + "g-mon"} == {0}, diff
+    assert counts.pop(lab["g-mon"]) > 0 and set(counts.values()) == {0}, diff
     assert "--dport 80" in diff and "gamma/egress-deny egress[0]" in diff
     lab.enforce_and_verify(updated)
     after = lab.snapshot()
-    assert [h for h in lab.hosts if after[h] != before[h]] == [PREFIX + "g-mon"]
+    assert [h for h in lab.hosts if after[h] != before[h]] == [lab["g-mon"]]
 
 
 def test_label_change_moves_a_host_between_sets_everywhere(lab):
     policies = [policy("beta", "db-from-clients", {"podSelector": pods(app="db"), "ingress": [
         {"from": [{"namespaceSelector": {}, "podSelector": pods(role="client")}]}]})]
     lab.enforce_and_verify(policies)
-    db = PREFIX + "b-db"
-    assert not any("10.77.0.5" in m for m in lab.members(db).values())
-    relabelled = dict(HOSTS, **{"g-mon": dict(HOSTS["g-mon"], netpol_labels={"app": "mon", "role": "client"})})
-    write_lab_inventory(lab.inventory.parent, PREFIX, relabelled, {"netpol_namespaces": NAMESPACES})
+    assert not any("10.77.0.5" in m for m in lab.members(lab["b-db"]).values())
+    lab.relabel(dict(HOSTS, **{"g-mon": dict(HOSTS["g-mon"], netpol_labels={"app": "mon", "role": "client"})}))
     try:
         lab.enforce_and_verify(policies)
-        assert any("10.77.0.5" in m for m in lab.members(db).values())
-        assert any("fd77::5" in m for m in lab.members(db).values())
+        assert any("10.77.0.5" in m for m in lab.members(lab["b-db"]).values())
+        assert any("fd77::5" in m for m in lab.members(lab["b-db"]).values())
     finally:
-        write_lab_inventory(lab.inventory.parent, PREFIX, HOSTS, {"netpol_namespaces": NAMESPACES})
+        lab.relabel(HOSTS)
 
 
 def test_limit_still_resolves_peers_from_the_whole_inventory(lab):
     policies = [policy("alpha", "api-from-beta", {"podSelector": pods(app="api"), "ingress": [
         {"from": [{"namespaceSelector": pods(team="data")}]}]})]
     before = lab.snapshot()
-    lab.site(policies, "--limit", PREFIX + "a-api")
+    lab.site(policies, "--limit", lab["a-api"])
     after = lab.snapshot()
-    assert [h for h in lab.hosts if after[h] != before[h]] == [PREFIX + "a-api"]
-    members = [m for entries in lab.members(PREFIX + "a-api").values() for m in entries]
+    assert [h for h in lab.hosts if after[h] != before[h]] == [lab["a-api"]]
+    members = [m for entries in lab.members(lab["a-api"]).values() for m in entries]
     assert {"10.77.0.3", "10.77.0.4", "fd77::3", "fd77::4"} <= set(members)
 
 
@@ -255,17 +263,19 @@ def test_bad_input_stops_the_play_before_any_host_changes(lab):
     assert str(bad_file) in result.stdout and "alpha/broken" in result.stdout and "port" in result.stdout
     assert "no host was changed" in result.stdout
     assert lab.snapshot() == before
-    assert not re.search(r"^(changed|ok): \[%s" % PREFIX, result.stdout.split("Compile")[-1], re.M)
+    assert not re.search(r"^(changed|ok): \[%s" % lab.prefix, result.stdout.split("Compile")[-1], re.M)
 
 
 def test_logging_marks_denied_packets_with_policy_namespace(lab):
     lab.site(ROUND_SELECTORS, "-e", "netpol_log=true", "-e", "netpol_log_group=7", "-e", "netpol_log_limit=20/min")
-    rules = lab.kernel(PREFIX + "a-api", "iptables-save")
+    rules = lab.kernel(lab["a-api"], "iptables-save")
     assert re.search(r'-m limit --limit 20/min -j NFLOG --nflog-prefix "[^"]*ingress[^"]*" --nflog-group 7', rules)
     assert '--comment "alpha/api-from-web ingress[0]"' in rules
 
 
 def test_remove_leaves_every_host_as_before_the_first_run(lab):
+    lab.site(ROUND_BLOCKS_AND_PORTS + ROUND_EGRESS, "-e", "netpol_log=true")
+    assert lab.snapshot() != lab.pristine
     run_playbook("playbooks/remove.yml", lab.inventory)
     assert lab.snapshot() == lab.pristine
     second = run_playbook("playbooks/remove.yml", lab.inventory)
