@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ansible_collections.netpol.fleet.plugins.module_utils.hoststate import (
     SET_NAME_MAX,
@@ -46,6 +46,7 @@ from ansible_collections.netpol.fleet.plugins.module_utils.tools import ToolErro
 # A managed name must leave room for its temporary twin within the kernel's 31 characters.
 NAME_MAX = SET_NAME_MAX - len(SET_TEMP_SUFFIX)
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:+-]*$")
+Prefixes = Union[str, Tuple[str, ...]]  # what str.startswith takes: one prefix or several
 _TRUE = ("true", "yes", "on", "1", "")
 _FALSE = ("false", "no", "off", "0")
 
@@ -177,14 +178,14 @@ def temp_name(name: str) -> str:
     return name + SET_TEMP_SUFFIX
 
 
-def managed(name: str, names: Iterable[str], purge_prefix: str = "") -> bool:
+def managed(name: str, names: Iterable[str], purge_prefix: Prefixes = "") -> bool:
     """Whether a kernel set concerns this run: a named set, its temporary twin, or purge prefix."""
     base = name[: -len(SET_TEMP_SUFFIX)] if name.endswith(SET_TEMP_SUFFIX) else name
     return base in names or bool(purge_prefix) and name.startswith(purge_prefix)
 
 
 def plan(desired: Sequence[IpSet], actual: Mapping[str, IpSet], references: Mapping[str, int],
-         absent: Sequence[str] = (), purge_prefix: str = "") -> Plan:
+         absent: Sequence[str] = (), purge_prefix: Prefixes = "") -> Plan:
     """The restore script that turns `actual` into `desired` (sets already normalised)."""
     wanted = {s.name for s in desired}
     clash = wanted & set(absent)
@@ -250,7 +251,7 @@ def _refuse_if_referenced(name: str, references: Mapping[str, int], what: str, h
 
 
 def _to_destroy(actual: Mapping[str, IpSet], wanted: Iterable[str], absent: Sequence[str],
-                purge_prefix: str, stale: Sequence[str]) -> List[str]:
+                purge_prefix: Prefixes, stale: Sequence[str]) -> List[str]:
     purged = [n for n in actual if purge_prefix and n.startswith(purge_prefix)]
     skip = set(wanted) | set(stale)
     return sorted(n for n in set(absent) | set(purged) if n in actual and n not in skip)
@@ -285,7 +286,7 @@ def _diff_lines(changes: Sequence[SetChange], actual: Mapping[str, IpSet],
 # ---------------------------------------------------------------- kernel I/O
 
 
-def read_state(module, ipset_bin: str, names: Iterable[str], purge_prefix: str = ""
+def read_state(module, ipset_bin: str, names: Iterable[str], purge_prefix: Prefixes = ""
                ) -> Tuple[Dict[str, IpSet], Dict[str, int]]:
     """The managed sets as the kernel has them, and every set's reference count. Read-only."""
     names = set(names)

@@ -108,11 +108,14 @@ options:
         default: present
   purge_prefix:
     description:
-      - Destroy every set whose name starts with this prefix and that is not listed in O(name) or O(sets).
+      - Destroy every set whose name starts with this prefix (or with one of these prefixes) and that is
+        not listed in O(name) or O(sets). Use prefixes specific enough not to match sets of others
+        (V(netpol4-) and V(netpol6-) rather than V(netpol), which would also match C(netpolitics)).
       - A set that iptables rules (or a C(list:set)) still reference is not destroyed; it is reported in
         RV(kept_referenced) with a warning. Run the purge after the chains stopped using the sets.
-      - An empty string purges nothing.
-    type: str
+      - Empty strings are ignored; an empty list purges nothing.
+    type: list
+    elements: str
 attributes:
   check_mode:
     support: full
@@ -152,7 +155,7 @@ EXAMPLES = r"""
 - name: All sets of a compiled host state in one restore, then drop the ones nothing uses any more
   netpol.fleet.ipset:
     sets: "{{ netpol_host_state.sets }}"
-    purge_prefix: netpol
+    purge_prefix: [netpol4-, netpol6-]
 
 - name: Remove one set
   netpol.fleet.ipset:
@@ -215,7 +218,7 @@ SET_SPEC = dict(
 ARGUMENT_SPEC = dict(
     name=dict(type="str"),
     sets=dict(type="list", elements="dict", options=dict(name=dict(type="str", required=True), **SET_SPEC)),
-    purge_prefix=dict(type="str"),
+    purge_prefix=dict(type="list", elements="str"),
     **SET_SPEC
 )
 
@@ -240,7 +243,7 @@ def main() -> None:
         supports_check_mode=True,
     )
     ipset_bin = module.get_bin_path("ipset", required=True)
-    purge_prefix = module.params["purge_prefix"] or ""
+    purge_prefix = tuple(prefix for prefix in module.params["purge_prefix"] or () if prefix)
     try:
         desired, absent = requested(module.params)
         actual, references = read_state(module, ipset_bin, [s.name for s in desired] + absent, purge_prefix)

@@ -179,3 +179,9 @@ def test_hoststate_sets_pass_through_as_module_arguments():
     item = HostState("h", sets=(compiled,)).to_dict()["sets"][0]
     built = build_set(item["name"], item["type"], item["family"], item["members"], item["options"])
     assert built == IpSet("netpol4-x", "hash:net", "inet", compiled.members, (("counters", ""), ("maxelem", "1024")))
+
+
+def test_purge_takes_several_prefixes_and_spares_lookalikes():
+    sets = [IpSet(n, "hash:ip", "inet") for n in ("netpol4-a", "netpol6-b", "netpolitics")]
+    result = plan([], kernel(*sets), {}, purge_prefix=("netpol4-", "netpol6-"))
+    assert result.script == ("destroy netpol4-a", "destroy netpol6-b")
