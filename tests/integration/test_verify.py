@@ -10,12 +10,15 @@ import os
 import re
 import signal
 import subprocess
+import sys
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List
 
 import pytest
 
-from conftest import LAB_PLAYBOOK, Lab, run_adhoc, run_playbook
+from conftest import LAB_PLAYBOOK, Lab, ansible_env, run_adhoc, run_playbook
+
+SSHD = "/usr/sbin/sshd"
 
 pytestmark = pytest.mark.integration
 
@@ -52,6 +55,58 @@ def verify_lab(make_lab) -> Iterator[Callable[[str, Dict[str, dict]], Lab]]:
         for host in lab.hosts:
             for pid in netns_pids(host):
                 os.kill(int(pid), signal.SIGKILL)
+
+
+def listening_sockets(namespace: str, ports: List[int]) -> str:
+    query = " or ".join("sport = :%d" % port for port in ports)
+    return subprocess.run(["ip", "netns", "exec", namespace, "ss", "-H", "-l", "-t", "-u", "-n", query],
+                          check=True, capture_output=True, text=True).stdout
+
+
+def sshd_config(directory: Path, port: int) -> Path:
+    path = directory / ("sshd_config_%d" % port)
+    path.write_text("\n".join([
+        "ListenAddress 127.0.0.1:%d" % port,
+        "HostKey %s" % (directory / "host_key"),
+        "AuthorizedKeysFile %s" % (directory / "client_key.pub"),
+        "PidFile none", "PermitRootLogin prohibit-password", "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no", "UsePAM no", "StrictModes no", "",
+    ]))
+    return path
+
+
+@pytest.fixture
+def ssh_inventory(tmp_path: Path) -> Iterator[Callable[[Lab, Dict[str, dict]], Path]]:
+    """Factory: an sshd on the loopback of each lab host, and an inventory that reaches the hosts
+    over real SSH (a ProxyCommand steps into the namespace), as a real fleet would be reached."""
+    if not os.path.exists(SSHD):
+        pytest.skip("sshd is missing (apt-get install openssh-server)")
+    daemons: List[subprocess.Popen] = []
+
+    def build(lab: Lab, host_vars: Dict[str, dict]) -> Path:
+        for key in ("host_key", "client_key"):
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / key)], check=True)
+        os.makedirs("/run/sshd", exist_ok=True)  # sshd's privilege separation directory
+        hosts = {}
+        for index, (host, variables) in enumerate(zip(lab.hosts, host_vars.values())):
+            port = 2201 + index
+            daemons.append(subprocess.Popen(["ip", "netns", "exec", host, SSHD, "-D", "-e", "-f",
+                                             str(sshd_config(tmp_path, port))], stderr=subprocess.DEVNULL))
+            while not listening_sockets(host, [port]):
+                assert daemons[-1].poll() is None, "sshd in %s did not start" % host
+            hosts[host] = dict(variables, ansible_connection="ssh", ansible_host="127.0.0.1", ansible_port=port,
+                               ansible_user="root", ansible_ssh_private_key_file=str(tmp_path / "client_key"),
+                               ansible_python_interpreter=sys.executable,
+                               ansible_ssh_common_args="-o UserKnownHostsFile=/dev/null -o 'ProxyCommand="
+                                                       "ip netns exec %s socat - TCP:127.0.0.1:%%p'" % host)
+        path = tmp_path / "ssh-hosts.yml"
+        path.write_text(json.dumps({"all": {"hosts": hosts}}))
+        return path
+
+    yield build
+    for daemon in daemons:
+        daemon.terminate()
+        daemon.wait()
 
 
 def flow_ids(flows: List[dict]) -> set:
@@ -130,3 +185,17 @@ def test_listener_is_idempotent_and_probe_tells_drop_reject_and_closed_apart(ver
     stopped_again = run_adhoc(server, lab.inventory, "netpol.fleet.netpol_listen", "state=absent")[server]
     assert (stopped["changed"], stopped_again["changed"]) == (True, False)
     assert netns_pids(server) == []
+
+
+def test_verify_runs_over_ssh_and_leaves_no_listener(verify_lab, ssh_inventory, tmp_path: Path) -> None:
+    hosts = lab_hosts(79, 2)
+    lab = verify_lab("npv3-", hosts)
+    inventory = ssh_inventory(lab, hosts)
+    matrix_file = tmp_path / "matrix.json"
+
+    run_playbook("playbooks/verify.yml", inventory, "-e", "netpol_verify_matrix_file=%s" % matrix_file,
+                 env=ansible_env(ANSIBLE_SSH_ARGS="-o ControlMaster=no"))
+
+    measured = json.loads(matrix_file.read_text())
+    assert len(measured) == 2 * 2 * 2 and all(flow["reachable"] for flow in measured)
+    assert {host: listening_sockets(host, [8080, 5353]) for host in lab.hosts} == {host: "" for host in lab.hosts}
