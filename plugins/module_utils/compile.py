@@ -87,6 +87,7 @@ class _Compiler:
     def __init__(self, index: FleetIndex, book: SetBook, policies: List[Policy], options: CompileOptions):
         self.index, self.book, self.options = index, book, options
         self.targets: Dict[int, List[Policy]] = {}  # id(workload) -> policies selecting it, by key
+        self._memo: Dict[Tuple, Tuple[List[str], List[IpSet]]] = {}
         for policy in policies:
             for workload in index.select(policy.namespace, policy.pod_selector):
                 self.targets.setdefault(id(workload), []).append(policy)
@@ -127,10 +128,9 @@ class _Compiler:
     ) -> List[str]:
         rules = [INVALID]
         for policy in policies:
-            for number, rule in enumerate(direction.rules_of(policy)):
-                comment = comment_match("%s %s[%d]" % (policy.key, direction.label, number))
-                for peer in rule.peers or (None,):
-                    rules += self._peer_rules(direction, family, workload, policy, rule, peer, comment, used)
+            policy_rules, policy_sets = self._policy_rules(direction, family, workload, policy)
+            rules += policy_rules
+            used.update((s.name, s) for s in policy_sets)
         who = "%s/%s" % (workload.namespace, workload.name)
         if self.options.log is not None:
             log = self.options.log
@@ -141,6 +141,24 @@ class _Compiler:
             )
         rules.append("%s -j DROP" % comment_match("%s isolated for %s" % (who, direction.label)))
         return rules
+
+    def _policy_rules(
+        self, direction: Direction, family: int, workload: Workload, policy: Policy
+    ) -> Tuple[List[str], List[IpSet]]:
+        """One policy's RETURN rules and the sets they use, the same for every target
+        except through named ports resolved on the target: computed once per port list."""
+        rules = direction.rules_of(policy)
+        named = direction.policy_type == INGRESS and any(isinstance(p.port, str) for r in rules for p in r.ports)
+        memo_key = (direction.label, family, policy.key, workload.ports if named else None)
+        if memo_key not in self._memo:
+            used: Dict[str, IpSet] = {}
+            lines: List[str] = []
+            for number, rule in enumerate(rules):
+                comment = comment_match("%s %s[%d]" % (policy.key, direction.label, number))
+                for peer in rule.peers or (None,):
+                    lines += self._peer_rules(direction, family, workload, policy, rule, peer, comment, used)
+            self._memo[memo_key] = (lines, list(used.values()))
+        return self._memo[memo_key]
 
     def _peer_rules(
         self,

@@ -9,6 +9,7 @@ then shared by all hosts whose rules use it. Pure Python, standard library only.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
@@ -51,6 +52,7 @@ def peer_key(policy_namespace: str, peer: Optional[Peer]) -> str:
     return "pods %s in namespaces %s" % (selector_key(peer.pod_selector), selector_key(peer.namespace_selector))
 
 
+@functools.lru_cache(maxsize=None)
 def host_entry(address: str) -> str:
     """An address as `ipset save` prints it (canonical, IPv6 compressed)."""
     return str(ipaddress.ip_address(address))

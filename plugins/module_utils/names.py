@@ -11,6 +11,7 @@ Standard library only.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
 
@@ -34,6 +35,7 @@ _BARE = re.compile(r"^[A-Za-z0-9_-]+$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_./:\[\]=, -]")
 
 
+@functools.lru_cache(maxsize=65536)
 def stable_hash(key: str) -> str:
     """Lower-case base32 digest of a key: short, deterministic, valid in every name."""
     digest = hashlib.sha256(key.encode("utf-8")).digest()
