@@ -136,9 +136,12 @@ def _validate_jump(jump: Jump, table: str, names: Sequence[str]) -> None:
 def expected(table: Table, have: Owned, prefix: str) -> Owned:
     """The owned state once `table` is applied: its chains, our jumps placed among the foreign rules."""
     chains = tuple(sorted(table.chains, key=lambda c: c.name))
+    present = {b.name: b.rules for b in have.base}
+    # A built-in chain iptables-save did not print (a table not yet used) still gets its jumps.
+    names = [b.name for b in have.base] + sorted({j.chain for j in table.jumps} - set(present))
     base = tuple(
-        Chain(b.name, _place_jumps(b.rules, [j for j in table.jumps if j.chain == b.name], prefix))
-        for b in have.base
+        Chain(name, _place_jumps(present.get(name, ()), [j for j in table.jumps if j.chain == name], prefix))
+        for name in names
     )
     return Owned(chains, base)
 
@@ -162,7 +165,8 @@ def plan(table: str, want: Owned, have: Owned, prefix: str) -> Plan:
     created = tuple(n for n in wanted if n not in present)
     updated = tuple(n for n in wanted if n in present and present[n] != wanted[n])
     removed = tuple(n for n in present if n not in wanted)
-    moved = [(h, w) for h, w in zip(have.base, want.base) if h.rules != w.rules]
+    have_base = {c.name: c.rules for c in have.base}
+    moved = [(Chain(w.name, have_base.get(w.name, ())), w) for w in want.base if have_base.get(w.name, ()) != w.rules]
     jumps_before = [line for pair in moved for line in _jump_lines(pair[0], prefix)]
     jumps_after = [line for pair in moved for line in _jump_lines(pair[1], prefix)]
     if not (created or updated or removed or moved):

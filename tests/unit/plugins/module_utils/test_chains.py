@@ -164,3 +164,9 @@ def test_validate_names_what_is_wrong(desired, message):
 
 def test_validate_accepts_a_complete_table():
     validate(table([A, B], [JUMP_A, Jump("FORWARD", "NETPOL-B", "-m physdev --physdev-is-bridged", 3)]), P)
+
+
+def test_a_builtin_chain_the_save_did_not_print_still_gets_its_jump():
+    have = owned_from_save(parse_save("*raw\nCOMMIT\n")["raw"], P)
+    desired = Table("ipv4", "raw", (A,), (Jump("PREROUTING", "NETPOL-A"),))
+    assert plan("raw", expected(desired, have, P), have, P).restore.splitlines()[-2] == "-I PREROUTING 1 -j NETPOL-A"
