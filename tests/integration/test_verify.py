@@ -150,7 +150,9 @@ def test_verify_measures_every_port_and_names_the_one_blocked_flow(verify_lab, t
 
 
 def test_listener_is_idempotent_and_probe_tells_drop_reject_and_closed_apart(verify_lab) -> None:
-    lab = verify_lab("npv2-", lab_hosts(78, 2))
+    hosts = lab_hosts(78, 2)
+    hosts["h2"]["netpol_addresses"] += ["10.78.0.12/24", "fd4e::12/64"]  # echoes must leave from these too
+    lab = verify_lab("npv2-", hosts)
     client, server = lab.hosts
     ports = json.dumps({"ports": PORTS})
 
@@ -171,15 +173,18 @@ def test_listener_is_idempotent_and_probe_tells_drop_reject_and_closed_apart(ver
         {"address": "10.78.0.2", "port": 8081, "protocol": "tcp"},   # nobody listens
         {"address": "10.78.0.2", "port": 5353, "protocol": "udp", "tag": "kept"},
         {"address": "fd4e::2", "port": 5354, "protocol": "udp"},     # nobody listens
+        {"address": "10.78.0.12", "port": 5353, "protocol": "udp"},  # secondary addresses
+        {"address": "fd4e::12", "port": 5353, "protocol": "udp"},
     ]
     probe = run_adhoc(client, lab.inventory, "netpol.fleet.netpol_probe",
                       json.dumps({"targets": targets, "timeout": 0.5}), "--check")[client]
 
     assert [(r["reachable"], r["detail"]) for r in probe["results"]] == [
         (False, "timeout"), (False, "host unreachable"), (False, "refused"), (True, "echoed"), (False, "refused"),
+        (True, "echoed"), (True, "echoed"),
     ]
     assert probe["results"][3]["tag"] == "kept" and probe["results"][0]["address"] == "fd4e::2"
-    assert (probe["reached"], probe["blocked"], probe["changed"]) == (1, 4, False)
+    assert (probe["reached"], probe["blocked"], probe["changed"]) == (3, 4, False)
 
     stopped = run_adhoc(server, lab.inventory, "netpol.fleet.netpol_listen", "state=absent")[server]
     stopped_again = run_adhoc(server, lab.inventory, "netpol.fleet.netpol_listen", "state=absent")[server]
