@@ -252,6 +252,13 @@ def test_limit_still_resolves_peers_from_the_whole_inventory(lab):
     assert {"10.77.0.3", "10.77.0.4", "fd77::3", "fd77::4"} <= set(members)
 
 
+def test_rolling_run_converges_to_what_one_run_applies(lab):
+    rolling = lab.site(ROUND_BLOCKS_AND_PORTS, "-e", "netpol_serial=2")
+    assert rolling.stdout.count("Compile every host's state once") == 3  # 5 hosts, batches of 2
+    again = lab.site(ROUND_BLOCKS_AND_PORTS)
+    assert set(changed_counts(again.stdout).values()) == {0}, again.stdout
+
+
 def test_bad_input_stops_the_play_before_any_host_changes(lab):
     before = lab.snapshot()
     bad_file = lab.directory / "bad.yaml"
