@@ -206,3 +206,20 @@ def test_unisolated_host_gets_only_the_base_chains():
     assert state.table("ipv4").chains[0].rules == ("-i lo -j RETURN", "-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN")
     assert [(j.chain, j.target, j.position) for j in state.table("ipv6").jumps] == [
         ("INPUT", "NETPOL-INGRESS", 1), ("OUTPUT", "NETPOL-EGRESS", 1)]
+
+
+def test_api_compiles_and_simulates_from_variables():
+    from ansible_collections.netpol.fleet.plugins.module_utils import api
+    from ansible_collections.netpol.fleet.plugins.module_utils.errors import InputErrors
+    from engine_cases import NAMESPACES
+
+    manifests = GOLDEN_CASES["db_from_web_named_port"]
+    states, warnings = api.compile_from_vars(INVENTORY, manifests, [], NAMESPACES, OPTIONS, hosts=["db"])
+    assert list(states) == ["db"] and warnings == []
+    assert HostState.from_dict(states["db"]) == compile_fleet(fleet(), policies(*manifests), OPTIONS)["db"]
+    records, _ = api.expected_matrix(INVENTORY, manifests, [], NAMESPACES, OPTIONS)
+    reachable = {(r["src"], r["dst"], r["family"], r["port"]): r["reachable"] for r in records}
+    assert reachable[("web", "db", 6, 5432)] is True and reachable[("api", "db", 4, 5432)] is False
+    with pytest.raises(InputErrors):
+        api.compile_from_vars(INVENTORY, [policy("shop", "bad", {"podSelector": {}, "ingress": [{"ports": [{"port": 0}]}]})],
+                              [], NAMESPACES)
