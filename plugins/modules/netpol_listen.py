@@ -322,6 +322,8 @@ def ensure_present(module: AnsibleModule, path: str, state: Optional[dict], resu
     requested = sorted({port_key(port) for port in module.params["ports"] or []})
     wanted = probed_ports(module.params["ports"])
     result.update(listening=as_dicts(wanted), unsupported=as_dicts([key for key in requested if key not in wanted]))
+    if not wanted:  # nothing to serve (no ports, or SCTP only): no process at all
+        return ensure_absent(module, path, state, result)
     if is_running(state) and [tuple(port) for port in state["ports"]] == wanted:
         return dict(result, pid=int(state["pid"]), busy=state.get("busy", []))
     if module.check_mode:

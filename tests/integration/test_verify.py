@@ -154,15 +154,22 @@ def test_listener_is_idempotent_and_probe_tells_drop_reject_and_closed_apart(ver
     hosts["h2"]["netpol_addresses"] += ["10.78.0.12/24", "fd4e::12/64"]  # echoes must leave from these too
     lab = verify_lab("npv2-", hosts)
     client, server = lab.hosts
-    ports = json.dumps({"ports": PORTS})
+    ports = json.dumps({"ports": PORTS + [{"name": "held", "port": 9000}]})
+    # Another program already serves TCP 9000 on IPv4: the listener leaves it be and says so.
+    holder = subprocess.Popen(["ip", "netns", "exec", server, sys.executable, "-c",
+                               "import socket, sys; s = socket.create_server(('0.0.0.0', 9000)); sys.stdin.read()"],
+                              stdin=subprocess.PIPE)
+    while not listening_sockets(server, [9000]):
+        assert holder.poll() is None
 
     assert run_adhoc(server, lab.inventory, "netpol.fleet.netpol_listen", ports, "--check")[server]["changed"]
-    assert netns_pids(server) == []  # check mode starts nothing
+    assert netns_pids(server) == [str(holder.pid)]  # check mode starts nothing
     started = run_adhoc(server, lab.inventory, "netpol.fleet.netpol_listen", ports)[server]
     again = run_adhoc(server, lab.inventory, "netpol.fleet.netpol_listen", ports)[server]
     assert (started["changed"], again["changed"], again["pid"]) == (True, False, started["pid"])
     assert started["unsupported"] == [{"protocol": "sctp", "port": 3868}]
-    assert netns_pids(server) == [str(started["pid"])]
+    assert started["busy"] == [{"protocol": "tcp", "port": 9000, "family": 4}]
+    assert str(started["pid"]) in netns_pids(server)
 
     in_netns(server, "ip6tables", "-I", "INPUT", "-p", "tcp", "--dport", "8080", "-j", "DROP")
     in_netns(server, "iptables", "-I", "INPUT", "-p", "tcp", "--dport", "8080", "-j", "REJECT",
@@ -175,20 +182,24 @@ def test_listener_is_idempotent_and_probe_tells_drop_reject_and_closed_apart(ver
         {"address": "fd4e::2", "port": 5354, "protocol": "udp"},     # nobody listens
         {"address": "10.78.0.12", "port": 5353, "protocol": "udp"},  # secondary addresses
         {"address": "fd4e::12", "port": 5353, "protocol": "udp"},
+        {"address": "10.78.0.2", "port": 9000},                      # served by the other program
+        {"address": "fd4e::2", "port": 9000},                        # served by the listener
     ]
     probe = run_adhoc(client, lab.inventory, "netpol.fleet.netpol_probe",
                       json.dumps({"targets": targets, "timeout": 0.5}), "--check")[client]
 
     assert [(r["reachable"], r["detail"]) for r in probe["results"]] == [
         (False, "timeout"), (False, "host unreachable"), (False, "refused"), (True, "echoed"), (False, "refused"),
-        (True, "echoed"), (True, "echoed"),
+        (True, "echoed"), (True, "echoed"), (True, "connected"), (True, "connected"),
     ]
     assert probe["results"][3]["tag"] == "kept" and probe["results"][0]["address"] == "fd4e::2"
-    assert (probe["reached"], probe["blocked"], probe["changed"]) == (3, 4, False)
+    assert (probe["reached"], probe["blocked"], probe["changed"]) == (5, 4, False)
 
     stopped = run_adhoc(server, lab.inventory, "netpol.fleet.netpol_listen", "state=absent")[server]
     stopped_again = run_adhoc(server, lab.inventory, "netpol.fleet.netpol_listen", "state=absent")[server]
     assert (stopped["changed"], stopped_again["changed"]) == (True, False)
+    assert str(started["pid"]) not in netns_pids(server)
+    holder.communicate("")  # the other program ends when its stdin closes
     assert netns_pids(server) == []
 
 

@@ -128,3 +128,14 @@ def test_stop_ends_a_running_process_and_counts_a_zombie_as_ended():
     finally:
         child.kill()
         child.wait()
+
+
+def test_nothing_to_serve_runs_no_process_and_stops_an_old_one(monkeypatch, tmp_path: Path):
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps(state_of_this_process()))
+    stopped = []
+    monkeypatch.setattr(netpol_listen, "stop", lambda state: stopped.append(state) or True)
+    monkeypatch.setattr(netpol_listen, "daemonize", lambda *args: pytest.fail("started a listener"))
+    result = run(monkeypatch, ports=[{"port": 3868, "protocol": "SCTP"}], state_file=str(path))
+    assert (result["changed"], result["pid"], result["listening"]) == (True, 0, [])
+    assert len(stopped) == 1 and not path.exists()
