@@ -215,3 +215,10 @@ def test_verify_runs_over_ssh_and_leaves_no_listener(verify_lab, ssh_inventory, 
     measured = json.loads(matrix_file.read_text())
     assert len(measured) == 2 * 2 * 2 and all(flow["reachable"] for flow in measured)
     assert {host: listening_sockets(host, [8080, 5353]) for host in lab.hosts} == {host: "" for host in lab.hosts}
+
+    # Check mode starts nothing and judges nothing, even against an expectation that is wrong.
+    expected_file = tmp_path / "expected.json"
+    expected_file.write_text(json.dumps({"netpol_verify_expected": [dict(f, reachable=False) for f in measured]}))
+    run_playbook("playbooks/verify.yml", inventory, "--check", "-e", "@%s" % expected_file,
+                 env=ansible_env(ANSIBLE_SSH_ARGS="-o ControlMaster=no"))  # raises when the play fails
+    assert {host: listening_sockets(host, [8080, 5353]) for host in lab.hosts} == {host: "" for host in lab.hosts}
