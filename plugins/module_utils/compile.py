@@ -13,6 +13,7 @@ count follows the policies selecting it, not the number of peers. Pure Python.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ansible_collections.netpol.fleet.plugins.module_utils.compile_sets import FleetIndex, SetBook
@@ -22,6 +23,7 @@ from ansible_collections.netpol.fleet.plugins.module_utils.ir import (
     INGRESS,
     CompileOptions,
     Fleet,
+    LogOptions,
     Peer,
     Policy,
     PortSpec,
@@ -44,18 +46,28 @@ MULTIPORT_SLOTS = 15  # xt_multiport: 15 ports, a range counts twice
 # Unreachable, too-big, time-exceeded, parameter problem; MLD; RS/RA/NS/NA/redirect; MLDv2.
 # They come before the INVALID drop: conntrack leaves ND untracked and calls redirects invalid.
 VITAL_ICMPV6 = (1, 2, 3, 4, 130, 131, 132, 133, 134, 135, 136, 137, 143)
+# xt_limit: rates are kept as a period in 1/10000 s; printed in the unit where the count is whole.
+RATE_SCALE = 10000
+RATE_WORDS = (("second", 1), ("minute", 60), ("hour", 3600), ("day", 86400))  # parse order
+RATE_PRINTED = (("day", 86400), ("hour", 3600), ("min", 60), ("sec", 1))
+DEFAULT_BURST = 5  # iptables-save leaves the default burst out
 ESTABLISHED = "-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN"
 INVALID = "-m conntrack --ctstate INVALID -j DROP"
 
 PortRange = Tuple[int, int]
 
 
+@dataclass(frozen=True)
 class Direction:
     """What differs between ingress and egress: names, base chain, and which side is remote."""
 
-    def __init__(self, policy_type: str, base: str, chain: str, iface: str, remote: str, local: str, label: str):
-        self.policy_type, self.base, self.chain = policy_type, base, chain
-        self.iface, self.remote, self.local, self.label = iface, remote, local, label
+    policy_type: str  # Ingress / Egress
+    base: str  # INPUT / OUTPUT
+    chain: str  # NETPOL-INGRESS / NETPOL-EGRESS
+    iface: str  # -i / -o: loopback is node-local
+    remote: str  # set flag of the peer's address: src / dst
+    local: str  # -d / -s: the workload's own address, for dispatch
+    label: str  # ingress / egress, in comments and privileged rules
 
     def rules_of(self, policy: Policy) -> Tuple[Rule, ...]:
         return policy.ingress if self.policy_type == INGRESS else policy.egress
@@ -133,12 +145,7 @@ class _Compiler:
             used.update((s.name, s) for s in policy_sets)
         who = "%s/%s" % (workload.namespace, workload.name)
         if self.options.log is not None:
-            log = self.options.log
-            burst = "" if log.burst == 5 else " --limit-burst %d" % log.burst
-            prefix = nflog_prefix("netpol drop %s %s" % (direction.label, who))
-            rules.append(
-                "-m limit --limit %s%s -j NFLOG --nflog-prefix %s --nflog-group %d" % (log.limit, burst, prefix, log.group)
-            )
+            rules.append(_nflog_rule(self.options.log, "netpol drop %s %s" % (direction.label, who)))
         rules.append("%s -j DROP" % comment_match("%s isolated for %s" % (who, direction.label)))
         return rules
 
@@ -155,8 +162,9 @@ class _Compiler:
             lines: List[str] = []
             for number, rule in enumerate(rules):
                 comment = comment_match("%s %s[%d]" % (policy.key, direction.label, number))
+                ports = _split_ports(rule.ports, workload if direction.policy_type == INGRESS else None)
                 for peer in rule.peers or (None,):
-                    lines += self._peer_rules(direction, family, workload, policy, rule, peer, comment, used)
+                    lines += self._peer_rules(direction, family, policy.namespace, peer, ports, comment, used)
             self._memo[memo_key] = (lines, list(used.values()))
         return self._memo[memo_key]
 
@@ -164,39 +172,67 @@ class _Compiler:
         self,
         direction: Direction,
         family: int,
-        workload: Workload,
-        policy: Policy,
-        rule: Rule,
+        namespace: str,
         peer: Optional[Peer],
+        ports: Optional[PortPlan],
         comment: str,
         used: Dict[str, IpSet],
     ) -> List[str]:
-        """RETURN rules for one peer of one rule: remote match x each protocol's ports."""
+        """RETURN rules for one peer of one rule: its set match x each protocol's ports."""
         remote = ""
         if peer is not None:
-            peer_set = self.book.peer_set(family, policy.namespace, peer)
+            peer_set = self.book.peer_set(family, namespace, peer)
             if peer_set is None:
                 return []  # nothing of this family to allow; the final DROP still isolates it
             used[peer_set.name] = peer_set
             remote = " -m set --match-set %s %s" % (peer_set.name, direction.remote)
-        if not rule.ports:
+        if ports is None:
             return ["%s %s -j RETURN" % (remote.strip(), comment) if remote else "%s -j RETURN" % comment]
+        lines = [
+            "-p %s%s%s %s -j RETURN" % (protocol.lower(), port_match, remote, comment)
+            for protocol in PROTOCOL_ORDER
+            if protocol in ports.numeric
+            for port_match in _port_matches(protocol, ports.numeric[protocol])
+        ]
+        if peer is None or peer.ip_block is None:  # a named port is a workload's, never an address range's
+            lines += self._named_port_rules(family, namespace, peer, ports, comment, used)
+        return lines
+
+    def _named_port_rules(
+        self, family: int, namespace: str, peer: Optional[Peer], ports: PortPlan, comment: str, used: Dict[str, IpSet]
+    ) -> List[str]:
+        """Egress to named ports: one hash:ip,port set of the peer's (address, number) pairs,
+        which is the peer match too, so destinations may give the name different numbers."""
         lines = []
-        numeric, named = _split_ports(rule.ports, workload if direction.policy_type == INGRESS else None)
-        for protocol in PROTOCOL_ORDER:
-            if protocol not in numeric:
-                continue
-            for port_match in _port_matches(protocol, numeric[protocol]):
-                lines.append("-p %s%s%s %s -j RETURN" % (protocol.lower(), port_match, remote, comment))
-        for protocol, name in named:
-            if peer is not None and peer.ip_block is not None:
-                continue  # a named port only ever means a workload's port, never an address range's
-            port_set = self.book.named_port_set(family, policy.namespace, peer, protocol, name)
-            if port_set is not None and numeric.get(protocol) != [None]:
+        for protocol, name in ports.named:
+            port_set = self.book.named_port_set(family, namespace, peer, protocol, name)
+            if port_set is not None and ports.numeric.get(protocol) != [None]:
                 used[port_set.name] = port_set
-                # The set holds only the peer's (address, port) pairs: it is the peer match too.
                 lines.append("-p %s -m set --match-set %s dst,dst %s -j RETURN" % (protocol.lower(), port_set.name, comment))
         return lines
+
+
+def _nflog_rule(log: LogOptions, prefix: str) -> str:
+    burst = "" if log.burst == DEFAULT_BURST else " --limit-burst %d" % log.burst
+    return "-m limit --limit %s%s -j NFLOG --nflog-prefix %s --nflog-group %d" % (
+        limit_text(log.limit), burst, nflog_prefix(prefix), log.group)
+
+
+def limit_text(limit: str) -> str:
+    """A rate as iptables-save prints it back ("10/minute" is "10/min", "60/min" is
+    "1/sec"), so the rule text compares equal to the kernel's on the next run."""
+    count, slash, unit = limit.partition("/")
+    per = 1 if not slash else next((s for word, s in RATE_WORDS if unit and word.startswith(unit.lower())), 0)
+    if not count.isdigit() or int(count) == 0 or not per or RATE_SCALE * per // int(count) == 0:
+        raise ValueError("log limit %r is not N/second, N/minute, N/hour or N/day" % limit)
+    period = RATE_SCALE * per // int(count)
+    shown = RATE_PRINTED[0]
+    for label, seconds in RATE_PRINTED[1:]:  # iptables' print_rate: finer units while the count stays whole
+        mult = RATE_SCALE * seconds
+        if period > mult or mult // period < mult % period:
+            break
+        shown = (label, seconds)
+    return "%d/%s" % (RATE_SCALE * shown[1] // period, shown[0])
 
 
 def _chain_of(direction: Direction, workload: Workload) -> str:
@@ -216,12 +252,20 @@ def _dispatch(direction: Direction, workload: Workload, family: int, workloads_o
     return ["%s %s%s -j %s" % (direction.local, a, suffix, chain) for a in workload.addresses_of(family)]
 
 
-def _split_ports(ports: Sequence[PortSpec], owner: Optional[Workload]):
-    """Numeric ranges per protocol ([None] = every port) and the named ports left to resolve.
+@dataclass(frozen=True)
+class PortPlan:
+    """A rule's ports: numeric ranges per protocol ([None] = every port), named ports left to
+    resolve per destination (egress only)."""
 
-    With an owner (ingress: the target itself) named ports resolve now; one that does not
-    resolve allows nothing (never 'all ports').
-    """
+    numeric: Dict[str, List[Optional[PortRange]]]
+    named: Tuple[Tuple[str, str], ...]
+
+
+def _split_ports(ports: Sequence[PortSpec], owner: Optional[Workload]) -> Optional[PortPlan]:
+    """None for 'every port of every protocol'. With an owner (ingress: the target itself)
+    named ports resolve now; one that does not resolve allows nothing (never 'all ports')."""
+    if not ports:
+        return None
     numeric: Dict[str, List[Optional[PortRange]]] = {}
     named: List[Tuple[str, str]] = []
     for spec in ports:
@@ -237,7 +281,7 @@ def _split_ports(ports: Sequence[PortSpec], owner: Optional[Workload]):
             numeric[spec.protocol] = [None]
         else:
             _add_range(numeric, spec.protocol, (spec.port, spec.end_port or spec.port))
-    return numeric, named
+    return PortPlan(numeric, tuple(named))
 
 
 def _add_range(numeric: Dict[str, List[Optional[PortRange]]], protocol: str, port_range: PortRange) -> None:

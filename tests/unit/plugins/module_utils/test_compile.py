@@ -223,3 +223,21 @@ def test_api_compiles_and_simulates_from_variables():
     with pytest.raises(InputErrors):
         api.compile_from_vars(INVENTORY, [policy("shop", "bad", {"podSelector": {}, "ingress": [{"ports": [{"port": 0}]}]})],
                               [], NAMESPACES)
+
+
+@pytest.mark.parametrize("given, saved", [  # right column: what iptables-save printed on this kernel
+    ("10/min", "10/min"), ("10/minute", "10/min"), ("10/m", "10/min"), ("2/s", "2/sec"), ("7", "7/sec"),
+    ("60/min", "1/sec"), ("120/hour", "2/min"), ("24/day", "1/hour"), ("3/h", "3/hour"), ("90/min", "90/min"),
+])
+def test_log_rate_is_written_as_the_kernel_prints_it(given, saved):
+    from ansible_collections.netpol.fleet.plugins.module_utils.compile import limit_text
+
+    assert limit_text(given) == saved
+
+
+@pytest.mark.parametrize("bad", ["0/min", "ten/min", "5/fortnight", "5/"])
+def test_a_bad_log_rate_is_refused(bad):
+    from ansible_collections.netpol.fleet.plugins.module_utils.compile import limit_text
+
+    with pytest.raises(ValueError):
+        limit_text(bad)
