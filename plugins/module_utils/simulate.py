@@ -11,6 +11,7 @@ names what decided it. Pure Python, standard library only.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
@@ -73,14 +74,7 @@ def verdict(
     options: CompileOptions = CompileOptions(),
 ) -> Verdict:
     """Whether a new connection src -> dst:port/protocol is allowed, and why."""
-    source, destination = _end(fleet, src, family), _end(fleet, dst, family)
-    protocol = protocol.upper()
-    if _node_local(fleet, source, destination):
-        local = Side("egress", True, "node-local"), Side("ingress", True, "node-local")
-        return Verdict(True, *local)
-    flow = _Flow(fleet, policies, options, source, destination, port, protocol)
-    egress, ingress = flow.side(EGRESS), flow.side(INGRESS)
-    return Verdict(egress.allowed and ingress.allowed, egress, ingress)
+    return Simulator(fleet, policies, options).verdict(src, dst, port, protocol, family)
 
 
 def matrix(
@@ -95,16 +89,60 @@ def matrix(
     every TCP/UDP port the destination declares (netpol_ports). With probes (records
     without 'reachable', src/dst as host names), exactly those, filled in.
     """
+    simulator = Simulator(fleet, policies, options)
     by_host = {w.host or w.name: w for w in fleet.workloads}
     records = _all_probes(fleet) if probes is None else [dict(p) for p in probes]
     for record in records:
         src = by_host.get(record["src"], record.get("src_address") or record["src"])
-        dst = by_host.get(record["dst"], record["address"])
-        if isinstance(dst, Workload):
-            dst = record["address"]  # the address probed, which names the workload too
-        result = verdict(fleet, policies, src, dst, int(record["port"]), record["protocol"], int(record["family"]), options)
+        result = simulator.verdict(src, record["address"], int(record["port"]), record["protocol"], int(record["family"]))
         record["reachable"] = result.allowed
     return records
+
+
+class Simulator:
+    """The fleet and policies, looked up by address and by target once; verdicts per flow."""
+
+    def __init__(self, fleet: Fleet, policies: Sequence[Policy], options: CompileOptions = CompileOptions()):
+        self.options = options
+        self.policies = sorted(policies, key=lambda p: p.key)
+        self.owners = {_ip(a): w for w in fleet.workloads for a in w.addresses}
+        self.namespace_labels = {n.name: n.label_map for n in fleet.namespaces}
+        self.node_addresses = {host: {_ip(a) for a in addresses} for host, addresses in fleet.node_addresses}
+        self._isolating: Dict[Tuple[int, str], List[Policy]] = {}
+
+    def verdict(self, src: Endpoint, dst: Endpoint, port: int, protocol: str = "TCP", family: int = 4) -> Verdict:
+        source, destination = self._end(src, family), self._end(dst, family)
+        if self._node_local(source, destination):
+            return Verdict(True, Side("egress", True, "node-local"), Side("ingress", True, "node-local"))
+        flow = _Flow(self, source, destination, port, protocol.upper())
+        egress, ingress = flow.side(EGRESS), flow.side(INGRESS)
+        return Verdict(egress.allowed and ingress.allowed, egress, ingress)
+
+    def isolating(self, workload: Workload, policy_type: str) -> List[Policy]:
+        """The policies that select the workload and carry the direction, by key."""
+        key = (id(workload), policy_type)
+        if key not in self._isolating:
+            self._isolating[key] = [p for p in self.policies if policy_type in p.policy_types and _selects(p, workload)]
+        return self._isolating[key]
+
+    def labels_of_namespace(self, name: str) -> Mapping[str, str]:
+        return self.namespace_labels.get(name) or {METADATA_NAME: name}
+
+    def _end(self, endpoint: Endpoint, family: int) -> _End:
+        """An address is the workload that owns it, if any: a packet from it is that workload."""
+        if isinstance(endpoint, Workload):
+            addresses = endpoint.addresses_of(family)
+            return _End(endpoint, addresses[0] if addresses else "")
+        return _End(self.owners.get(_ip(endpoint)), endpoint)
+
+    def _node_local(self, source: _End, destination: _End) -> bool:
+        """Self, the same host, or the node's own addresses: never cut."""
+        if destination.workload is None:
+            return False
+        host = destination.workload.host or destination.workload.name
+        if source.workload is not None and (source.workload.host or source.workload.name) == host:
+            return True
+        return bool(source.address) and _ip(source.address) in self.node_addresses.get(host, ())
 
 
 def _all_probes(fleet: Fleet) -> List[Dict[str, Any]]:
@@ -142,48 +180,22 @@ def _unique(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     return kept
 
 
-def _end(fleet: Fleet, endpoint: Endpoint, family: int) -> _End:
-    """An address is the workload that owns it, if any: a packet from it is that workload."""
-    if isinstance(endpoint, Workload):
-        addresses = endpoint.addresses_of(family)
-        return _End(endpoint, addresses[0] if addresses else "")
-    address = ipaddress.ip_address(endpoint)
-    for workload in fleet.workloads:
-        if any(ipaddress.ip_address(a) == address for a in workload.addresses):
-            return _End(workload, endpoint)
-    return _End(None, endpoint)
-
-
-def _node_local(fleet: Fleet, source: _End, destination: _End) -> bool:
-    """Self, the same host, or the node's own addresses: never cut."""
-    if destination.workload is None:
-        return False
-    host = destination.workload.host or destination.workload.name
-    if source.workload is not None and (source.workload.host or source.workload.name) == host:
-        return True
-    node_addresses = dict(fleet.node_addresses).get(host, ())
-    return bool(source.address) and source.address in node_addresses
-
-
 class _Flow:
     """One new connection, judged per side from the IR alone."""
 
-    def __init__(self, fleet, policies, options, source: _End, destination: _End, port: int, protocol: str):
-        self.fleet, self.policies, self.options = fleet, policies, options
-        self.source, self.destination, self.port, self.protocol = source, destination, port, protocol
+    def __init__(self, simulator: Simulator, source: _End, destination: _End, port: int, protocol: str):
+        self.simulator, self.source, self.destination = simulator, source, destination
+        self.port, self.protocol = port, protocol
 
     def side(self, policy_type: str) -> Side:
         label = policy_type.lower()
         local, remote = (self.destination, self.source) if policy_type == INGRESS else (self.source, self.destination)
         if local.workload is None:
             return Side(label, True, "outside the fleet: not enforced here")
-        privileged = [r.name for r in self.options.privileged if self._privileged_allows(r, label, remote)]
+        privileged = [r.name for r in self.simulator.options.privileged if self._privileged_allows(r, label, remote)]
         if privileged:
             return Side(label, True, "privileged %s" % ", ".join(privileged), allowed_by=tuple("privileged " + n for n in privileged))
-        isolating = sorted(
-            (p for p in self.policies if policy_type in p.policy_types and _selects(p, local.workload)),
-            key=lambda p: p.key,
-        )
+        isolating = self.simulator.isolating(local.workload, policy_type)
         if not isolating:
             return Side(label, True, "not isolated for %s" % label)
         keys = tuple(p.key for p in isolating)
@@ -200,7 +212,7 @@ class _Flow:
     def _rule_allows(self, policy: Policy, rule: Rule, policy_type: str, remote: _End) -> bool:
         peers: Sequence[Optional[Peer]] = rule.peers or (None,)
         return any(
-            _peer_matches(self.fleet, policy, peer, remote) and self._ports_allow(rule.ports, peer, policy_type)
+            _peer_matches(self.simulator, policy, peer, remote) and self._ports_allow(rule.ports, peer, policy_type)
             for peer in peers
         )
 
@@ -232,7 +244,7 @@ def _selects(policy: Policy, workload: Workload) -> bool:
     return policy.namespace == workload.namespace and policy.pod_selector.matches(workload.label_map)
 
 
-def _peer_matches(fleet: Fleet, policy: Policy, peer: Optional[Peer], remote: _End) -> bool:
+def _peer_matches(simulator: Simulator, policy: Policy, peer: Optional[Peer], remote: _End) -> bool:
     if peer is None:
         return True
     if peer.ip_block is not None:
@@ -244,19 +256,22 @@ def _peer_matches(fleet: Fleet, policy: Policy, peer: Optional[Peer], remote: _E
     if peer.namespace_selector is None:
         in_namespace = workload.namespace == policy.namespace
     else:
-        in_namespace = peer.namespace_selector.matches(_namespace_labels(fleet, workload.namespace))
+        in_namespace = peer.namespace_selector.matches(simulator.labels_of_namespace(workload.namespace))
     return in_namespace and (peer.pod_selector is None or peer.pod_selector.matches(workload.label_map))
 
 
-def _namespace_labels(fleet: Fleet, name: str) -> Mapping[str, str]:
-    for namespace in fleet.namespaces:
-        if namespace.name == name:
-            return namespace.label_map
-    return {METADATA_NAME: name}
+@functools.lru_cache(maxsize=65536)
+def _ip(address: str):
+    return ipaddress.ip_address(address)
+
+
+@functools.lru_cache(maxsize=4096)
+def _network(cidr: str):
+    return ipaddress.ip_network(cidr, strict=False)
 
 
 def _in_cidr(address: str, cidr: str) -> bool:
     if not address:
         return False
-    ip, network = ipaddress.ip_address(address), ipaddress.ip_network(cidr, strict=False)
+    ip, network = _ip(address), _network(cidr)
     return ip.version == network.version and ip in network
