@@ -11,14 +11,14 @@ and returns each host's desired HostState for the enforce role to apply.
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.netpol.fleet.plugins.module_utils.compile import compile_fleet
-from ansible_collections.netpol.fleet.plugins.module_utils.errors import InputError, InputErrors
+from ansible_collections.netpol.fleet.plugins.module_utils.errors import InputErrors
 from ansible_collections.netpol.fleet.plugins.module_utils.fleet import load_fleet
-from ansible_collections.netpol.fleet.plugins.module_utils.ir import CompileOptions, Fleet, LogOptions
+from ansible_collections.netpol.fleet.plugins.module_utils.ir import CompileOptions, Fleet, LogOptions, Policy
 from ansible_collections.netpol.fleet.plugins.module_utils.parse import load_policies
 from ansible_collections.netpol.fleet.plugins.module_utils.privileged import (
     PrivilegedError,
@@ -32,10 +32,13 @@ from ansible_collections.netpol.fleet.plugins.module_utils.verify import address
 # Every (family, table) a host always gets a call for, so chains we owned there before are
 # removed even when the new policy set compiles nothing into them.
 BASE_TABLES = (("ipv4", "filter"), ("ipv6", "filter"))
-# What the fleet loader falls back on when a host has no netpol_addresses.
-ADDRESS_VARIABLES = ("ansible_all_ipv4_addresses", "ansible_all_ipv6_addresses", "ansible_host")
+# The per-host variables the fleet is made of (and its address fallbacks): only these are
+# templated for each inventory host, so a big inventory costs hosts x 8 lookups, not more.
+HOST_VARIABLES = ("netpol_namespace", "netpol_labels", "netpol_addresses", "netpol_ports", "netpol_workloads",
+                  "ansible_all_ipv4_addresses", "ansible_all_ipv6_addresses", "ansible_host")
 # The controller reaches these hosts without the network: no SSH path to keep.
 LOCAL_CONNECTIONS = ("local", "ansible.builtin.local", "netpol.fleet.netns")
+EMPTY_FLEET = Fleet(workloads=(), namespaces=())
 SSH_CONNECTIONS = ("ssh", "paramiko", "paramiko_ssh", "ansible.builtin.ssh", "ansible.builtin.paramiko_ssh")
 
 # Action option -> the role variable it comes from: privileged errors name what users wrote.
@@ -89,12 +92,14 @@ class ActionModule(ActionBase):
         hosts = args["hosts"] or list(task_vars.get("ansible_play_batch") or hostvars)
         base_dir = args["base_dir"] or task_vars.get("playbook_dir") or "."
         controller = list(args["controller_addresses"]) or self._detected_controller(hostvars)
+        policies, fleet, warnings, errors = load_inputs(args, hostvars, base_dir)
+        control_plane = task_vars.get("groups", {}).get(args["control_plane_group"], [])
         try:
-            policies, fleet, warnings = load_inputs(args, hostvars, base_dir)
-            control_plane = task_vars.get("groups", {}).get(args["control_plane_group"], [])
             privileged = rules_from_vars(privileged_vars(args, controller, fleet, control_plane))
-        except (InputErrors, PrivilegedError) as e:
-            return failure(result, error_lines(e))
+        except PrivilegedError as e:
+            errors += e.errors
+        if errors:
+            return failure(result, errors)
         options = CompileOptions(privileged=privileged, log=log_options(args["log"]))
         states = compile_fleet(fleet, policies, options, hosts=hosts)
         if self._connection.transport not in LOCAL_CONNECTIONS:
@@ -122,21 +127,22 @@ class ActionModule(ActionBase):
         return sorted({a for a in seen if a})
 
 
-def load_inputs(args: Mapping[str, Any], hostvars: Mapping[str, Any], base_dir: str) -> Tuple[Any, Fleet, List[str]]:
-    """Policies and fleet, with the errors of both reported together."""
-    errors: List[InputError] = []
-    policies, warnings, fleet = (), [], None
+def load_inputs(args: Mapping[str, Any], hostvars: Mapping[str, Any],
+                base_dir: str) -> Tuple[Tuple[Policy, ...], Fleet, List[str], List[str]]:
+    """Policies, fleet, warnings, and the errors of both: users fix everything in one round."""
+    policies: Tuple[Policy, ...] = ()
+    fleet = EMPTY_FLEET
+    warnings: List[str] = []
+    errors: List[str] = []
     try:
         policies, warnings = load_policies(args["policies"], args["policy_paths"], base_dir)
     except InputErrors as e:
-        errors += e.errors
+        errors += [str(error) for error in e.errors]
     try:
         fleet = load_fleet(hostvars, args["namespaces"])
     except InputErrors as e:
-        errors += e.errors
-    if errors:
-        raise InputErrors(errors)
-    return policies, fleet, list(warnings)
+        errors += [str(error) for error in e.errors]
+    return policies, fleet, list(warnings), errors
 
 
 def probes_between(hostvars: Mapping[str, Mapping[str, Any]], hosts: Sequence[str],
@@ -162,14 +168,14 @@ def probes_between(hostvars: Mapping[str, Mapping[str, Any]], hosts: Sequence[st
 
 
 def fleet_vars(hostvars: Mapping[str, Any]) -> Dict[str, Dict[str, Any]]:
-    """host -> its netpol_* variables and address facts, templated into plain data once."""
+    """host -> its fleet variables and the SSH_CLIENT it saw, templated into plain data once."""
     plain: Dict[str, Dict[str, Any]] = {}
     for host in hostvars:
         variables = hostvars[host]
-        wanted = [k for k in variables if k.startswith("netpol_") or k in ADDRESS_VARIABLES or k == "ansible_env"]
-        plain[host] = {k: to_plain(variables[k]) for k in wanted}
-        if "ansible_env" in plain[host]:
-            plain[host]["ansible_env"] = {"SSH_CLIENT": plain[host]["ansible_env"].get("SSH_CLIENT", "")}
+        plain[host] = {k: to_plain(variables[k]) for k in HOST_VARIABLES if k in variables}
+        ssh_client = (variables.get("ansible_env") or {}).get("SSH_CLIENT") if "ansible_env" in variables else None
+        if ssh_client:
+            plain[host]["ansible_env"] = {"SSH_CLIENT": str(ssh_client)}
     return plain
 
 
@@ -224,11 +230,6 @@ def summary(state: Mapping[str, Any]) -> Dict[str, int]:
         "chains": sum(len(t["chains"]) for t in tables),
         "rules": sum(len(c["rules"]) for t in tables for c in t["chains"]),
     }
-
-
-def error_lines(error: Exception) -> List[str]:
-    errors: Iterable[Any] = getattr(error, "errors", None) or [error]
-    return [str(e) for e in errors]
 
 
 def failure(result: Dict[str, Any], errors: List[str]) -> Dict[str, Any]:

@@ -70,6 +70,7 @@ def test_every_input_error_is_reported_at_once_and_names_its_place():
     text = "\n".join(result["errors"])
     assert "shop/db-from-web" in text and "70000" in text
     assert "Bad_Name" in text
+    assert "netpol_privileged_rules[0].direction" in text
 
 
 def test_bad_privileged_rule_is_named():
@@ -133,8 +134,8 @@ def test_base_tables_are_always_present():
 
 
 def test_only_netpol_and_address_variables_are_read():
-    plain = netpol_compile.fleet_vars(INVENTORY)
-    assert "unrelated" not in plain["bastion"]
+    plain = netpol_compile.fleet_vars(dict(INVENTORY, web=dict(INVENTORY["web"], netpol_policies=["{{ x }}"])))
+    assert "unrelated" not in plain["bastion"] and "netpol_policies" not in plain["web"]
     assert plain["bastion"]["ansible_env"] == {"SSH_CLIENT": "10.0.0.250 5000 22"}
 
 
