@@ -87,7 +87,7 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         task_vars = task_vars or {}
-        _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)[1]
         hostvars = fleet_vars(task_vars["hostvars"])
         hosts = args["hosts"] or list(task_vars.get("ansible_play_batch") or hostvars)
         base_dir = args["base_dir"] or task_vars.get("playbook_dir") or "."

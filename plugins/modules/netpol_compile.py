@@ -22,7 +22,7 @@ description:
   - The result maps each host to its state (sets, then tables of chains and jumps), ready for
     M(netpol.fleet.ipset) and M(netpol.fleet.netpol_chain). It never changes anything itself.
 author:
-  - netpol.fleet contributors
+  - netpol.fleet contributors (@netpol)
 options:
   policies:
     description: NetworkPolicy manifests as dicts (C(netpol_policies)).
@@ -132,8 +132,11 @@ attributes:
     description: Pure computation; runs the same in check mode.
   diff_mode:
     support: none
+    description: It changes nothing; the modules that apply its result show the diff.
   platform:
+    support: full
     platforms: posix
+    description: Runs on the controller only.
 notes:
   - Run it with C(run_once) and register the result; each host applies C(result.hosts[inventory_hostname]).
   - Hosts outside a C(--limit) without C(netpol_addresses) need cached facts to be resolved.
