@@ -62,8 +62,7 @@ def make_fleet(size: int, copies: int = 1) -> Fleet:
             name = "w%d" % n
             workloads.append(Workload(name, namespace, labels_of(labels), addresses, ports, host=name))
     namespaces = tuple(
-        Namespace("ns%d" % i, labels_of({METADATA_NAME: "ns%d" % i, "team": "t%d" % (i % 10),
-                                          "env": ("prod", "dev")[i % 2]}))
+        Namespace("ns%d" % i, labels_of({METADATA_NAME: "ns%d" % i, "team": "t%d" % (i % 10), "env": ("prod", "dev")[i % 2]}))
         for i in range(NAMESPACES)
     )
     return Fleet(tuple(workloads), namespaces)

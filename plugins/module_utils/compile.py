@@ -114,7 +114,7 @@ class _Compiler:
         for direction in DIRECTIONS:
             isolated = [(w, self._isolating(w, direction)) for w in workloads]
             isolated = [(w, ps) for w, ps in isolated if ps]
-            dispatch = [rule for w, _ in isolated for rule in _dispatch(direction, w, family, len(workloads))]
+            dispatch = [rule for w, policies in isolated for rule in _dispatch(direction, w, family, len(workloads))]
             base = self._base_rules(direction, family) + dispatch
             chains.append(Chain(direction.chain, tuple(base)))
             for workload, policies in isolated:

@@ -128,8 +128,8 @@ def _jumps(table: Table, base: str) -> List[str]:
 
 
 def _in_range(port: int, text: str) -> bool:
-    first, _, last = text.partition(":")
-    return int(first) <= port <= int(last or first)
+    bounds = text.split(":")
+    return int(bounds[0]) <= port <= int(bounds[-1])
 
 
 class _Set:

@@ -15,19 +15,14 @@ import functools
 import hashlib
 import re
 
-from ansible_collections.netpol.fleet.plugins.module_utils.hoststate import (
-    CHAIN_NAME_MAX,
-    CHAIN_PREFIX,
-    COMMENT_MAX,
-    SET_NAME_MAX,
-    SET_PREFIX,
-    SET_TEMP_SUFFIX,
-)
+from ansible_collections.netpol.fleet.plugins.module_utils.hoststate import CHAIN_PREFIX, COMMENT_MAX, SET_PREFIX
 
 INGRESS_CHAIN = CHAIN_PREFIX + "INGRESS"
 EGRESS_CHAIN = CHAIN_PREFIX + "EGRESS"
 NFLOG_PREFIX_MAX = 64
-HASH_LEN = 16  # 80 bits of base32: collisions are out of reach for any fleet
+# 80 bits of base32: collisions are out of reach for any fleet. netpol6-<16> plus the swap
+# suffix "-t" is 26 characters (sets: 31); NETPOL-I-<16> is 25 (chains: 28).
+HASH_LEN = 16
 
 # iptables-save prints a string bare only when it is made of these characters.
 _BARE = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -44,16 +39,12 @@ def stable_hash(key: str) -> str:
 
 def set_name(family: int, key: str) -> str:
     """netpol4-<hash> / netpol6-<hash>; leaves room for the swap suffix."""
-    name = "%s%d-%s" % (SET_PREFIX, family, stable_hash(key))
-    assert len(name + SET_TEMP_SUFFIX) <= SET_NAME_MAX
-    return name
+    return "%s%d-%s" % (SET_PREFIX, family, stable_hash(key))
 
 
 def workload_chain(direction: str, key: str) -> str:
     """NETPOL-I-<hash> (ingress) / NETPOL-E-<hash> (egress) for one workload."""
-    name = "%s%s-%s" % (CHAIN_PREFIX, direction[0].upper(), stable_hash(key))
-    assert len(name) <= CHAIN_NAME_MAX
-    return name
+    return "%s%s-%s" % (CHAIN_PREFIX, direction[0].upper(), stable_hash(key))
 
 
 def clamp(text: str, limit: int) -> str:

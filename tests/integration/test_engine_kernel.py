@@ -17,7 +17,6 @@ import subprocess
 import sys
 import textwrap
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Dict, List
 
 import pytest
@@ -129,7 +128,7 @@ PROBE = textwrap.dedent('''
 
 
 def sh(*argv: str, data: str = None) -> str:
-    result = subprocess.run(argv, input=data, capture_output=True, text=True)
+    result = subprocess.run(argv, input=data, capture_output=True, text=True, check=False)
     assert result.returncode == 0, "%s: %s" % (" ".join(argv), result.stderr)
     return result.stdout
 
@@ -199,7 +198,7 @@ def enforced(lab):
 
 
 def test_the_kernel_reads_back_exactly_what_was_compiled(enforced):
-    _, _, states = enforced
+    states = enforced[2]
     for host, state in states.items():
         for table in state.tables:
             tool = "ip6tables-save" if table.family == "ipv6" else "iptables-save"
@@ -231,7 +230,7 @@ def _probe_all(records: List[Dict]) -> List[bool]:
 
 
 def test_real_tcp_and_udp_traffic_matches_the_simulator_on_every_pair(enforced):
-    fleet, policies, _ = enforced
+    fleet, policies = enforced[:2]
     expected = matrix(fleet, policies, options=OPTIONS)
     measured = _probe_all(expected)
     differences = [dict(r, measured=m) for r, m in zip(expected, measured) if r["reachable"] != m]

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from ansible_collections.netpol.fleet.plugins.module_utils.fleet import load_fleet
 from ansible_collections.netpol.fleet.plugins.module_utils.ir import CompileOptions, Fleet, Policy, PrivilegedRule
@@ -31,8 +31,8 @@ OPTIONS = CompileOptions(privileged=(PrivilegedRule("ssh", "ingress", "TCP", (22
 NAMESPACES = {"shop": {"labels": {"team": "a"}}, "ops": {"labels": {"team": "b"}}, "other": {}}
 
 
-def fleet(inventory: Dict[str, Dict[str, Any]] = INVENTORY) -> Fleet:
-    return load_fleet(inventory, NAMESPACES)
+def fleet(inventory: Optional[Dict[str, Dict[str, Any]]] = None) -> Fleet:
+    return load_fleet(INVENTORY if inventory is None else inventory, NAMESPACES)
 
 
 def policy(namespace: str, name: str, spec: Dict[str, Any]) -> Dict[str, Any]:
@@ -48,6 +48,8 @@ def select(app: str) -> Dict[str, Any]:
     return {"matchLabels": {"app": app}}
 
 
+NOT_FRONT = {"namespaceSelector": {},
+             "podSelector": {"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["front"]}]}}
 # Every row: (id, manifests, flow (src, dst, port, protocol, family), allowed, reason fragment).
 # src/dst are host names (workloads) or addresses outside the fleet.
 CASES = [
@@ -102,12 +104,10 @@ CASES = [
          {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "other"}}}]}]})],
      ("mon", "db", 5432, "TCP", 4), True, "ingress[0]"),
     ("matchExpressions NotIn matches pods lacking the key",
-     [policy("shop", "p", {"podSelector": select("db"), "ingress": [{"from": [{"namespaceSelector": {},
-         "podSelector": {"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["front"]}]}}]}]})],
+     [policy("shop", "p", {"podSelector": select("db"), "ingress": [{"from": [NOT_FRONT]}]})],
      ("api", "db", 5432, "TCP", 4), True, "ingress[0]"),
     ("matchExpressions NotIn excludes the value",
-     [policy("shop", "p", {"podSelector": select("db"), "ingress": [{"from": [{"namespaceSelector": {},
-         "podSelector": {"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["front"]}]}}]}]})],
+     [policy("shop", "p", {"podSelector": select("db"), "ingress": [{"from": [NOT_FRONT]}]})],
      ("web", "db", 5432, "TCP", 4), False, "no rule matched"),
     ("matchExpressions DoesNotExist on the target selector",
      [policy("shop", "p", {"podSelector": {"matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]}})],
