@@ -131,14 +131,14 @@ class Step(NamedTuple):
 # ---- validation: pure, before anything changes ----------------------------------------------
 
 
-def check_namespace(host: str, namespace: str, field: str = "ansible_host") -> str:
+def check_namespace(where: str, namespace: str) -> str:
+    """`where` names the host and field (or the variable) the namespace name came from."""
     if not VALID_NAME.match(namespace or "") or namespace in (".", ".."):
-        raise LabError("host %s: %s %r is not a usable namespace name (letters, digits, '.', '_', '-')"
-                       % (host, field, namespace))
+        raise LabError("%s %r is not a usable namespace name (letters, digits, '.', '_', '-')" % (where, namespace))
     if len(namespace) > IFNAMSIZ:
-        raise LabError("host %s: %s %r is %d characters; the lab names the host's switch port after its "
+        raise LabError("%s %r is %d characters; the lab names the host's switch port after its "
                        "namespace and interface names must fit IFNAMSIZ (%d)"
-                       % (host, field, namespace, len(namespace), IFNAMSIZ))
+                       % (where, namespace, len(namespace), IFNAMSIZ))
     return namespace
 
 
@@ -159,7 +159,7 @@ def parse_hosts(params: dict) -> List[Host]:
     owner_of_namespace: Dict[str, str] = {params["switch"]: "the switch"}
     owner_of_ip: Dict[str, str] = {}
     for spec in params["hosts"]:
-        name, namespace = spec["name"], check_namespace(spec["name"], spec["namespace"])
+        name, namespace = spec["name"], check_namespace("host %s: ansible_host" % spec["name"], spec["namespace"])
         if namespace in owner_of_namespace:
             raise LabError("host %s: ansible_host %r is already the namespace of %s"
                            % (name, namespace, owner_of_namespace[namespace]))
@@ -285,7 +285,7 @@ def main() -> None:
     )
     p = module.params
     try:
-        check_namespace("(switch)", p["switch"], "lab_switch")
+        check_namespace("lab_switch", p["switch"])
         hosts = parse_hosts(p)
     except LabError as e:
         module.fail_json(msg="lab: %s" % e)
