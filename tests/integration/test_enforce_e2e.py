@@ -215,8 +215,8 @@ def test_ingress_and_egress_combined(lab):
 def test_policy_update_changes_only_what_it_must(lab):
     lab.site(ROUND_EGRESS)
     before = lab.snapshot()
-    updated = ROUND_EGRESS[:2] + [policy("gamma", "egress-deny", {"podSelector": {}, "policyTypes": ["Egress"],
-                                                                "egress": [{"ports": [{"port": 80}]}]})]
+    open_http = {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"ports": [{"port": 80}]}]}
+    updated = ROUND_EGRESS[:2] + [policy("gamma", "egress-deny", open_http)]
     diff = lab.site(updated, "--check", "--diff").stdout
     assert lab.snapshot() == before, "check mode changed the kernel"
     counts = changed_counts(diff)

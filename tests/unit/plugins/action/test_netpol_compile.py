@@ -54,7 +54,7 @@ def rules_of(state: Dict[str, Any], family: str = "ipv4") -> List[str]:
 
 
 def test_only_the_batch_is_returned_but_peers_come_from_the_whole_inventory():
-    result, _ = run({"policies": [DB_FROM_WEB]})
+    result = run({"policies": [DB_FROM_WEB]})[0]
     assert not result.get("failed"), result
     assert list(result["hosts"]) == ["db"]
     members = [m["entry"] for s in result["hosts"]["db"]["sets"] for m in s["members"]]
@@ -64,8 +64,8 @@ def test_only_the_batch_is_returned_but_peers_come_from_the_whole_inventory():
 
 def test_every_input_error_is_reported_at_once_and_names_its_place():
     bad_policy = dict(DB_FROM_WEB, spec=dict(DB_FROM_WEB["spec"], ingress=[{"ports": [{"port": 70000}]}]))
-    result, _ = run({"policies": [bad_policy], "namespaces": {"Bad_Name": {}},
-                     "privileged_rules": [{"name": "x", "direction": "sideways"}]})
+    result = run({"policies": [bad_policy], "namespaces": {"Bad_Name": {}},
+                  "privileged_rules": [{"name": "x", "direction": "sideways"}]})[0]
     assert result["failed"] and "no host was changed" in result["msg"]
     text = "\n".join(result["errors"])
     assert "shop/db-from-web" in text and "70000" in text
@@ -74,13 +74,13 @@ def test_every_input_error_is_reported_at_once_and_names_its_place():
 
 
 def test_bad_privileged_rule_is_named():
-    result, _ = run({"privileged_rules": [{"name": "x", "direction": "sideways"}]})
+    result = run({"privileged_rules": [{"name": "x", "direction": "sideways"}]})[0]
     assert result["failed"]
     assert result["errors"] == ["netpol_privileged_rules[0].direction: 'sideways' is not one of ingress, egress"]
 
 
 def test_privileged_rules_come_first_with_the_control_plane_from_its_group():
-    result, _ = run({"policies": [DB_FROM_WEB], "management_cidrs": ["10.0.0.240/28"]})
+    result = run({"policies": [DB_FROM_WEB], "management_cidrs": ["10.0.0.240/28"]})[0]
     names = [r["name"] for r in result["privileged"]]
     assert names[:2] == ["ssh-management", "kube-apiserver"]
     rules = rules_of(result["hosts"]["db"])
@@ -98,22 +98,22 @@ def test_controller_detected_from_ssh_client_and_kept():
 
 
 def test_lockout_warning_over_ssh_when_nothing_keeps_the_controller():
-    _, warnings = run({"privileged_exclude": ["ssh-management"]}, transport="ssh")
+    warnings = run({"privileged_exclude": ["ssh-management"]}, transport="ssh")[1]
     assert any("10.0.0.250" in w and "TCP 22" in w for w in warnings)
 
 
 def test_no_lockout_warning_for_hosts_reached_without_the_network():
-    _, warnings = run({"privileged_exclude": ["ssh-management"]})
+    warnings = run({"privileged_exclude": ["ssh-management"]})[1]
     assert not [w for w in warnings if "controller" in w]
 
 
 def test_logging_adds_rate_limited_nflog():
-    result, _ = run({"policies": [DB_FROM_WEB], "log": {"group": 7, "limit": "20/min", "burst": 5}})
+    result = run({"policies": [DB_FROM_WEB], "log": {"group": 7, "limit": "20/min", "burst": 5}})[0]
     assert any("--limit 20/min" in r and "--nflog-group 7" in r for r in rules_of(result["hosts"]["db"]))
 
 
 def test_expected_matrix_covers_the_probed_flows():
-    result, _ = run({"policies": [DB_FROM_WEB], "expected": True}, batch=("web", "db"))
+    result = run({"policies": [DB_FROM_WEB], "expected": True}, batch=("web", "db"))[0]
     flows = {(f["src"], f["address"], f["port"]): f["reachable"] for f in result["expected"]}
     assert flows[("web", "10.0.0.2", 5432)] is True
     assert flows[("web", "fd00::2", 5432)] is True
@@ -142,5 +142,5 @@ def test_only_netpol_and_address_variables_are_read():
 @pytest.mark.parametrize("transport", ["ssh", "netpol.fleet.netns"])
 def test_nothing_is_executed_on_hosts_when_the_controller_is_known(transport):
     task = {"controller_addresses": ["10.0.0.250"]}
-    result, _ = run(task, transport=transport)
+    result = run(task, transport=transport)[0]
     assert result["controller_addresses"] == ["10.0.0.250"]
