@@ -13,6 +13,7 @@ The upstream Kubernetes e2e scenarios that apply to host mode are grouped into a
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -60,10 +61,17 @@ def pods(**labels: str) -> dict:
     return {"matchLabels": labels}
 
 
+def session_token() -> str:
+    """Two base-36 digits of the process id: labs of concurrent test runs (and xdist workers) differ."""
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    pid = os.getpid()
+    return digits[pid // 36 % 36] + digits[pid % 36]
+
+
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory, worker_id: str) -> Iterator["E2E"]:
-    """One lab per pytest-xdist worker (npe<n>-...), so the tests may spread over workers."""
-    prefix = "npe%s-" % (worker_id[2:] if worker_id.startswith("gw") else "m")
+def lab(tmp_path_factory) -> Iterator["E2E"]:
+    """One lab per process (npe<token>-...), so tests may spread over workers and runs may overlap."""
+    prefix = "npe%s-" % session_token()
     directory = tmp_path_factory.mktemp("npe-e2e")
     inventory = write_lab_inventory(directory / "inv", prefix, HOSTS, {"netpol_namespaces": NAMESPACES})
     try:

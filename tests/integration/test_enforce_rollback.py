@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from conftest import run_playbook
+from test_enforce_e2e import session_token
 
 DENY_ALL = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
             "metadata": {"name": "deny-all", "namespace": "t"},
@@ -33,7 +34,7 @@ def wait_for(path: Path, cap: float = 120.0) -> bool:
 
 
 def test_unconfirmed_change_is_rolled_back_and_a_confirmed_one_stays(make_lab, tmp_path):
-    lab = make_lab("npe-r-", {"a": HOST})
+    lab = make_lab("npe%sr-" % session_token(), {"a": HOST})
     ns = lab.hosts[0]
     subprocess.run(["ip", "netns", "exec", ns, "iptables", "-A", "INPUT", "-s", "192.0.2.1/32", "-j", "ACCEPT"],
                    check=True)
