@@ -336,14 +336,16 @@ def _privileged_rules(rule: PrivilegedRule, direction: Direction, family: int) -
 
 
 def _privileged_matches(rule: PrivilegedRule) -> List[str]:
-    if rule.protocol == "ALL":
+    """Protocol and port matches; ALL with ports means those ports of every port protocol."""
+    if rule.protocol == "ALL" and rule.ports is None:
         return [""]
     if rule.protocol == "ICMPV6":
         if not rule.icmpv6_types:
             return ["-p ipv6-icmp "]
         return ["-p ipv6-icmp -m icmp6 --icmpv6-type %d " % t for t in rule.icmpv6_types]
-    port_matches = _port_matches(rule.protocol, [rule.ports] if rule.ports else [None])
-    return ["-p %s%s " % (rule.protocol.lower(), m) for m in port_matches]
+    protocols = PROTOCOL_ORDER if rule.protocol == "ALL" else (rule.protocol,)
+    ranges: List[Optional[PortRange]] = [rule.ports] if rule.ports else [None]
+    return ["-p %s%s " % (p.lower(), m) for p in protocols for m in _port_matches(p, ranges)]
 
 
 def _host_cidr(cidr: str) -> str:

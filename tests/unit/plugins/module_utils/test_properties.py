@@ -21,6 +21,7 @@ from ansible_collections.netpol.fleet.plugins.module_utils.ir import (
     METADATA_NAME,
     CompileOptions,
     Fleet,
+    LogOptions,
     IPBlock,
     LabelSelector,
     NamedPort,
@@ -34,7 +35,7 @@ from ansible_collections.netpol.fleet.plugins.module_utils.ir import (
     Workload,
     labels_of,
 )
-from ansible_collections.netpol.fleet.plugins.module_utils.simulate import verdict
+from ansible_collections.netpol.fleet.plugins.module_utils.simulate import Simulator
 
 NAMESPACES = ("red", "blue", "green")
 APPS = ("web", "db", "cache")
@@ -148,7 +149,21 @@ def scenarios(draw):
     return fleet, tuple(draw(policies(i)) for i in range(count))
 
 
-PRIVILEGED = CompileOptions(privileged=(PrivilegedRule("ssh", "ingress", "TCP", (22, 22), ("192.0.2.0/24",)),))
+privileged_rules = st.builds(
+    PrivilegedRule,
+    name=st.sampled_from(("a", "b")),
+    direction=st.sampled_from(("ingress", "egress")),
+    protocol=st.sampled_from(("TCP", "UDP", "ALL", "ICMPV6")),
+    ports=st.sampled_from((None, (22, 22), (50, 90))),
+    cidrs=st.lists(st.sampled_from(("192.0.2.0/24", "10.0.0.0/26", "fd00::/120", "0.0.0.0/0")), max_size=2, unique=True)
+    .map(tuple),
+    icmpv6_types=st.just((135,)),
+)
+options = st.builds(
+    CompileOptions,
+    privileged=st.lists(privileged_rules, max_size=2).map(tuple),
+    log=st.sampled_from((None, LogOptions())),
+)
 
 
 def _compiled_verdict(states, fleet, src, dst, family, protocol, port):
@@ -169,11 +184,12 @@ FLOWS = [(protocol, port) for protocol in ("TCP", "UDP", "SCTP") for port in (22
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(scenarios())
-def test_compiled_rules_agree_with_the_simulator(scenario):
+@given(scenarios(), options)
+def test_compiled_rules_agree_with_the_simulator(scenario, compile_options):
     fleet, drawn = scenario
-    compiled = compile_fleet(fleet, drawn, PRIVILEGED)
+    compiled = compile_fleet(fleet, drawn, compile_options)
     states = {host: Evaluator(state) for host, state in compiled.items()}
+    simulator = Simulator(fleet, drawn, compile_options)
     endpoints = list(fleet.workloads) + list(EXTERNAL)
     for src in endpoints:
         for dst in endpoints:
@@ -183,7 +199,7 @@ def test_compiled_rules_agree_with_the_simulator(scenario):
                 if not _has_family(src, family) or not _has_family(dst, family):
                     continue
                 for protocol, port in FLOWS:
-                    expected = verdict(fleet, drawn, src, dst, port, protocol, family, PRIVILEGED)
+                    expected = simulator.verdict(src, dst, port, protocol, family)
                     actual = _compiled_verdict(states, fleet, src, dst, family, protocol, port)
                     assert actual == expected.allowed, (src, dst, family, protocol, port, expected)
 
