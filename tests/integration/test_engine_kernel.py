@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The engine against the real kernel: compiled state applied with the raw tools.
 
-A lab of `npc-` network namespaces on one bridge, each a dual-stack host (one IPv4-only),
+A lab of `npc-` (`npc<n>-` per xdist worker) network namespaces on one bridge, each a dual-stack host (one IPv4-only),
 listening on its declared TCP and UDP ports. The compiled HostState is restored with plain
 `ipset restore` and `iptables-restore --noflush`; the kernel must read it back exactly as
 compiled, and real TCP and UDP probes over IPv4 and IPv6 must match simulate.matrix on
@@ -31,20 +31,18 @@ from ansible_collections.netpol.fleet.plugins.module_utils.simulate import matri
 
 pytestmark = pytest.mark.integration
 
-PREFIX = "npc-"
-SWITCH = PREFIX + "sw"
-HOSTS = {
-    "npc-web": {"netpol_namespace": "shop", "netpol_labels": {"app": "web"},
+HOSTS = {  # host -> its variables; the lab's namespaces are <prefix><host>
+    "web": {"netpol_namespace": "shop", "netpol_labels": {"app": "web"},
                 "netpol_addresses": ["10.77.0.1", "fd77::1"],
                 "netpol_ports": [{"name": "http", "port": 80}, {"name": "dns", "port": 53, "protocol": "UDP"}]},
-    "npc-db": {"netpol_namespace": "shop", "netpol_labels": {"app": "db"},
+    "db": {"netpol_namespace": "shop", "netpol_labels": {"app": "db"},
                "netpol_addresses": ["10.77.0.2", "fd77::2"],
                "netpol_ports": [{"name": "pg", "port": 5432}, {"name": "dns", "port": 53, "protocol": "UDP"}]},
-    "npc-api": {"netpol_namespace": "ops", "netpol_labels": {"app": "api"},
+    "api": {"netpol_namespace": "ops", "netpol_labels": {"app": "api"},
                 "netpol_addresses": ["10.77.0.3", "fd77::3"],
                 "netpol_ports": [{"name": "http", "port": 8080}, {"name": "metrics", "port": 9100},
                                  {"name": "stats", "port": 8125, "protocol": "UDP"}]},
-    "npc-mon": {"netpol_namespace": "other", "netpol_labels": {"app": "mon"},
+    "mon": {"netpol_namespace": "other", "netpol_labels": {"app": "mon"},
                 "netpol_addresses": ["10.77.0.4"],
                 "netpol_ports": [{"name": "ui", "port": 3000}, {"name": "syslog", "port": 514, "protocol": "UDP"}]},
 }
@@ -138,37 +136,45 @@ def in_ns(namespace: str, *argv: str, data: str = None) -> str:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    """The hosts on a bridge, listening; namespaces and listeners go away even on failure."""
+def prefix(worker_id: str) -> str:
+    """npc-, or npc<n>- per xdist worker: workers may each build this module's lab."""
+    return "npc%s-" % ("" if worker_id == "master" else worker_id.lstrip("gw"))
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory, prefix):
+    """The hosts on a bridge, listening; namespaces and listeners go away even on failure.
+    Yields the inventory: namespace name -> host variables."""
     from conftest import delete_netns
 
-    delete_netns(PREFIX)
+    delete_netns(prefix)
+    switch = prefix + "sw"
     servers: List[subprocess.Popen] = []
     script = tmp_path_factory.mktemp("npc") / "server.py"
     script.write_text(SERVER)
     try:
-        sh("ip", "netns", "add", SWITCH)
-        sh("ip", "-n", SWITCH, "link", "add", "br0", "type", "bridge", "mcast_snooping", "0")
-        sh("ip", "-n", SWITCH, "link", "set", "br0", "up")
-        for number, (host, variables) in enumerate(sorted(HOSTS.items()), start=1):
-            _add_host(host, "p%d" % number, variables["netpol_addresses"])
+        sh("ip", "netns", "add", switch)
+        sh("ip", "-n", switch, "link", "add", "br0", "type", "bridge", "mcast_snooping", "0")
+        sh("ip", "-n", switch, "link", "set", "br0", "up")
+        for number, (name, variables) in enumerate(sorted(HOSTS.items()), start=1):
+            _add_host(prefix + name, switch, "p%d" % number, variables["netpol_addresses"])
             ports = ["%d/%s" % (p["port"], p.get("protocol", "TCP").lower()) for p in variables["netpol_ports"]]
-            server = subprocess.Popen(["ip", "netns", "exec", host, sys.executable, str(script)] + ports,
+            server = subprocess.Popen(["ip", "netns", "exec", prefix + name, sys.executable, str(script)] + ports,
                                       stdout=subprocess.PIPE, text=True)
             servers.append(server)
             assert server.stdout.readline().strip() == "ready"
-        yield HOSTS
+        yield {prefix + name: variables for name, variables in HOSTS.items()}
     finally:
         for server in servers:
             server.kill()
             server.wait()
-        delete_netns(PREFIX)
+        delete_netns(prefix)
 
 
-def _add_host(host: str, port: str, addresses: List[str]) -> None:
+def _add_host(host: str, switch: str, port: str, addresses: List[str]) -> None:
     sh("ip", "netns", "add", host)
-    sh("ip", "link", "add", port, "netns", SWITCH, "type", "veth", "peer", "name", "eth0", "netns", host)
-    sh("ip", "-n", SWITCH, "link", "set", port, "master", "br0", "up")
+    sh("ip", "link", "add", port, "netns", switch, "type", "veth", "peer", "name", "eth0", "netns", host)
+    sh("ip", "-n", switch, "link", "set", port, "master", "br0", "up")
     for address in addresses:
         if ":" in address:
             sh("ip", "-n", host, "addr", "add", address + "/64", "dev", "eth0", "nodad")
@@ -239,9 +245,10 @@ def test_real_tcp_and_udp_traffic_matches_the_simulator_on_every_pair(enforced):
     assert kinds == {(f, p, b) for f in (4, 6) for p in ("tcp", "udp") for b in (True, False)}
 
 
-def test_icmpv6_neighbour_discovery_survives_isolation(enforced):
-    """mon may send nothing and db accepts only web, yet IPv6 neighbours still resolve."""
-    in_ns("npc-db", "ip", "-6", "neigh", "flush", "dev", "eth0")
-    in_ns("npc-web", "ip", "-6", "neigh", "flush", "dev", "eth0")
-    assert _probe_all([{"src": "npc-web", "address": "fd77::2", "family": 6, "protocol": "tcp", "port": 5432}]) == [True]
-    assert "fd77::1" in in_ns("npc-db", "ip", "-6", "neigh", "show", "dev", "eth0")
+def test_icmpv6_neighbour_discovery_survives_isolation(enforced, prefix):
+    """web may only reach some peers and db accepts only web, yet IPv6 neighbours still resolve."""
+    web, db = prefix + "web", prefix + "db"
+    in_ns(db, "ip", "-6", "neigh", "flush", "dev", "eth0")
+    in_ns(web, "ip", "-6", "neigh", "flush", "dev", "eth0")
+    assert _probe_all([{"src": web, "address": "fd77::2", "family": 6, "protocol": "tcp", "port": 5432}]) == [True]
+    assert "fd77::1" in in_ns(db, "ip", "-6", "neigh", "show", "dev", "eth0")
