@@ -242,3 +242,23 @@ def test_a_bad_log_rate_is_refused(bad):
 
     with pytest.raises(ValueError):
         limit_text(bad)
+
+
+def test_a_host_outside_the_fleet_gets_only_base_chains():
+    state = compile_fleet(fleet(), policies(policy("shop", "deny", {"podSelector": {}})), OPTIONS, hosts=["bastion"])["bastion"]
+    assert state.sets == () and [c.name for c in state.table("ipv6").chains] == ["NETPOL-INGRESS", "NETPOL-EGRESS"]
+
+
+def test_several_workloads_on_one_host_are_dispatched_by_address():
+    """The bridge-mode seam: each isolated workload's chain is entered by its own address only."""
+    the_fleet = fleet()
+    shared = dataclasses.replace(the_fleet, workloads=tuple(
+        dataclasses.replace(w, host="hv1") if w.name in ("web", "db") else w for w in the_fleet.workloads))
+    drawn = policies(policy("shop", "db", {"podSelector": select("db"), "ingress": [{"ports": [{"port": 5432}]}]}))
+    state = compile_fleet(shared, drawn)["hv1"]
+    ingress = state.table("ipv4").chains[0]
+    assert [r for r in ingress.rules if "NETPOL-I-" in r] == ["-d 10.0.1.2/32 -j %s" % state.table("ipv4").chains[1].name]
+    evaluator = Evaluator(state)
+    to = dict(family=4, direction="ingress", src="10.0.3.1", protocol="TCP", dport=80)
+    assert evaluator.evaluate(Packet(dst="10.0.1.1", **to)).allowed  # web is not isolated
+    assert not evaluator.evaluate(Packet(dst="10.0.1.2", **to)).allowed
