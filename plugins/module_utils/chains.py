@@ -166,16 +166,19 @@ def plan(table: str, want: Owned, have: Owned, prefix: str) -> Plan:
     updated = tuple(n for n in wanted if n in present and present[n] != wanted[n])
     removed = tuple(n for n in present if n not in wanted)
     have_base = {c.name: c.rules for c in have.base}
-    moved = [(Chain(w.name, have_base.get(w.name, ())), w) for w in want.base if have_base.get(w.name, ()) != w.rules]
-    jumps_before = [line for pair in moved for line in _jump_lines(pair[0], prefix)]
-    jumps_after = [line for pair in moved for line in _jump_lines(pair[1], prefix)]
+    # Built-in chains whose jumps are not exactly in place: (as they are, as they should be).
+    moved = [
+        (Chain(w.name, have_base.get(w.name, ())), w) for w in want.base if have_base.get(w.name, ()) != w.rules
+    ]
+    jumps_before = [line for old, new in moved for line in _jump_lines(old, prefix)]
+    jumps_after = [line for old, new in moved for line in _jump_lines(new, prefix)]
     if not (created or updated or removed or moved):
         return Plan()
     # Declaring a chain under --noflush creates or flushes it; all come first so that rules may
     # refer to any of them. Jumps leave before the chains they enter are deleted.
     lines = ["*%s" % table]
     lines += [":%s - [0:0]" % n for n in created + updated + removed]
-    lines += ["-D %s %s" % (pair[0].name, r) for pair in moved for r in pair[0].rules if _owns(r, prefix)]
+    lines += ["-D %s %s" % (old.name, r) for old, new in moved for r in old.rules if _owns(r, prefix)]
     lines += ["-A %s %s" % (n, r) for n in created + updated for r in wanted[n]]
     lines += jumps_after
     lines += ["-X %s" % n for n in removed]
