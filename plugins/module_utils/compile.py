@@ -13,6 +13,7 @@ count follows the policies selecting it, not the number of peers. Pure Python.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -349,7 +350,5 @@ def _privileged_matches(rule: PrivilegedRule) -> List[str]:
 
 
 def _host_cidr(cidr: str) -> str:
-    """iptables-save always prints a prefix length."""
-    if "/" in cidr:
-        return cidr
-    return cidr + ("/128" if ":" in cidr else "/32")
+    """As iptables-save prints it: host bits cleared, always a prefix length."""
+    return str(ipaddress.ip_network(cidr, strict=False))

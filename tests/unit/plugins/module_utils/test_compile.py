@@ -262,3 +262,16 @@ def test_several_workloads_on_one_host_are_dispatched_by_address():
     to = dict(family=4, direction="ingress", src="10.0.3.1", protocol="TCP", dport=80)
     assert evaluator.evaluate(Packet(dst="10.0.1.1", **to)).allowed  # web is not isolated
     assert not evaluator.evaluate(Packet(dst="10.0.1.2", **to)).allowed
+
+
+def test_privileged_addresses_are_written_as_the_kernel_prints_them():
+    from ansible_collections.netpol.fleet.plugins.module_utils.ir import PrivilegedRule
+
+    options = CompileOptions(privileged=(PrivilegedRule("m", "egress", "ALL", (53, 53), ("10.0.0.7/24", "FD00::1")),))
+    state = compile_fleet(fleet(), (), options)["db"]
+    v4 = [r for r in state.table("ipv4").chains[1].rules if "privileged" in r]
+    v6 = [r for r in state.table("ipv6").chains[1].rules if "privileged" in r]
+    assert [r.split(" -m comment")[0] for r in v4] == [
+        "-d 10.0.0.0/24 -p tcp -m tcp --dport 53", "-d 10.0.0.0/24 -p udp -m udp --dport 53",
+        "-d 10.0.0.0/24 -p sctp -m sctp --dport 53"]
+    assert v6[0].startswith("-d fd00::1/128 -p tcp")
