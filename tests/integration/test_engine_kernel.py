@@ -33,18 +33,18 @@ pytestmark = pytest.mark.integration
 
 HOSTS = {  # host -> its variables; the lab's namespaces are <prefix><host>
     "web": {"netpol_namespace": "shop", "netpol_labels": {"app": "web"},
-                "netpol_addresses": ["10.77.0.1", "fd77::1"],
-                "netpol_ports": [{"name": "http", "port": 80}, {"name": "dns", "port": 53, "protocol": "UDP"}]},
+            "netpol_addresses": ["10.77.0.1", "fd77::1"],
+            "netpol_ports": [{"name": "http", "port": 80}, {"name": "dns", "port": 53, "protocol": "UDP"}]},
     "db": {"netpol_namespace": "shop", "netpol_labels": {"app": "db"},
-               "netpol_addresses": ["10.77.0.2", "fd77::2"],
-               "netpol_ports": [{"name": "pg", "port": 5432}, {"name": "dns", "port": 53, "protocol": "UDP"}]},
+           "netpol_addresses": ["10.77.0.2", "fd77::2"],
+           "netpol_ports": [{"name": "pg", "port": 5432}, {"name": "dns", "port": 53, "protocol": "UDP"}]},
     "api": {"netpol_namespace": "ops", "netpol_labels": {"app": "api"},
-                "netpol_addresses": ["10.77.0.3", "fd77::3"],
-                "netpol_ports": [{"name": "http", "port": 8080}, {"name": "metrics", "port": 9100},
-                                 {"name": "stats", "port": 8125, "protocol": "UDP"}]},
+            "netpol_addresses": ["10.77.0.3", "fd77::3"],
+            "netpol_ports": [{"name": "http", "port": 8080}, {"name": "metrics", "port": 9100},
+                             {"name": "stats", "port": 8125, "protocol": "UDP"}]},
     "mon": {"netpol_namespace": "other", "netpol_labels": {"app": "mon"},
-                "netpol_addresses": ["10.77.0.4"],
-                "netpol_ports": [{"name": "ui", "port": 3000}, {"name": "syslog", "port": 514, "protocol": "UDP"}]},
+            "netpol_addresses": ["10.77.0.4"],
+            "netpol_ports": [{"name": "ui", "port": 3000}, {"name": "syslog", "port": 514, "protocol": "UDP"}]},
 }
 NAMESPACES = {"shop": {"labels": {"team": "a"}}, "ops": {"labels": {"team": "b"}}, "other": {}}
 POLICIES = textwrap.dedent("""
