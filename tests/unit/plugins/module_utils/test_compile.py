@@ -275,3 +275,24 @@ def test_privileged_addresses_are_written_as_the_kernel_prints_them():
         "-d 10.0.0.0/24 -p tcp -m tcp --dport 53", "-d 10.0.0.0/24 -p udp -m udp --dport 53",
         "-d 10.0.0.0/24 -p sctp -m sctp --dport 53"]
     assert v6[0].startswith("-d fd00::1/128 -p tcp")
+
+
+def test_output_does_not_depend_on_the_interpreter_hash_seed():
+    """Each play compiles in a new process: set and dict orders must never leak into the state."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import json, sys; sys.path[:0] = %r\n"
+        "from engine_cases import OPTIONS, fleet, policies\n"
+        "from test_compile import GOLDEN_CASES, compile_fleet\n"
+        "drawn = policies(*[m for ms in GOLDEN_CASES.values() for m in ms])\n"
+        "print(json.dumps({h: s.to_dict() for h, s in compile_fleet(fleet(), drawn, OPTIONS).items()}))\n"
+    ) % ([str(Path(__file__).parent)] + sys.path,)
+    outputs = {
+        subprocess.run([sys.executable, "-c", script], env=dict(os.environ, PYTHONHASHSEED=seed),
+                       capture_output=True, text=True, check=True).stdout
+        for seed in ("1", "2", "3")
+    }
+    assert len(outputs) == 1
