@@ -133,7 +133,10 @@ class Simulator:
         if isinstance(endpoint, Workload):
             addresses = endpoint.addresses_of(family)
             return _End(endpoint, addresses[0] if addresses else "")
-        return _End(self.owners.get(_ip(endpoint)), endpoint)
+        try:
+            return _End(self.owners.get(_ip(endpoint)), endpoint)
+        except ValueError:  # a name with no address (a probe source outside the fleet): no CIDR matches it
+            return _End(None, "")
 
     def _node_local(self, source: _End, destination: _End) -> bool:
         """Self, the same host, or the node's own addresses: never cut."""

@@ -55,3 +55,11 @@ def test_matrix_fills_given_probes_and_places_outside_sources_by_address():
                "family": 4, "protocol": "tcp", "port": 5432},
               {"src": "web", "dst": "db", "address": "10.0.1.2", "family": 4, "protocol": "tcp", "port": 5432}]
     assert [r["reachable"] for r in matrix(fleet(), drawn, probes)] == [True, False]
+
+
+def test_a_source_known_only_by_name_matches_no_cidr_and_no_selector():
+    drawn = policies(policy("shop", "p", {"podSelector": select("db"), "ingress": [
+        {"from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}, {"ports": [{"port": 80}]}]}))
+    probes = [{"src": "elsewhere", "dst": "db", "address": "10.0.1.2", "family": 4, "protocol": "tcp", "port": port}
+              for port in (5432, 80)]
+    assert [r["reachable"] for r in matrix(fleet(), drawn, probes)] == [False, True]
