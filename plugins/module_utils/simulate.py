@@ -82,16 +82,24 @@ def matrix(
     policies: Sequence[Policy],
     probes: Optional[Iterable[Mapping[str, Any]]] = None,
     options: CompileOptions = CompileOptions(),
+    hosts: Optional[Iterable[str]] = None,
+    ports: Optional[Iterable[Tuple[str, int]]] = None,
 ) -> List[Dict[str, Any]]:
     """Flow records {src, dst, address, family, protocol, port, reachable}.
 
-    Without probes: every ordered pair of distinct workloads, every family both have,
-    every TCP/UDP port the destination declares (netpol_ports). With probes (records
-    without 'reachable', src/dst as host names), exactly those, filled in.
+    Without probes: every ordered pair of distinct workloads (of `hosts`, if given), every
+    family both have, every TCP/UDP port the destination declares (netpol_ports) or, if
+    given, every (protocol, port) of `ports`. With probes (records without 'reachable',
+    src/dst as host names, optional src_address), exactly those, filled in.
     """
     simulator = Simulator(fleet, policies, options)
     by_host = {w.host or w.name: w for w in fleet.workloads}
-    records = _all_probes(fleet) if probes is None else [dict(p) for p in probes]
+    if probes is None:
+        wanted = None if hosts is None else set(hosts)
+        workloads = [w for w in fleet.workloads if wanted is None or (w.host or w.name) in wanted]
+        records = _all_probes(workloads, None if ports is None else [(p.lower(), n) for p, n in ports])
+    else:
+        records = [dict(p) for p in probes]
     for record in records:
         src = by_host.get(record["src"], record.get("src_address") or record["src"])
         result = simulator.verdict(src, record["address"], int(record["port"]), record["protocol"], int(record["family"]))
@@ -148,29 +156,25 @@ class Simulator:
         return bool(source.address) and _ip(source.address) in self.node_addresses.get(host, ())
 
 
-def _all_probes(fleet: Fleet) -> List[Dict[str, Any]]:
+def _all_probes(workloads: Sequence[Workload], ports: Optional[List[Tuple[str, int]]]) -> List[Dict[str, Any]]:
     records = []
-    workloads = sorted(fleet.workloads, key=lambda w: (w.host or w.name, w.namespace, w.name))
-    for src in workloads:
-        for dst in workloads:
-            if src is dst:
-                continue
+    ordered = sorted(workloads, key=lambda w: (w.host or w.name, w.namespace, w.name))
+    for src in ordered:
+        for dst in ordered:
             for family in (4, 6):
-                if not src.addresses_of(family) or not dst.addresses_of(family):
+                if src is dst or not src.addresses_of(family) or not dst.addresses_of(family):
                     continue
-                for named in sorted(dst.ports, key=lambda p: (p.protocol, p.port)):
-                    if named.protocol in ("TCP", "UDP"):
-                        records.append(
-                            {
-                                "src": src.host or src.name,
-                                "dst": dst.host or dst.name,
-                                "address": dst.addresses_of(family)[0],
-                                "family": family,
-                                "protocol": named.protocol.lower(),
-                                "port": named.port,
-                            }
-                        )
+                for protocol, port in ports if ports is not None else _declared(dst):
+                    records.append({"src": src.host or src.name, "dst": dst.host or dst.name,
+                                    "address": dst.addresses_of(family)[0], "family": family,
+                                    "protocol": protocol, "port": port})
     return _unique(records)
+
+
+def _declared(workload: Workload) -> List[Tuple[str, int]]:
+    """The TCP and UDP ports a workload declares (probes carry no SCTP)."""
+    ports = sorted((p.protocol, p.port) for p in workload.ports if p.protocol in ("TCP", "UDP"))
+    return [(protocol.lower(), port) for protocol, port in ports]
 
 
 def _unique(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:

@@ -63,3 +63,11 @@ def test_a_source_known_only_by_name_matches_no_cidr_and_no_selector():
     probes = [{"src": "elsewhere", "dst": "db", "address": "10.0.1.2", "family": 4, "protocol": "tcp", "port": port}
               for port in (5432, 80)]
     assert [r["reachable"] for r in matrix(fleet(), drawn, probes)] == [False, True]
+
+
+def test_matrix_for_chosen_hosts_ports_and_protocols():
+    drawn = policies(policy("shop", "p", {"podSelector": select("db"), "ingress": [{"ports": [{"port": 22}]}]}))
+    records = matrix(fleet(), drawn, hosts=["web", "db"], ports=[("TCP", 22), ("UDP", 22)])
+    assert {(r["src"], r["dst"], r["family"], r["protocol"], r["reachable"]) for r in records} == {
+        (src, dst, family, protocol, dst == "web" or protocol == "tcp")
+        for src, dst in (("web", "db"), ("db", "web")) for family in (4, 6) for protocol in ("tcp", "udp")}
