@@ -5,16 +5,19 @@
 
 Every test owns a namespace prefix (npa..., npv..., ...): its lab's hosts and switch all start with
 it, and the fixtures delete whatever namespaces carry it when the test ends, pass or fail.
+session_prefix("npa", "l1") gives "npa<token>-l1-", the token differing between pytest sessions so
+that two sessions on one machine never share a namespace.
 
     def test_something(make_lab):
-        lab = make_lab("npa1-", {"a": {"netpol_addresses": ["10.9.0.1/24", "fd09::1/64"]}, "b": {...}})
-        result = run_playbook("playbooks/verify.yml", lab.inventory)   # hosts npa1-a, npa1-b
+        lab = make_lab(session_prefix("npa", "x"), {"a": {"netpol_addresses": ["10.9.0.1/24"]}, "b": {...}})
+        result = run_playbook("playbooks/verify.yml", lab.inventory)   # hosts <prefix>a, <prefix>b
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -91,6 +94,16 @@ def run_adhoc(pattern: str, inventory: Path, module: str, module_args: str = "",
 
 
 # ---- network namespaces -------------------------------------------------------------------------
+
+# Two hex digits per process: xdist workers run different tests anyway, and a second pytest session
+# on the same machine (another checkout, CI beside a developer) gets other names.
+SESSION_TOKEN = "%02x" % random.SystemRandom().randrange(256)
+
+
+def session_prefix(owner: str, name: str) -> str:
+    """A namespace prefix for one test: owner (the helper's npa, npv, ...), this session's token, name."""
+    return "%s%s-%s-" % (owner, SESSION_TOKEN, name)
+
 
 
 def netns_names(prefix: str) -> List[str]:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import ipaddress
 
-from conftest import run_adhoc, write_lab_inventory
+from conftest import run_adhoc, session_prefix, write_lab_inventory
+
+C1, C2, C3, C4 = (session_prefix("npa", name) for name in ("c1", "c2", "c3", "c4"))
 
 HOSTS = {
     "a": {"netpol_addresses": ["10.77.0.1/24", "fd77::1/64"]},
@@ -23,33 +25,33 @@ def global_addresses(ip_brief: str) -> set:
 
 
 def test_each_host_reports_its_own_addresses(make_lab):
-    lab = make_lab("npa-c1-", HOSTS)
+    lab = make_lab(C1, HOSTS)
     results = run_adhoc("all", lab.inventory, "ansible.builtin.command", "ip -brief address show dev eth0")
     assert {host: global_addresses(r["stdout"]) for host, r in results.items()} == {
-        "npa-c1-" + name: set(spec["netpol_addresses"]) for name, spec in HOSTS.items()
+        C1 + name: set(spec["netpol_addresses"]) for name, spec in HOSTS.items()
     }
 
 
 def test_modules_see_the_namespace_network_not_the_controller(make_lab):
-    lab = make_lab("npa-c2-", {"a": HOSTS["a"]})
+    lab = make_lab(C2, {"a": HOSTS["a"]})
     results = run_adhoc("all", lab.inventory, "ansible.builtin.setup", "gather_subset=network")
-    facts = results["npa-c2-a"]["ansible_facts"]
+    facts = results[C2 + "a"]["ansible_facts"]
     assert set(facts["ansible_interfaces"]) == {"lo", "eth0"}
     assert facts["ansible_eth0"]["ipv4"]["address"] == "10.77.0.1"
 
 
 def test_copy_into_a_host_and_fetch_it_back(make_lab, tmp_path):
-    lab = make_lab("npa-c3-", {"a": HOSTS["a"]})
+    lab = make_lab(C3, {"a": HOSTS["a"]})
     remote, fetched = tmp_path / "remote.txt", tmp_path / "fetched"
     copied = run_adhoc("all", lab.inventory, "ansible.builtin.copy", "content='from the controller\n' dest=%s" % remote)
-    assert copied["npa-c3-a"]["changed"] is True
+    assert copied[C3 + "a"]["changed"] is True
     run_adhoc("all", lab.inventory, "ansible.builtin.fetch", "src=%s dest=%s/ flat=true" % (remote, fetched))
     assert (fetched / "remote.txt").read_text() == "from the controller\n"
 
 
 def test_missing_namespace_is_unreachable_with_its_name(lab_root, tmp_path):
-    inventory = write_lab_inventory(tmp_path, "npa-c4-", {"ghost": {"netpol_addresses": ["10.77.0.9/24"]}})
+    inventory = write_lab_inventory(tmp_path, C4, {"ghost": {"netpol_addresses": ["10.77.0.9/24"]}})
     results = run_adhoc("all", inventory, "ansible.builtin.ping", check=False)
-    assert results["npa-c4-ghost"]["unreachable"] is True
-    assert "'npa-c4-ghost'" in results["npa-c4-ghost"]["msg"]
-    assert "does not exist" in results["npa-c4-ghost"]["msg"]
+    ghost = results[C4 + "ghost"]
+    assert ghost["unreachable"] is True
+    assert "namespace '%sghost'" % C4 in ghost["msg"] and "does not exist" in ghost["msg"]
