@@ -100,7 +100,7 @@ sanity: build  ## ansible-test sanity over exactly what the tarball ships
 lint: venv  ## ansible-lint over roles and playbooks
 	$(BIN)/ansible-lint --offline roles playbooks
 
-test: unit integration molecule sanity  ## everything CI runs
+test: unit lint integration molecule sanity  ## everything CI runs
 
 clean:  ## remove test output (not the virtualenv)
 	rm -rf tests/output .pytest_cache $(SANITY_ROOT)
