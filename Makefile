@@ -98,7 +98,7 @@ sanity: build  ## ansible-test sanity over exactly what the tarball ships
 	cd $(SANITY_DIR) && HOME=$(SANITY_HOME) $(CURDIR)/$(BIN)/ansible-test sanity --python $(SANITY_PYTHON) --venv --color no
 
 lint: venv  ## ansible-lint over roles and playbooks
-	$(BIN)/ansible-lint --offline roles playbooks
+	$(BIN)/ansible-lint --nocolor roles playbooks
 
 test: unit lint integration molecule sanity  ## everything CI runs
 
