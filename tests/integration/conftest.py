@@ -170,13 +170,26 @@ def lab_root() -> None:
         pytest.skip("iproute2 `ip` is missing (make deps)")
 
 
+# Every prefix a test registered in this process, checked once more when the session ends.
+REGISTERED_PREFIXES: List[str] = []
+
+
 @pytest.fixture
 def netns_cleanup(lab_root) -> Iterator[Callable[[str], None]]:
     """Register a prefix; its namespaces are deleted at teardown, also when the test fails."""
     prefixes: List[str] = []
     yield prefixes.append
+    REGISTERED_PREFIXES.extend(prefixes)
     for prefix in prefixes:
         delete_netns(prefix)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_namespace_left_behind() -> Iterator[None]:
+    """The suite leaves no namespace behind: a leftover is an error of the session's last test."""
+    yield
+    leftovers = sorted({name for prefix in REGISTERED_PREFIXES for name in netns_names(prefix)})
+    assert not leftovers, "namespaces left behind by the integration tests: %s" % " ".join(leftovers)
 
 
 @pytest.fixture
