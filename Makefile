@@ -33,7 +33,7 @@ KERNEL_TOOLS  ?= ip iptables ip6tables ipset ebtables conntrack
 
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/collection
-export PATH := $(CURDIR)/$(BIN):$(PATH)
+export PATH := $(abspath $(BIN)):$(PATH)
 
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider -r fEs
 
@@ -95,7 +95,7 @@ sanity: build  ## ansible-test sanity over exactly what the tarball ships
 	rm -rf $(SANITY_ROOT)
 	$(BIN)/ansible-galaxy collection install --force --no-deps -p $(SANITY_ROOT) tests/output/dist/netpol-fleet-*.tar.gz
 	install -D -m 0644 .ci/get_pip.py $(SANITY_GET_PIP)
-	cd $(SANITY_DIR) && HOME=$(SANITY_HOME) $(CURDIR)/$(BIN)/ansible-test sanity --python $(SANITY_PYTHON) --venv --color no
+	cd $(SANITY_DIR) && HOME=$(SANITY_HOME) $(abspath $(BIN))/ansible-test sanity --python $(SANITY_PYTHON) --venv --color no
 
 lint: venv  ## ansible-lint over roles and playbooks
 	$(BIN)/ansible-lint --nocolor roles playbooks
