@@ -1,6 +1,6 @@
 # netpol.fleet: every command a developer or CI needs, each doing its own set-up.
 #   make demo   build the lab of network namespaces and run the main job on it
-#   make test   unit + integration + ansible-test sanity
+#   make test   unit, ansible-lint, integration, molecule, ansible-test sanity
 # Integration tests, the lab and the demo need root (network namespaces).
 
 SHELL := /bin/bash
@@ -88,8 +88,9 @@ integration: deps venv  ## integration tests: real namespaces, real traffic (roo
 molecule: deps venv  ## molecule scenarios (delegated driver over netns hosts, root)
 	$(foreach scenario,$(MOLECULE_SCENARIOS),$(BIN)/molecule test -s $(scenario) &&) true
 
-build: venv  ## the collection tarball, as ansible-galaxy builds it
-	$(BIN)/ansible-galaxy collection build --force --output-path tests/output/dist
+build: venv  ## the collection tarball, as ansible-galaxy builds it (tests/output/dist)
+	rm -rf tests/output/dist
+	$(BIN)/ansible-galaxy collection build --output-path tests/output/dist
 
 sanity: build  ## ansible-test sanity over exactly what the tarball ships
 	rm -rf $(SANITY_ROOT)
