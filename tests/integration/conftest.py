@@ -105,7 +105,6 @@ def session_prefix(owner: str, name: str) -> str:
     return "%s%s-%s-" % (owner, SESSION_TOKEN, name)
 
 
-
 def netns_names(prefix: str) -> List[str]:
     """Namespaces whose names start with prefix."""
     if not NETNS_RUN_DIR.is_dir():
