@@ -91,8 +91,10 @@ class Bench:
     def module_vars(self) -> Dict[str, Any]:
         """Separate variables, so that a task templates only what it passes on."""
         return {
-            "bench_sets": [{"name": s.name, "type": s.type, "family": s.family, "members": [m.entry for m in s.members]}
-                     for s in self.sets],
+            "bench_sets": [
+                {"name": s.name, "type": s.type, "family": s.family, "members": [m.entry for m in s.members]}
+                for s in self.sets
+            ],
             "bench_chains": [{"name": c.name, "rules": list(c.rules)} for c in self.table.chains],
             "bench_jumps": [{"chain": j.chain, "target": j.target} for j in self.table.jumps],
         }
@@ -210,12 +212,13 @@ EMPTY_TASKS = [{"ansible.builtin.meta": "noop"}]
 
 
 def median_fresh(action: Callable[[Namespace], Any], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        with Namespace() as ns:
-            times.append(timed(lambda: action(ns)))
-    progress("%.2f s" % statistics.median(times))
-    return statistics.median(times)
+    """The median time of `action`, each time in a fresh namespace."""
+    return statistics.median(fresh(action) for attempt in range(repeat))
+
+
+def fresh(action: Callable[[Namespace], Any]) -> float:
+    with Namespace() as ns:
+        return timed(lambda: action(ns))
 
 
 def progress(text: str) -> None:
@@ -257,9 +260,10 @@ def main() -> None:
         plays = Playbooks(Path(tmp), bench)
         raw = res.add("apply: raw `ipset restore` + `iptables-restore` (floor)",
                       median_fresh(lambda ns: raw_apply(ns, bench), args.repeat), floor=None)
-        raw_chains = median_fresh(lambda ns: (ns.tool(["ipset", "restore"], sets_text(bench.sets)), timed(
-            lambda: ns.tool(["iptables-restore", "--noflush", "--wait"], render_restore(bench.table))))[1], 1)
-        res.add("apply: raw `iptables-restore` alone", raw_chains)
+        with Namespace() as ns:
+            ns.tool(["ipset", "restore"], sets_text(bench.sets))
+            res.add("apply: raw `iptables-restore` alone", timed(
+                lambda: ns.tool(["iptables-restore", "--noflush", "--wait"], render_restore(bench.table))))
         res.add("apply: both backends in process", median_fresh(
             lambda ns: (sets_backend(ns, bench), chains_backend(ns, bench)), args.repeat), floor=raw)
         with Namespace() as ns:
