@@ -121,8 +121,10 @@ class E2E:
             for tool, peer in (("iptables", "192.0.2.7/32"), ("ip6tables", "2001:db8::7/128")):
                 for chain, flag in (("INPUT", "-s"), ("FORWARD", "-s"), ("OUTPUT", "-d")):
                     self.run_in(ns, tool, "-A", chain, flag, peer, "-j", "ACCEPT")
-            self.run_in(ns, "ipset", "create", "foreign-set", "hash:ip")
-            self.run_in(ns, "ipset", "add", "foreign-set", "192.0.2.9")
+            # One plain foreign set, and one whose name merely starts like ours.
+            for name in ("foreign-set", "netpolitics"):
+                self.run_in(ns, "ipset", "create", name, "hash:ip")
+                self.run_in(ns, "ipset", "add", name, "192.0.2.9")
 
     @staticmethod
     def run_in(ns: str, *argv: str) -> None:
