@@ -223,10 +223,14 @@ def converge(module, tables: Sequence[Table], prefix: str, check_mode: bool = Fa
             if outcome.plan.changed:
                 applied.append(outcome)
                 _apply(module, outcome, prefix)
-    except ChainError:
+    except (ChainError, ToolError) as failure:
+        problems = [str(failure)]
         for outcome in reversed(applied):
-            _restore_before(module, outcome, prefix)
-        raise
+            try:
+                _restore_before(module, outcome, prefix)
+            except (ChainError, ToolError) as e:  # keep going: put back every table we can
+                problems.append("restoring the previous %s %s failed too: %s" % (outcome.table.family, outcome.table.name, e))
+        raise ChainError("\n".join(problems)) from failure
     return outcomes
 
 
