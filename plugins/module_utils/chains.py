@@ -86,7 +86,7 @@ def owned_from_save(saved: Sequence[SavedChain], prefix: str) -> Owned:
 
 def read(module, family: str, table: str, prefix: str) -> Owned:
     """The owned state of one table, from a single iptables-save / ip6tables-save."""
-    out = run(module, [TOOLS[family][0], "-t", table])[1]
+    out = run(module, [_tool(module, TOOLS[family][0]), "-t", table])[1]
     return owned_from_save(parse_save(out).get(table, ()), prefix)
 
 
@@ -256,8 +256,14 @@ def _restore_before(module, outcome: Outcome, prefix: str) -> None:
         _restore(module, outcome.table.family, back.restore)
 
 
+def _tool(module, name: str) -> str:
+    """The tool's full path: a login PATH on a managed host may lack /usr/sbin."""
+    find = getattr(module, "get_bin_path", None)  # tests and benchmarks pass simpler runners
+    return find(name, required=True) if find else name
+
+
 def _restore(module, family: str, text: str, test: bool = False) -> None:
-    argv = [TOOLS[family][1], "--noflush", "--wait"] + (["--test"] if test else [])
+    argv = [_tool(module, TOOLS[family][1]), "--noflush", "--wait"] + (["--test"] if test else [])
     try:
         run(module, argv, text)
     except ToolError as e:

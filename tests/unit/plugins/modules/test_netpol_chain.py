@@ -38,6 +38,7 @@ def run_module(case: Dict[str, Any], monkeypatch) -> Dict[str, Any]:
         raise Finished(result)
 
     monkeypatch.setattr(basic.AnsibleModule, "run_command", run_command)
+    monkeypatch.setattr(basic.AnsibleModule, "get_bin_path", lambda self, name, required=False: name)
     monkeypatch.setattr(basic.AnsibleModule, "exit_json", finish)
     monkeypatch.setattr(basic.AnsibleModule, "fail_json", lambda self, **r: finish(self, failed=True, **r))
     flags = case.get("flags", {})
