@@ -6,7 +6,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 name: selector
-author: netpol.fleet contributors
+author: netpol.fleet contributors (@netpol)
 version_added: "0.1.0"
 short_description: Workloads of the inventory that a NetworkPolicy selector selects
 description:

@@ -10,7 +10,7 @@ everything in one round and nothing is applied while anything is wrong.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Iterable, List, Tuple
 
 
@@ -44,7 +44,7 @@ class InputErrors(Exception):
     def located(self, source: str, obj: str = "") -> "InputErrors":
         """The same errors, with source and obj filled in where the raiser did not know them."""
         return InputErrors(
-            replace(e, source=e.source or source, obj=e.obj or obj) for e in self.errors
+            InputError(e.source or source, e.obj or obj, e.field, e.message) for e in self.errors
         )
 
 

@@ -77,11 +77,11 @@ def load_fleet(hostvars: Mapping[str, Mapping[str, Any]], namespaces: Optional[M
         errors.extend(problems.errors)
     errors.extend(_duplicate_names(found))
     errors.extend(_duplicate_addresses(found))
-    known = read_namespaces(namespaces, [w for w, _ in found], errors)
+    known = read_namespaces(namespaces, [w for w, _origins in found], errors)
     if errors:
         raise InputErrors(errors)
     return Fleet(
-        workloads=tuple(sorted((w for w, _ in found), key=lambda w: (w.namespace, w.name, w.host))),
+        workloads=tuple(sorted((w for w, _origins in found), key=lambda w: (w.namespace, w.name, w.host))),
         namespaces=known,
         node_addresses=tuple(nodes),
     )
@@ -273,7 +273,7 @@ def read_namespace(name: Any, spec: Any, problems: Problems) -> Optional[Dict[st
 def _duplicate_names(found: List[Tuple[Workload, AddressOrigins]]) -> List[InputError]:
     seen: Dict[Tuple[str, str], Workload] = {}
     errors = []
-    for workload, _ in found:
+    for workload, _origins in found:
         key = (workload.namespace, workload.name)
         if key in seen and workload.namespace:
             errors.append(InputError(

@@ -139,7 +139,7 @@ def load_policies(
     errors.extend(_duplicates(found))
     if errors:
         raise InputErrors(errors)
-    return tuple(sorted((p for p, _ in found), key=lambda p: (p.namespace, p.name))), warnings
+    return tuple(sorted((p for p, _origin in found), key=lambda p: (p.namespace, p.name))), warnings
 
 
 def _sources(inline, paths, base_dir, errors, warnings):
@@ -298,9 +298,9 @@ def read_policy(document: Mapping[str, Any], source: str, origin: str) -> Tuple[
         required(spec, "podSelector", "spec", problems)
     selector = or_default(spec.get("podSelector"), {})
     pod_selector = read_selector(selector, "spec.podSelector", problems)
-    rules = {key: read_rules(spec.get(key), peers_key, "spec." + key, problems) for _, key, peers_key in DIRECTIONS}
+    rules = {key: read_rules(spec.get(key), peers_key, "spec." + key, problems) for _direction, key, peers_key in DIRECTIONS}
     types = read_policy_types(spec, problems)
-    for direction, key, _ in DIRECTIONS:
+    for direction, key, _peers_key in DIRECTIONS:
         if rules[key] and direction not in types:
             problems.warn("spec." + key, "ignored: policyTypes does not include %s" % direction)
     problems.raise_if_any()

@@ -170,6 +170,6 @@ def test_each_fleet_is_resolved_against_itself():
     """Resolution is indexed per fleet object: alternating fleets never see each other's workloads."""
     other = Fleet(workloads=(workload("solo", "shop", app="web"),), namespaces=())
     everything = LabelSelector()
-    for _ in range(2):
+    for _round in range(2):
         assert names(select_workloads(FLEET, everything, "shop")) == ["api", "web"]
         assert names(select_workloads(other, everything, "shop")) == ["solo"]
