@@ -17,7 +17,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from ansible_collections.netpol.fleet.plugins.module_utils.compile_sets import FleetIndex, SetBook
+from ansible_collections.netpol.fleet.plugins.module_utils.compile_sets import SetBook
 from ansible_collections.netpol.fleet.plugins.module_utils.hoststate import Chain, HostState, IpSet, Jump, Table
 from ansible_collections.netpol.fleet.plugins.module_utils.ir import (
     EGRESS,
@@ -39,6 +39,7 @@ from ansible_collections.netpol.fleet.plugins.module_utils.names import (
     nflog_prefix,
     workload_chain,
 )
+from ansible_collections.netpol.fleet.plugins.module_utils.selectors import Resolver
 
 FAMILIES = (4, 6)
 TABLE_FAMILY = {4: "ipv4", 6: "ipv6"}
@@ -87,8 +88,8 @@ def compile_fleet(
     hosts: Optional[Iterable[str]] = None,
 ) -> Dict[str, HostState]:
     """Each host's HostState; `hosts` limits the output, peers still resolve fleet-wide."""
-    index = FleetIndex(fleet)
-    compiler = _Compiler(index, SetBook(index), sorted(policies, key=lambda p: p.key), options)
+    resolver = Resolver(fleet)
+    compiler = _Compiler(resolver, SetBook(resolver), sorted(policies, key=lambda p: p.key), options)
     by_host: Dict[str, List[Workload]] = {}
     for workload in sorted(fleet.workloads, key=lambda w: (w.namespace, w.name)):
         by_host.setdefault(workload.host or workload.name, []).append(workload)
@@ -97,12 +98,12 @@ def compile_fleet(
 
 
 class _Compiler:
-    def __init__(self, index: FleetIndex, book: SetBook, policies: List[Policy], options: CompileOptions):
-        self.index, self.book, self.options = index, book, options
+    def __init__(self, resolver: Resolver, book: SetBook, policies: List[Policy], options: CompileOptions):
+        self.book, self.options = book, options
         self.targets: Dict[int, List[Policy]] = {}  # id(workload) -> policies selecting it, by key
         self._memo: Dict[Tuple, Tuple[List[str], List[IpSet]]] = {}
         for policy in policies:
-            for workload in index.select(policy.namespace, policy.pod_selector):
+            for workload in resolver.select(policy.pod_selector, policy.namespace):
                 self.targets.setdefault(id(workload), []).append(policy)
 
     def host_state(self, host: str, workloads: List[Workload]) -> HostState:

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: netpol.fleet contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Peer resolution against an indexed fleet, and the ipsets peers become.
+"""The ipsets peers become, their members resolved by selectors.Resolver.
 
 Every distinct selector is resolved once per compile and every distinct set built once,
 then shared by all hosts whose rules use it. Pure Python, standard library only.
@@ -11,18 +11,12 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from typing import Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 from ansible_collections.netpol.fleet.plugins.module_utils.hoststate import IpSet, SetMember
-from ansible_collections.netpol.fleet.plugins.module_utils.ir import (
-    METADATA_NAME,
-    Fleet,
-    IPBlock,
-    LabelSelector,
-    Peer,
-    Workload,
-)
+from ansible_collections.netpol.fleet.plugins.module_utils.ir import IPBlock, LabelSelector, Peer, Workload
 from ansible_collections.netpol.fleet.plugins.module_utils.names import set_name
+from ansible_collections.netpol.fleet.plugins.module_utils.selectors import EVERYTHING, Resolver
 
 DEFAULT_MAXELEM = 65536
 # hash:net cannot hold a /0: the two halves of the address space stand in for it.
@@ -66,57 +60,11 @@ def net_entry(cidr: str) -> str:
     return str(network)
 
 
-class FleetIndex:
-    """The fleet indexed by namespace and label, with memoised selector results."""
-
-    def __init__(self, fleet: Fleet):
-        self.namespace_labels: Dict[str, Mapping[str, str]] = {n.name: n.label_map for n in fleet.namespaces}
-        self.by_namespace: Dict[str, List[Workload]] = {}
-        self.by_label: Dict[Tuple[str, str, str], List[Workload]] = {}
-        for workload in sorted(fleet.workloads, key=lambda w: (w.namespace, w.name)):
-            self.namespace_labels.setdefault(workload.namespace, {METADATA_NAME: workload.namespace})
-            self.by_namespace.setdefault(workload.namespace, []).append(workload)
-            for key, value in workload.labels:
-                self.by_label.setdefault((workload.namespace, key, value), []).append(workload)
-        self._selected: Dict[Tuple[str, Optional[LabelSelector]], Tuple[Workload, ...]] = {}
-        self._peers: Dict[str, Tuple[Workload, ...]] = {}
-
-    def select(self, namespace: str, selector: Optional[LabelSelector]) -> Tuple[Workload, ...]:
-        """Workloads of one namespace that a pod selector matches (None = all)."""
-        memo_key = (namespace, selector)
-        if memo_key not in self._selected:
-            self._selected[memo_key] = self._select(namespace, selector)
-        return self._selected[memo_key]
-
-    def _select(self, namespace: str, selector: Optional[LabelSelector]) -> Tuple[Workload, ...]:
-        candidates = self.by_namespace.get(namespace, [])
-        if selector is None or selector.is_empty:
-            return tuple(candidates)
-        if selector.match_labels:
-            # Start from the rarest label: the index makes selection cost the match, not the namespace.
-            candidates = min((self.by_label.get((namespace,) + pair, []) for pair in selector.match_labels), key=len)
-        return tuple(w for w in candidates if selector.matches(w.label_map))
-
-    def namespaces(self, selector: LabelSelector) -> List[str]:
-        return sorted(name for name, labels in self.namespace_labels.items() if selector.matches(labels))
-
-    def peer_workloads(self, policy_namespace: str, peer: Peer) -> Tuple[Workload, ...]:
-        """The workloads a selector peer stands for (never for ipBlock peers)."""
-        key = peer_key(policy_namespace, peer)
-        if key not in self._peers:
-            if peer.namespace_selector is None:
-                spaces = [policy_namespace]
-            else:
-                spaces = self.namespaces(peer.namespace_selector)
-            self._peers[key] = tuple(w for ns in spaces for w in self.select(ns, peer.pod_selector))
-        return self._peers[key]
-
-
 class SetBook:
     """Builds each distinct ipset once; None stands for a set that would be empty."""
 
-    def __init__(self, index: FleetIndex):
-        self.index = index
+    def __init__(self, resolver: Resolver):
+        self.resolver = resolver
         self._sets: Dict[Tuple[int, str], Optional[IpSet]] = {}
 
     def _memo(self, family: int, key: str, kind: str, build) -> Optional[IpSet]:
@@ -131,7 +79,7 @@ class SetBook:
             if peer.ip_block.family != family:
                 return None
             return self._memo(family, peer_key(policy_namespace, peer), "hash:net", lambda: _block_members(peer.ip_block))
-        workloads = self.index.peer_workloads(policy_namespace, peer)
+        workloads = self.resolver.peer(policy_namespace, peer)
         return self._memo(family, peer_key(policy_namespace, peer), "hash:ip", lambda: _address_members(workloads, family))
 
     def named_port_set(
@@ -139,10 +87,7 @@ class SetBook:
     ) -> Optional[IpSet]:
         """hash:ip,port of (address, protocol:number) for each destination declaring the named port."""
         key = "%s port %s/%s" % (peer_key(policy_namespace, peer), protocol, port_name)
-        if peer is None:
-            workloads: Iterable[Workload] = (w for ws in self.index.by_namespace.values() for w in ws)
-        else:
-            workloads = self.index.peer_workloads(policy_namespace, peer)
+        workloads = self.resolver.select(EVERYTHING) if peer is None else self.resolver.peer(policy_namespace, peer)
         return self._memo(family, key, "hash:ip,port", lambda: _port_members(workloads, family, protocol, port_name))
 
 

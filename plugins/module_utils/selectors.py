@@ -246,18 +246,38 @@ def namespace_labels(fleet: Fleet) -> Dict[str, Mapping[str, str]]:
     return known
 
 
+def peer_scope(
+    policy_namespace: str, peer: Peer
+) -> Tuple[LabelSelector, Optional[str], Optional[LabelSelector]]:
+    """A selector peer as Resolver.select arguments (pod selector, namespace, namespace selector).
+
+    podSelector alone: the policy's namespace. namespaceSelector (even {}) alone: all pods of
+    the matching namespaces. Both: pods matching podSelector in the matching namespaces.
+    """
+    pods = peer.pod_selector or EVERYTHING
+    if peer.namespace_selector is None:
+        return pods, policy_namespace, None
+    return pods, None, peer.namespace_selector
+
+
 class Resolver:
     """Selector resolution over one fleet, indexed once: namespaces first, then labels.
 
-    Policies repeat selectors, so results are memoised; a fleet of thousands of workloads
-    is walked once per distinct (selector, namespace, namespace selector).
+    The one place selectors meet workloads: compile, simulate and the lookup all resolve
+    here, so they cannot disagree. Policies repeat selectors, so results are memoised; a
+    fleet of thousands of workloads is walked once per distinct (selector, namespace,
+    namespace selector).
     """
 
     def __init__(self, fleet: Fleet):
         self.namespaces = namespace_labels(fleet)
         self.members: Dict[str, List[Tuple[Workload, Mapping[str, str]]]] = {}
+        self.by_label: Dict[Tuple[str, str, str], List[Tuple[Workload, Mapping[str, str]]]] = {}
         for workload in sorted(fleet.workloads, key=lambda w: (w.name, w.host)):
-            self.members.setdefault(workload.namespace, []).append((workload, workload.label_map))
+            member = (workload, workload.label_map)
+            self.members.setdefault(workload.namespace, []).append(member)
+            for key, value in workload.labels:
+                self.by_label.setdefault((workload.namespace, key, value), []).append(member)
         self.memo: Dict[Tuple[Any, ...], Tuple[Workload, ...]] = {}
 
     def select(
@@ -268,16 +288,47 @@ class Resolver:
     ) -> Tuple[Workload, ...]:
         key = (pod_selector, namespace, namespace_selector)
         if key not in self.memo:
-            chosen = sorted(
-                name
-                for name, labels in self.namespaces.items()
-                if (namespace is None or name == namespace)
-                and (namespace_selector is None or namespace_selector.matches(labels))
-            )
+            chosen = sorted(name for name in self.namespaces if self._in_scope(name, namespace, namespace_selector))
             self.memo[key] = tuple(
-                w for name in chosen for w, labels in self.members.get(name, ()) if pod_selector.matches(labels)
+                w for name in chosen for w, labels in self._candidates(name, pod_selector) if pod_selector.matches(labels)
             )
         return self.memo[key]
+
+    def selects(
+        self,
+        workload: Workload,
+        pod_selector: LabelSelector,
+        namespace: Optional[str] = None,
+        namespace_selector: Optional[LabelSelector] = None,
+    ) -> bool:
+        """Whether select() with these arguments would include this workload, tested alone."""
+        return self._in_scope(workload.namespace, namespace, namespace_selector) and pod_selector.matches(
+            workload.label_map
+        )
+
+    def peer(self, policy_namespace: str, peer: Peer) -> Tuple[Workload, ...]:
+        """The workloads a from/to peer selects; an ipBlock peer selects addresses, not workloads."""
+        if peer.ip_block is not None:
+            return ()
+        return self.select(*peer_scope(policy_namespace, peer))
+
+    def peer_selects(self, policy_namespace: str, peer: Peer, workload: Workload) -> bool:
+        """Whether peer() would include this workload, tested alone."""
+        return peer.ip_block is None and self.selects(workload, *peer_scope(policy_namespace, peer))
+
+    def _candidates(self, namespace: str, pod_selector: LabelSelector) -> List[Tuple[Workload, Mapping[str, str]]]:
+        """Members of the namespace that can match: those with its rarest matchLabels pair, if any,
+        so selecting costs the match, not the namespace."""
+        if not pod_selector.match_labels:
+            return self.members.get(namespace, [])
+        return min((self.by_label.get((namespace,) + pair, []) for pair in pod_selector.match_labels), key=len)
+
+    def _in_scope(self, name: str, namespace: Optional[str], namespace_selector: Optional[LabelSelector]) -> bool:
+        if namespace is not None and name != namespace:
+            return False
+        return namespace_selector is None or namespace_selector.matches(
+            self.namespaces.get(name, {METADATA_NAME: name})
+        )
 
 
 _last: List[Any] = [None, None]  # (fleet, its Resolver): callers resolve many selectors over one fleet
@@ -305,14 +356,5 @@ def select_workloads(
 
 
 def peer_workloads(fleet: Fleet, policy_namespace: str, peer: Peer) -> Tuple[Workload, ...]:
-    """The workloads a from/to peer selects; an ipBlock peer selects addresses, not workloads.
-
-    podSelector alone: the policy's namespace. namespaceSelector (even {}) alone: all pods of
-    the matching namespaces. Both: pods matching podSelector in the matching namespaces.
-    """
-    if peer.ip_block is not None:
-        return ()
-    pods = peer.pod_selector or EVERYTHING
-    if peer.namespace_selector is None:
-        return select_workloads(fleet, pods, namespace=policy_namespace)
-    return select_workloads(fleet, pods, namespace_selector=peer.namespace_selector)
+    """The workloads a from/to peer selects (see peer_scope); none for an ipBlock peer."""
+    return resolver(fleet).peer(policy_namespace, peer)
