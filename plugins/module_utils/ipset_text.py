@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
+from operator import attrgetter
 from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 from ansible_collections.netpol.fleet.plugins.module_utils.hoststate import IpSet, SetMember
@@ -31,6 +32,10 @@ FLAG_OPTIONS = ("counters", "comment", "skbinfo")
 KERNEL_CHOSEN = ("bucketsize", "initval")
 
 Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+_AF = {"inet": socket.AF_INET, "inet6": socket.AF_INET6}
+_SINGLE = ("hash:ip", "hash:net")  # entries of one address or CIDR, no port or interface
+_ZERO = (bytes(4), bytes(16))
+_SHORT_PREFIXES = {32: frozenset(str(n) for n in range(1, 32)), 128: frozenset(str(n) for n in range(1, 128))}
 
 
 class EntryError(ValueError):
@@ -42,6 +47,8 @@ class EntryError(ValueError):
 
 def normalize_entry(set_type: str, family: str, entry: str) -> str:
     """One member entry in the form `ipset save` prints it; EntryError if ipset would refuse it."""
+    if set_type in _SINGLE and _printed(entry, family, set_type == "hash:net"):
+        return entry  # the hot path: a compiled host state holds entries in printed form already
     parts = str(entry).strip().split(",")
     element, rest = parts[0], parts[1:]
     if len(rest) != set_type.count(","):
@@ -82,6 +89,8 @@ def _parse(text: str, family: str) -> Tuple[Address, int]:
         else:
             address = ipaddress.ip_address(text)
             length = address.max_prefixlen
+        if "%" in text:  # ipaddress takes IPv6 scope ids (fe80::1%eth0); ipset cannot resolve them
+            raise ValueError(text)
     except ValueError:
         raise EntryError("%r is not an IP address or CIDR" % text)
     if address.version != (4 if family == "inet" else 6):
@@ -89,7 +98,29 @@ def _parse(text: str, family: str) -> Tuple[Address, int]:
     return address, length
 
 
+def _printed(text: str, family: str, net: bool) -> bool:
+    """Whether an address (or, for net, a CIDR) is valid and exactly as `ipset save` prints it: the
+    common case, checked in C. ipset prints through libc's inet_ntop, so a text that survives the
+    round trip unchanged, is not all-zero, has no host bits set and no full-length prefix is final;
+    anything else takes the slow path, which normalises it or says what is wrong."""
+    try:
+        address, slash, length = text.partition("/")
+        packed = socket.inet_pton(_AF[family], address)
+    except (AttributeError, TypeError, OSError, ValueError):  # not a string, not an address
+        return False
+    if socket.inet_ntop(_AF[family], packed) != address:
+        return False
+    if not slash:
+        return packed not in _ZERO
+    bits = 8 * len(packed)
+    if not net or length not in _SHORT_PREFIXES[bits]:
+        return False
+    return not int.from_bytes(packed, "big") & ((1 << (bits - int(length))) - 1)
+
+
 def _host(text: str, family: str) -> str:
+    if _printed(text, family, net=False):
+        return text
     address, length = _parse(text, family)
     if length != address.max_prefixlen:
         raise EntryError("%r is a network; ipset would expand it into addresses: use a hash:net set" % text)
@@ -97,6 +128,8 @@ def _host(text: str, family: str) -> str:
 
 
 def _net(text: str, family: str) -> str:
+    if _printed(text, family, net=True):
+        return text
     address, length = _parse(text, family)
     if length == 0:
         half = "0.0.0.0/1 and 128.0.0.0/1" if address.version == 4 else "::/1 and 8000::/1"
@@ -130,6 +163,30 @@ def _iface(text: str) -> str:
     if physdev not in ("", "physdev") or not re.match(r"^[^\s/:,\"]{1,%d}$" % IFACE_MAX, name):
         raise EntryError("%r is not an interface name ([physdev:]NAME, at most %d characters)" % (text, IFACE_MAX))
     return text.strip()
+
+
+def parse_member(text: str) -> SetMember:
+    """A member written as its entry followed by its flags, as `ipset save` prints it after the set
+    name: `ENTRY [nomatch] [comment "TEXT"]` (the compact form of {entry, nomatch, comment})."""
+    words = _words(text)
+    entry, nomatch, comment = words[0], False, None
+    rest = iter(words[1:])
+    for word in rest:
+        if word == "nomatch" and not nomatch:
+            nomatch = True
+        elif word == "comment" and comment is None:
+            comment = _unquote(next(rest, ""), text)
+        else:
+            raise EntryError('%r: only nomatch and comment "TEXT" may follow the entry, once each' % text)
+    return SetMember(entry, nomatch, comment or "")
+
+
+def _unquote(word: str, text: str) -> str:
+    if word.startswith('"') and word.endswith('"') and len(word) > 1:
+        return word[1:-1]
+    if not word or '"' in word:
+        raise EntryError('%r: write the comment as comment "TEXT"' % text)
+    return word
 
 
 def check_comment(comment: str) -> str:
@@ -178,6 +235,8 @@ def render_create(ipset: IpSet, name: Optional[str] = None) -> str:
 
 def render_entry(member: SetMember) -> str:
     """The entry with its flags, as it follows the set name in `ipset save` (and `ipset restore`)."""
+    if not (member.nomatch or member.comment):
+        return member.entry
     text = member.entry + (" nomatch" if member.nomatch else "")
     return text + (' comment "%s"' % member.comment if member.comment else "")
 
@@ -198,6 +257,7 @@ def render_restore(sets: Iterable[IpSet]) -> str:
 # ---------------------------------------------------------------- parse
 
 _TOKEN = re.compile(r'"[^"]*"|\S+')  # ipset forbids " inside comments, so this is exact
+_BY_ENTRY = attrgetter("entry")  # a set holds an entry once, so the entry alone orders its members
 
 
 def parse_save(text: str, wanted: Callable[[str], bool] = lambda name: True) -> Dict[str, IpSet]:
@@ -206,19 +266,27 @@ def parse_save(text: str, wanted: Callable[[str], bool] = lambda name: True) -> 
     headers: Dict[str, Tuple[str, str, Tuple[Tuple[str, str], ...]]] = {}
     members: Dict[str, List[SetMember]] = {}
     for line in text.splitlines():
-        words = _TOKEN.findall(line) if '"' in line else line.split()
-        if len(words) < 3 or not wanted(words[1]):
-            continue
-        if words[0] == "create":
-            family, options = _parse_header(words[3:])
-            headers[words[1]] = (words[2], family, options)
-            members.setdefault(words[1], [])
-        elif words[0] == "add":
-            members.setdefault(words[1], []).append(_parse_member(words[2:]))
+        verb, _, rest = line.partition(" ")
+        name, _, value = rest.partition(" ")
+        if verb == "add":
+            listed = members.get(name)  # ipset save prints a set's create line before its members
+            if listed is not None and value:
+                # Most lines are a bare entry: no tokenising, no flags to read.
+                listed.append(SetMember(value) if " " not in value else _parse_member(_words(value)))
+        elif verb == "create" and wanted(name):
+            words = _words(value)
+            if words:
+                family, options = _parse_header(words[1:])
+                headers[name] = (words[0], family, options)
+                members[name] = []
     return {
-        name: IpSet(name, set_type, family, tuple(sorted(members[name], key=member_key)), options)
+        name: IpSet(name, set_type, family, tuple(sorted(members[name], key=_BY_ENTRY)), options)
         for name, (set_type, family, options) in headers.items()
     }
+
+
+def _words(text: str) -> List[str]:
+    return _TOKEN.findall(text) if '"' in text else text.split()
 
 
 def _parse_header(words: List[str]) -> Tuple[str, Tuple[Tuple[str, str], ...]]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ansible_collections.netpol.fleet.plugins.module_utils.hoststate import (
@@ -33,11 +34,10 @@ from ansible_collections.netpol.fleet.plugins.module_utils.ipset_text import (
     check_comment,
     compared_options,
     effective_options,
-    member_key,
     normalize_entry,
+    parse_member,
     parse_references,
     parse_save,
-    render_add,
     render_create,
     render_entry,
 )
@@ -48,6 +48,8 @@ NAME_MAX = SET_NAME_MAX - len(SET_TEMP_SUFFIX)
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:+-]*$")
 Prefixes = Union[str, Tuple[str, ...]]  # what str.startswith takes: one prefix or several
 _TRUE = ("true", "yes", "on", "1", "")
+_BY_ENTRY = attrgetter("entry")  # entries are unique within a normalised set
+NOMATCH_TYPES = tuple(t for t in SET_TYPES if t.startswith("hash:net"))
 _FALSE = ("false", "no", "off", "0")
 
 
@@ -97,10 +99,17 @@ def check_name(name: str) -> str:
 
 def build_set(name: str, set_type: str = "hash:net", family: str = "inet",
               members: Iterable[Any] = (), options: Any = None) -> IpSet:
-    """A validated IpSet from module-style arguments: members are strings or {entry, nomatch, comment}
-    dicts, options a dict or a list of (name, value) pairs as HostState.to_dict() gives them."""
-    return normalize_set(IpSet(name, set_type, family, tuple(_member(m) for m in members or ()),
-                               tuple(_pairs(options))))
+    """A validated IpSet from module-style arguments: members are strings (the entry, optionally
+    followed by its flags as `ipset save` prints them: `10.0.0.0/8 nomatch comment "x"`) or
+    {entry, nomatch, comment} dicts; options a dict or a list of (name, value) pairs as
+    HostState.to_dict() gives them."""
+    items = []
+    for index, item in enumerate(members or ()):
+        try:
+            items.append(_member(item))
+        except (EntryError, PlanError) as e:
+            raise PlanError("set %s: members[%d]: %s" % (name, index, e))
+    return normalize_set(IpSet(name, set_type, family, tuple(items), tuple(_pairs(options))))
 
 
 def normalize_set(ipset: IpSet) -> IpSet:
@@ -110,27 +119,39 @@ def normalize_set(ipset: IpSet) -> IpSet:
         raise PlanError("set %s: type %r is not one of %s" % (ipset.name, ipset.type, ", ".join(SET_TYPES)))
     if ipset.family not in FAMILIES:
         raise PlanError("set %s: family %r is not inet or inet6" % (ipset.name, ipset.family))
-    try:
-        members = [SetMember(normalize_entry(ipset.type, ipset.family, m.entry), bool(m.nomatch),
-                             check_comment(m.comment or "")) for m in ipset.members]
-    except EntryError as e:
-        raise PlanError("set %s: %s" % (ipset.name, e))
-    if any(m.nomatch for m in members) and not ipset.type.startswith("hash:net"):
+    members = []
+    for index, member in enumerate(ipset.members):
+        try:
+            members.append(_normal_member(ipset.type, ipset.family, member))
+        except EntryError as e:
+            raise PlanError("set %s: members[%d]: %s" % (ipset.name, index, e))
+    if ipset.type not in NOMATCH_TYPES and any(m.nomatch for m in members):
         raise PlanError("set %s: nomatch needs a hash:net* type" % ipset.name)
     unique = {m.entry: m for m in members}
-    if len(unique) < len(set(members)):
+    if len(unique) < len(members) and len(unique) < len(set(members)):
         raise PlanError("set %s: entries listed twice with different nomatch/comment" % ipset.name)
     options = _options(ipset.name, ipset.options, len(unique))
-    return IpSet(ipset.name, ipset.type, ipset.family, tuple(sorted(unique.values(), key=member_key)), options)
+    return IpSet(ipset.name, ipset.type, ipset.family, tuple(sorted(unique.values(), key=_BY_ENTRY)), options)
+
+
+def _normal_member(set_type: str, family: str, member: SetMember) -> SetMember:
+    """The member in `ipset save` form; the same object when it already is (the common case)."""
+    entry = normalize_entry(set_type, family, member.entry)
+    comment = check_comment(member.comment) if member.comment else ""
+    if entry == member.entry and comment == member.comment and isinstance(member.nomatch, bool):
+        return member
+    return SetMember(entry, bool(member.nomatch), comment)
 
 
 def _member(item: Any) -> SetMember:
+    if isinstance(item, str):
+        return SetMember(item) if " " not in item.strip() else parse_member(item)
     if isinstance(item, SetMember):
         return item
     if isinstance(item, Mapping):
         unknown = set(item) - {"entry", "nomatch", "comment"}
         if "entry" not in item or unknown:
-            raise PlanError("member %r: use a string or a dict with entry, nomatch, comment" % (item,))
+            raise PlanError("%r: use a string or a dict with entry, nomatch, comment" % (item,))
         return SetMember(str(item["entry"]), _flag("nomatch", item.get("nomatch") or False),
                          str(item.get("comment") or ""))
     return SetMember(str(item))
@@ -206,7 +227,8 @@ def plan(desired: Sequence[IpSet], actual: Mapping[str, IpSet], references: Mapp
             continue
         changes.append(change)
         fill.append(render_create(want, temp_name(want.name)))
-        fill.extend(render_add(temp_name(want.name), m) for m in want.members)
+        add = "add %s " % temp_name(want.name)
+        fill.extend([add + entry for entry in _entries(want)])
         if have is None:
             commit.append("rename %s %s" % (temp_name(want.name), want.name))
         elif change.destroyed:  # a new type or family cannot be swapped in; unreferenced, so replace
@@ -232,8 +254,10 @@ def plan(desired: Sequence[IpSet], actual: Mapping[str, IpSet], references: Mapp
 def _set_change(want: IpSet, have: Optional[IpSet], references: Mapping[str, int]) -> Optional[SetChange]:
     if have is None:
         return SetChange(want.name, added=_entries(want), created=True)
-    added = tuple(sorted(set(_entries(want)) - set(_entries(have))))
-    removed = tuple(sorted(set(_entries(have)) - set(_entries(want))))
+    wanted, present = _entries(want), _entries(have)
+    same = wanted == present  # both sorted by entry: the no-op compares two tuples of strings
+    added = () if same else tuple(sorted(set(wanted) - set(present)))
+    removed = () if same else tuple(sorted(set(present) - set(wanted)))
     if (have.type, have.family) != (want.type, want.family):
         _refuse_if_referenced(want.name, references, "changes from %s %s to %s %s but" % (
             have.type, have.family, want.type, want.family), "give the new type a new set name")
@@ -258,7 +282,7 @@ def _to_destroy(actual: Mapping[str, IpSet], wanted: Iterable[str], absent: Sequ
 
 
 def _entries(ipset: IpSet) -> Tuple[str, ...]:
-    return tuple(render_entry(m) for m in ipset.members)
+    return tuple(map(render_entry, ipset.members))
 
 
 def _header(ipset: IpSet) -> str:
@@ -278,8 +302,8 @@ def _diff_lines(changes: Sequence[SetChange], actual: Mapping[str, IpSet],
             before.append("%s: create %s" % (change.name, _header(actual[change.name])))
         if change.name in desired:
             after.append("%s: create %s" % (change.name, _header(desired[change.name])))
-        before += ["%s: %s" % (change.name, e) for e in change.removed]
-        after += ["%s: %s" % (change.name, e) for e in change.added]
+        before += [change.name + ": " + entry for entry in change.removed]
+        after += [change.name + ": " + entry for entry in change.added]
     return tuple(before), tuple(after)
 
 
@@ -303,7 +327,7 @@ _LINE = re.compile(r"Error in line (\d+):")
 def apply(module, ipset_bin: str, the_plan: Plan) -> None:
     """Run the script in one `ipset restore`; on failure destroy the temporaries it left, so the live
     sets stay exactly as they were, and raise a ToolError naming the rejected line."""
-    script = "".join(line + "\n" for line in the_plan.script)
+    script = "\n".join(the_plan.script) + "\n"
     try:
         run(module, [ipset_bin, "restore"], data=script)
     except ToolError as error:

@@ -7,11 +7,16 @@ them against the installed tool."""
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ansible_collections.netpol.fleet.plugins.module_utils.hoststate import IpSet, SetMember
 from ansible_collections.netpol.fleet.plugins.module_utils.ipset_text import (
     EntryError,
+    _address_text,
     auto_maxelem,
     check_comment,
     normalize_entry,
@@ -46,6 +51,10 @@ NORMALISED = [
     ("hash:net,port", "inet6", "fd00::/64,udp:53", "fd00::/64,udp:53"),
     ("hash:net,iface", "inet", "1.2.3.4/32,eth0", "1.2.3.4,eth0"),
     ("hash:net,iface", "inet", "1.2.3.0/24,physdev:eth1", "1.2.3.0/24,physdev:eth1"),
+    ("hash:net", "inet", "10.0.0.0/32", "10.0.0.0"),
+    ("hash:net", "inet", "0.0.0.0/1", "0.0.0.0/1"),
+    ("hash:net", "inet6", "::/1", "::/1"),
+    ("hash:net", "inet6", "fd00:0:0:0:0:0:0:0/16", "fd00::/16"),
 ]
 
 REFUSED = [
@@ -64,6 +73,11 @@ REFUSED = [
     ("hash:ip,port", "inet", "1.2.3.4,icmp:ping", "protocol 'icmp' is not supported"),
     ("hash:net,iface", "inet", "1.2.3.0/24,averyveryverylongname", "not an interface name"),
     ("hash:net,iface", "inet", "1.2.3.0/24,bogus:eth0", "not an interface name"),
+    ("hash:net", "inet", "0.0.0.0", "all-zero address"),
+    ("hash:net", "inet", "010.0.0.1", "not an IP address"),
+    ("hash:net", "inet", "10.0.0.0/33", "not an IP address"),
+    ("hash:ip", "inet", "10.0.0.0/24", "use a hash:net set"),
+    ("hash:net", "inet6", "fe80::1%eth0", "not an IP address"),
 ]
 
 
@@ -78,6 +92,32 @@ def test_entries_the_kernel_would_refuse_or_expand_are_refused(set_type, family,
     with pytest.raises(EntryError) as error:
         normalize_entry(set_type, family, given)
     assert why in str(error.value)
+
+
+def printed_by_ipset(text: str) -> str:
+    """What ipset prints for an address or CIDR, worked out by ipaddress (the slow path's way)."""
+    net = ipaddress.ip_network(text, strict=False)
+    if net.prefixlen == net.max_prefixlen:
+        return _address_text(net.network_address)
+    return "%s/%d" % (_address_text(net.network_address), net.prefixlen)
+
+
+FAMILIES = {"inet": (32, ipaddress.IPv4Address), "inet6": (128, ipaddress.IPv6Address)}
+
+
+@given(st.sampled_from(sorted(FAMILIES)), st.data())
+def test_the_fast_path_for_printed_entries_agrees_with_full_normalisation(family, data):
+    bits, address_type = FAMILIES[family]
+    short = st.integers(1, 2 ** 16 - 1)  # many zero groups: the compressions inet_ntop chooses
+    value = data.draw(st.integers(1, 2 ** bits - 1) | short | short.map(lambda v: v << (bits - 16)))
+    address = address_type(value)
+    length = data.draw(st.integers(1, bits))
+    for text in (str(address), address.exploded, "%s/%d" % (address, length), "%s/%d" % (address.exploded, length)):
+        expected = printed_by_ipset(text)
+        if expected in ("0.0.0.0", "::"):
+            continue  # refused (all-zero), see REFUSED
+        assert normalize_entry("hash:net", family, text) == expected
+        assert normalize_entry("hash:net", family, expected) == expected
 
 
 @pytest.mark.parametrize("comment", ['say "hi"', "two\nlines", "x" * 256])

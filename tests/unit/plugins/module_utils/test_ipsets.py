@@ -155,7 +155,11 @@ def test_a_29_character_name_is_the_longest():
     (dict(members=["10.0.0.0/0"]), "two halves"),
     (dict(members=[{"entry": "10.0.0.1", "nomatch": True}], set_type="hash:ip"), "nomatch needs a hash:net"),
     (dict(members=["10.0.0.1", {"entry": "10.0.0.1/32", "comment": "x"}]), "listed twice"),
-    (dict(members=[{"address": "10.0.0.1"}]), "use a string or a dict"),
+    (dict(members=[{"address": "10.0.0.1"}]), "members[0]: {'address': '10.0.0.1'}: use a string or a dict"),
+    (dict(members=["10.0.0.1", "10.0.0.0/33"]), "set netpol4-x: members[1]: '10.0.0.0/33' is not an IP address"),
+    (dict(members=["10.0.0.0/8 nomatch", "10.1.0.0/16 match"]), "members[1]: '10.1.0.0/16 match': only nomatch"),
+    (dict(members=['10.0.0.0/8 comment "open']), 'members[0]: \'10.0.0.0/8 comment "open\': write the comment as'),
+    (dict(members=[{"entry": "10.0.0.0/8", "nomatch": "maybe"}]), "members[0]: nomatch='maybe' is not a boolean"),
     (dict(options={"netmask": 24}), "option 'netmask' is not one of"),
     (dict(options={"maxelem": "lots"}), "not a whole number"),
     (dict(options={"counters": "maybe"}), "not a boolean"),
@@ -171,6 +175,16 @@ def test_duplicates_collapse_and_flags_accept_yaml_spellings():
     built = build_set("netpol4-x", members=["10.0.0.1", "10.0.0.1/32"], options={"counters": "yes", "skbinfo": False})
     assert built.members == (SetMember("10.0.0.1"),)
     assert built.options == (("counters", ""),)
+
+
+def test_members_as_strings_with_flags_equal_members_as_dicts():
+    compact = build_set("netpol4-x", members=["10.0.0.0/8", '10.66.0.0/16 nomatch comment "except: q"',
+                                               "10.77.0.0/16 comment one-word", " 10.88.0.0/16 nomatch "])
+    spelled_out = build_set("netpol4-x", members=[
+        {"entry": "10.0.0.0/8"}, {"entry": "10.66.0.0/16", "nomatch": True, "comment": "except: q"},
+        {"entry": "10.77.0.0/16", "comment": "one-word"}, {"entry": "10.88.0.0/16", "nomatch": True}])
+    assert compact == spelled_out
+    assert render_restore([compact]).splitlines()[2] == 'add netpol4-x 10.66.0.0/16 nomatch comment "except: q"'
 
 
 def test_hoststate_sets_pass_through_as_module_arguments():
