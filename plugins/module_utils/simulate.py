@@ -3,8 +3,9 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Simulate and explain: NetworkPolicy semantics evaluated straight from the IR.
 
-Deliberately naive and independent of compile (no index, no sets): it is the oracle the
-compiled rules are tested against and what measured traffic is compared with. A flow
+Independent of compile (no sets, no chains, no port plans): it is the oracle the compiled
+rules are tested against and what measured traffic is compared with. Who a selector means
+comes from selectors.Resolver, as in compile and the lookup, so they never disagree. A flow
 needs egress allowed at its source and ingress allowed at its destination; each side
 names what decided it. Pure Python, standard library only.
 """
@@ -19,7 +20,6 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 from ansible_collections.netpol.fleet.plugins.module_utils.ir import (
     EGRESS,
     INGRESS,
-    METADATA_NAME,
     CompileOptions,
     Fleet,
     Peer,
@@ -29,6 +29,7 @@ from ansible_collections.netpol.fleet.plugins.module_utils.ir import (
     Rule,
     Workload,
 )
+from ansible_collections.netpol.fleet.plugins.module_utils.selectors import Resolver
 
 Endpoint = Union[Workload, str]
 
@@ -114,7 +115,7 @@ class Simulator:
         self.options = options
         self.policies = sorted(policies, key=lambda p: p.key)
         self.owners = {_ip(a): w for w in fleet.workloads for a in w.addresses}
-        self.namespace_labels = {n.name: n.label_map for n in fleet.namespaces}
+        self.resolver = Resolver(fleet)
         self.node_addresses = {host: {_ip(a) for a in addresses} for host, addresses in fleet.node_addresses}
         self._isolating: Dict[Tuple[int, str], List[Policy]] = {}
 
@@ -130,11 +131,12 @@ class Simulator:
         """The policies that select the workload and carry the direction, by key."""
         key = (id(workload), policy_type)
         if key not in self._isolating:
-            self._isolating[key] = [p for p in self.policies if policy_type in p.policy_types and _selects(p, workload)]
+            self._isolating[key] = [
+                p
+                for p in self.policies
+                if policy_type in p.policy_types and self.resolver.selects(workload, p.pod_selector, p.namespace)
+            ]
         return self._isolating[key]
-
-    def labels_of_namespace(self, name: str) -> Mapping[str, str]:
-        return self.namespace_labels.get(name) or {METADATA_NAME: name}
 
     def _end(self, endpoint: Endpoint, family: int) -> _End:
         """An address is the workload that owns it, if any: a packet from it is that workload."""
@@ -247,24 +249,15 @@ class _Flow:
         return not rule.cidrs or any(_in_cidr(remote.address, c) for c in rule.cidrs)
 
 
-def _selects(policy: Policy, workload: Workload) -> bool:
-    return policy.namespace == workload.namespace and policy.pod_selector.matches(workload.label_map)
-
-
 def _peer_matches(simulator: Simulator, policy: Policy, peer: Optional[Peer], remote: _End) -> bool:
     if peer is None:
         return True
     if peer.ip_block is not None:
         block = peer.ip_block
         return _in_cidr(remote.address, block.cidr) and not any(_in_cidr(remote.address, e) for e in block.excepts)
-    workload = remote.workload
-    if workload is None:
+    if remote.workload is None:
         return False  # selectors name workloads, never node or external addresses
-    if peer.namespace_selector is None:
-        in_namespace = workload.namespace == policy.namespace
-    else:
-        in_namespace = peer.namespace_selector.matches(simulator.labels_of_namespace(workload.namespace))
-    return in_namespace and (peer.pod_selector is None or peer.pod_selector.matches(workload.label_map))
+    return simulator.resolver.peer_selects(policy.namespace, peer, remote.workload)
 
 
 @functools.lru_cache(maxsize=65536)
