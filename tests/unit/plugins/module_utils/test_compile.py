@@ -209,23 +209,6 @@ def test_unisolated_host_gets_only_the_base_chains():
         ("INPUT", "NETPOL-INGRESS", 1), ("OUTPUT", "NETPOL-EGRESS", 1)]
 
 
-def test_api_compiles_and_simulates_from_variables():
-    from ansible_collections.netpol.fleet.plugins.module_utils import api
-    from ansible_collections.netpol.fleet.plugins.module_utils.errors import InputErrors
-    from engine_cases import NAMESPACES
-
-    manifests = GOLDEN_CASES["db_from_web_named_port"]
-    states, warnings = api.compile_from_vars(INVENTORY, manifests, [], NAMESPACES, OPTIONS, hosts=["db"])
-    assert list(states) == ["db"] and warnings == []
-    assert HostState.from_dict(states["db"]) == compile_fleet(fleet(), policies(*manifests), OPTIONS)["db"]
-    records = api.expected_matrix(INVENTORY, manifests, [], NAMESPACES, OPTIONS)[0]
-    reachable = {(r["src"], r["dst"], r["family"], r["port"]): r["reachable"] for r in records}
-    assert reachable[("web", "db", 6, 5432)] is True and reachable[("api", "db", 4, 5432)] is False
-    with pytest.raises(InputErrors):
-        api.compile_from_vars(INVENTORY, [policy("shop", "bad", {"podSelector": {}, "ingress": [{"ports": [{"port": 0}]}]})],
-                              [], NAMESPACES)
-
-
 @pytest.mark.parametrize("given, saved", [  # right column: what iptables-save printed on this kernel
     ("10/min", "10/min"), ("10/minute", "10/min"), ("10/m", "10/min"), ("2/s", "2/sec"), ("7", "7/sec"),
     ("60/min", "1/sec"), ("120/hour", "2/min"), ("24/day", "1/hour"), ("3/h", "3/hour"), ("90/min", "90/min"),
