@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any, Dict
 
 import pytest
-from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
+from module_runner import run_main
 
 from ansible_collections.netpol.fleet.plugins.modules import netpol_listen
 
@@ -23,21 +22,8 @@ PORTS = [{"name": "http", "port": 8080}, {"name": "dns", "port": 53, "protocol":
 SERVED = [["tcp", 8080], ["udp", 53]]
 
 
-class Finished(Exception):
-    def __init__(self, result: Dict[str, Any]):
-        super().__init__(result)
-        self.result = result
-
-
 def run(monkeypatch, check: bool = False, **args) -> Dict[str, Any]:
-    def finish(self, **result):
-        raise Finished(result)
-
-    monkeypatch.setattr(basic.AnsibleModule, "exit_json", finish)
-    monkeypatch.setattr(basic.AnsibleModule, "fail_json", lambda self, **r: finish(self, failed=True, **r))
-    with patch_module_args(dict(args, _ansible_check_mode=check)), pytest.raises(Finished) as finished:
-        netpol_listen.main()
-    return finished.value.result
+    return run_main(netpol_listen.main, monkeypatch, dict(args, _ansible_check_mode=check))
 
 
 @pytest.fixture

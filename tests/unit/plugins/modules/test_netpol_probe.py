@@ -11,27 +11,13 @@ import socket
 from typing import Any, Dict
 
 import pytest
-from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
+from module_runner import run_main
 
 from ansible_collections.netpol.fleet.plugins.modules import netpol_probe
 
 
-class Finished(Exception):
-    def __init__(self, result: Dict[str, Any]):
-        super().__init__(result)
-        self.result = result
-
-
 def run(monkeypatch, **args) -> Dict[str, Any]:
-    def finish(self, **result):
-        raise Finished(result)
-
-    monkeypatch.setattr(basic.AnsibleModule, "exit_json", finish)
-    monkeypatch.setattr(basic.AnsibleModule, "fail_json", lambda self, **r: finish(self, failed=True, **r))
-    with patch_module_args(dict(args, _ansible_check_mode=True)), pytest.raises(Finished) as finished:
-        netpol_probe.main()
-    return finished.value.result
+    return run_main(netpol_probe.main, monkeypatch, dict(args, _ansible_check_mode=True))
 
 
 OUTCOMES = {
