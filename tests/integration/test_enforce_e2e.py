@@ -283,6 +283,14 @@ def test_bad_input_stops_the_play_before_any_host_changes(lab):
     assert not re.search(r"^(changed|ok): \[%s" % lab.prefix, result.stdout.split("Compile")[-1], re.M)
 
 
+def test_a_policy_source_not_implemented_stops_the_play_before_any_host_changes(lab):
+    before = lab.snapshot()
+    result = lab.site(ROUND_SELECTORS, "-e", "netpol_source=kubernetes", check=False)
+    assert result.returncode != 0
+    assert "netpol_source=kubernetes is not implemented yet" in result.stdout
+    assert lab.snapshot() == before
+
+
 def test_logging_marks_denied_packets_with_policy_namespace(lab):
     lab.site(ROUND_SELECTORS, "-e", "netpol_log=true", "-e", "netpol_log_group=7", "-e", "netpol_log_limit=20/min")
     rules = lab.kernel(lab["a-api"], "iptables-save")
