@@ -44,30 +44,32 @@ def invalid(value: Any, reason: str) -> str:
     return "invalid value %s: %s" % (quoted(value), reason)
 
 
+def _length_and_form(value: str, limit: int, form: re.Pattern, description: str) -> List[str]:
+    """The two checks most apiserver name rules make: at most `limit` characters, and `form`."""
+    reasons = []
+    if len(value) > limit:
+        reasons.append("must be no more than %d characters" % limit)
+    if not form.match(value):
+        reasons.append(description)
+    return reasons
+
+
 def dns1123_label(value: str) -> List[str]:
     """Namespace names."""
-    reasons = []
-    if len(value) > 63:
-        reasons.append("must be no more than 63 characters")
-    if not _DNS1123_LABEL.match(value):
-        reasons.append(
-            "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', "
-            "and must start and end with an alphanumeric character"
-        )
-    return reasons
+    return _length_and_form(
+        value, 63, _DNS1123_LABEL,
+        "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', "
+        "and must start and end with an alphanumeric character",
+    )
 
 
 def dns1123_subdomain(value: str) -> List[str]:
     """Object names such as a NetworkPolicy's, and label key prefixes."""
-    reasons = []
-    if len(value) > 253:
-        reasons.append("must be no more than 253 characters")
-    if not _DNS1123_SUBDOMAIN.match(value):
-        reasons.append(
-            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' "
-            "or '.', and must start and end with an alphanumeric character"
-        )
-    return reasons
+    return _length_and_form(
+        value, 253, _DNS1123_SUBDOMAIN,
+        "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' "
+        "or '.', and must start and end with an alphanumeric character",
+    )
 
 
 def qualified_name(value: str) -> List[str]:
@@ -78,35 +80,26 @@ def qualified_name(value: str) -> List[str]:
     reasons = ["prefix part " + r for r in dns1123_subdomain(prefix)] if slash else []
     if not name:
         return reasons + ["name part must be non-empty"]
-    if len(name) > 63:
-        reasons.append("name part must be no more than 63 characters")
-    if not _QUALIFIED_NAME.match(name):
-        reasons.append(
-            "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and "
-            "end with an alphanumeric character"
-        )
-    return reasons
+    return reasons + ["name part " + r for r in _length_and_form(
+        name, 63, _QUALIFIED_NAME,
+        "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an "
+        "alphanumeric character",
+    )]
 
 
 def label_value(value: str) -> List[str]:
-    reasons = []
-    if len(value) > 63:
-        reasons.append("must be no more than 63 characters")
-    if not _LABEL_VALUE.match(value):
-        reasons.append(
-            "a valid label value must be an empty string or consist of alphanumeric characters, '-', "
-            "'_' or '.', and must start and end with an alphanumeric character"
-        )
-    return reasons
+    return _length_and_form(
+        value, 63, _LABEL_VALUE,
+        "a valid label value must be an empty string or consist of alphanumeric characters, '-', "
+        "'_' or '.', and must start and end with an alphanumeric character",
+    )
 
 
 def port_name(value: str) -> List[str]:
     """IANA_SVC_NAME (RFC 6335), as kube-apiserver checks named ports."""
-    reasons = []
-    if len(value) > 15:
-        reasons.append("must be no more than 15 characters")
-    if not _PORT_NAME_CHARS.match(value):
-        reasons.append("must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)")
+    reasons = _length_and_form(
+        value, 15, _PORT_NAME_CHARS, "must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)"
+    )
     if "--" in value:
         reasons.append("must not contain consecutive hyphens")
     if not re.search("[a-z]", value):
