@@ -11,7 +11,7 @@ sorted and unique) so that equal selectors are equal objects however they were w
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from ansible_collections.netpol.fleet.plugins.module_utils.errors import InputError, InputErrors, Problems
 from ansible_collections.netpol.fleet.plugins.module_utils.ir import (
@@ -192,23 +192,22 @@ class _Parser:
                             % (quoted(key), quoted(operator)))
 
     def key(self) -> str:
-        position = self.tokens[self.index][1]
-        key = self.word("a label key")
-        reasons = qualified_name(key)
-        if reasons:
-            raise self.fail("invalid label key %s: %s" % (quoted(key), "; ".join(reasons)), position)
-        return key
+        return self.checked_word("key", qualified_name)
 
     def value(self) -> str:
         """A value after '=', '==' or '!='; empty when nothing follows (app= selects app="")."""
         if self.peek() in ("", ",", ")"):
             return ""
+        return self.checked_word("value", label_value)
+
+    def checked_word(self, what: str, rule: Callable[[str], List[str]]) -> str:
+        """The next word as a label key or value; a failure points at the word."""
         position = self.tokens[self.index][1]
-        value = self.word("a label value")
-        reasons = label_value(value)
+        word = self.word("a label %s" % what)
+        reasons = rule(word)
         if reasons:
-            raise self.fail("invalid label value %s: %s" % (quoted(value), "; ".join(reasons)), position)
-        return value
+            raise self.fail("invalid label %s %s: %s" % (what, quoted(word), "; ".join(reasons)), position)
+        return word
 
     def value_set(self) -> Tuple[str, ...]:
         if self.peek() != "(":
