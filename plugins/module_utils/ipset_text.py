@@ -266,8 +266,8 @@ def parse_save(text: str, wanted: Callable[[str], bool] = lambda name: True) -> 
     headers: Dict[str, Tuple[str, str, Tuple[Tuple[str, str], ...]]] = {}
     members: Dict[str, List[SetMember]] = {}
     for line in text.splitlines():
-        verb, _, rest = line.partition(" ")
-        name, _, value = rest.partition(" ")
+        verb, _space, rest = line.partition(" ")
+        name, _space, value = rest.partition(" ")
         if verb == "add":
             listed = members.get(name)  # ipset save prints a set's create line before its members
             if listed is not None and value:

@@ -179,7 +179,7 @@ def test_duplicates_collapse_and_flags_accept_yaml_spellings():
 
 def test_members_as_strings_with_flags_equal_members_as_dicts():
     compact = build_set("netpol4-x", members=["10.0.0.0/8", '10.66.0.0/16 nomatch comment "except: q"',
-                                               "10.77.0.0/16 comment one-word", " 10.88.0.0/16 nomatch "])
+                                              "10.77.0.0/16 comment one-word", " 10.88.0.0/16 nomatch "])
     spelled_out = build_set("netpol4-x", members=[
         {"entry": "10.0.0.0/8"}, {"entry": "10.66.0.0/16", "nomatch": True, "comment": "except: q"},
         {"entry": "10.77.0.0/16", "comment": "one-word"}, {"entry": "10.88.0.0/16", "nomatch": True}])
