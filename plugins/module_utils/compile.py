@@ -92,7 +92,7 @@ def compile_fleet(
     compiler = _Compiler(resolver, SetBook(resolver), sorted(policies, key=lambda p: p.key), options)
     by_host: Dict[str, List[Workload]] = {}
     for workload in sorted(fleet.workloads, key=lambda w: (w.namespace, w.name)):
-        by_host.setdefault(workload.host or workload.name, []).append(workload)
+        by_host.setdefault(workload.enforcer, []).append(workload)
     wanted = sorted(by_host) if hosts is None else sorted(set(hosts))
     return {host: compiler.host_state(host, by_host.get(host, [])) for host in wanted}
 

@@ -151,6 +151,11 @@ class Workload:
     def label_map(self) -> Mapping[str, str]:
         return dict(self.labels)
 
+    @property
+    def enforcer(self) -> str:
+        """The inventory host whose firewall enforces for this workload."""
+        return self.host or self.name
+
     def addresses_of(self, family: int) -> Tuple[str, ...]:
         return tuple(a for a in self.addresses if (":" in a) == (family == 6))
 

@@ -94,10 +94,10 @@ def matrix(
     src/dst as host names, optional src_address), exactly those, filled in.
     """
     simulator = Simulator(fleet, policies, options)
-    by_host = {w.host or w.name: w for w in fleet.workloads}
+    by_host = {w.enforcer: w for w in fleet.workloads}
     if probes is None:
         wanted = None if hosts is None else set(hosts)
-        workloads = [w for w in fleet.workloads if wanted is None or (w.host or w.name) in wanted]
+        workloads = [w for w in fleet.workloads if wanted is None or w.enforcer in wanted]
         records = _all_probes(workloads, None if ports is None else [(p.lower(), n) for p, n in ports])
     else:
         records = [dict(p) for p in probes]
@@ -160,14 +160,14 @@ class Simulator:
 
 def _all_probes(workloads: Sequence[Workload], ports: Optional[List[Tuple[str, int]]]) -> List[Dict[str, Any]]:
     records = []
-    ordered = sorted(workloads, key=lambda w: (w.host or w.name, w.namespace, w.name))
+    ordered = sorted(workloads, key=lambda w: (w.enforcer, w.namespace, w.name))
     for src in ordered:
         for dst in ordered:
             for family in (4, 6):
                 if src is dst or not src.addresses_of(family) or not dst.addresses_of(family):
                     continue
                 for protocol, port in ports if ports is not None else _declared(dst):
-                    records.append({"src": src.host or src.name, "dst": dst.host or dst.name,
+                    records.append({"src": src.enforcer, "dst": dst.enforcer,
                                     "address": dst.addresses_of(family)[0], "family": family,
                                     "protocol": protocol, "port": port})
     return _unique(records)
