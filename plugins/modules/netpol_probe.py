@@ -11,7 +11,8 @@ module: netpol_probe
 short_description: Probe TCP and UDP reachability from the host, concurrently
 description:
   - Probes every target from the host the task runs on, many at once, each bounded by O(timeout).
-  - TCP is reachable when a connection is established. UDP is reachable when a datagram comes back
+  - TCP is reachable when a connection is established; a second SYN goes out halfway through the
+    timeout, so one lost SYN does not count as blocked. UDP is reachable when a datagram comes back
     unchanged (the echo of M(netpol.fleet.netpol_listen)); it is sent up to three times within the
     timeout, so one lost datagram does not count as blocked.
   - A failed probe says why in RV(results[].detail). V(timeout) is what a DROP looks like;
@@ -119,6 +120,7 @@ from typing import Tuple
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.netpol.fleet.plugins.module_utils.verify import Flow, failure_detail, parse_target
 
+TCP_TRIES = 2
 UDP_TRIES = 3
 
 Verdict = Tuple[bool, str]
@@ -132,11 +134,19 @@ def endpoint(target: Flow, kind: int) -> Tuple[int, tuple]:
 
 
 def probe_tcp(target: Flow, timeout: float) -> Verdict:
+    """Connect, with a fresh SYN halfway: the kernel's own retransmit comes only after 1 s,
+    and one SYN lost under load (a full accept queue) must not read as blocked."""
     family, address = endpoint(target, socket.SOCK_STREAM)
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(address)
-    return True, "connected"
+    deadline = time.monotonic() + timeout
+    for attempt in range(TCP_TRIES, 0, -1):
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.settimeout(max(0.001, (deadline - time.monotonic()) / attempt))
+            try:
+                sock.connect(address)
+                return True, "connected"
+            except socket.timeout:
+                continue
+    return False, "timeout"
 
 
 def probe_udp(target: Flow, timeout: float) -> Verdict:

@@ -68,3 +68,33 @@ def test_a_timeout_must_be_positive(monkeypatch):
 
 def test_no_targets_no_results(monkeypatch):
     assert run(monkeypatch, targets=[])["results"] == []
+
+
+class SynLostOnce:
+    """A socket whose first connect times out (a SYN lost under load) and whose next one succeeds."""
+
+    attempts = 0
+
+    def __init__(self, *args):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def settimeout(self, timeout):
+        assert 0 < timeout <= 1.0
+
+    def connect(self, address):
+        type(self).attempts += 1
+        if type(self).attempts == 1:
+            raise socket.timeout()
+
+
+def test_one_lost_syn_is_sent_again_within_the_timeout(monkeypatch):
+    monkeypatch.setattr(netpol_probe.socket, "socket", SynLostOnce)
+    target = {"address": "10.0.0.1", "family": 4, "port": 80, "protocol": "tcp"}
+    assert netpol_probe.probe_tcp(target, 1.0) == (True, "connected")
+    assert SynLostOnce.attempts == 2
