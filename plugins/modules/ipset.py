@@ -50,6 +50,12 @@ options:
       - Each member is an entry string (for example V(10.0.0.0/8), V(fd00::/64), V(10.1.2.3,tcp:5432),
         V(10.0.0.0/8,udp:53), V(10.0.0.0/8,eth0), V(10.0.0.0/8,physdev:vnet1)) or a dict with the keys
         C(entry), C(nomatch) (bool, C(hash:net*) types only) and C(comment) (at most 255 bytes, no double quote).
+      - 'A string may carry the flags after the entry, as C(ipset save) prints them:
+        V(10.66.0.0/16 nomatch comment "except: quarantine") equals the dict
+        C({entry: 10.66.0.0/16, nomatch: true, comment: "except: quarantine"}). This compact form is the
+        cheaper one to pass for large sets (one value per member instead of a dict of three).'
+      - 'An invalid member fails the task before the kernel is read, naming the set and the index of the
+        member, for example C(set netpol4-db: members[3]: ''10.0.0.300'' is not an IP address or CIDR).'
       - Entries are normalised as ipset prints them (host bits cleared, C(/32) and C(/128) dropped, IPv6
         compressed, protocol C(tcp) added to a bare port, service names resolved). Ranges, and networks in
         C(hash:ip) sets, are refused because ipset would expand them into many entries.
@@ -126,6 +132,8 @@ attributes:
 notes:
   - Sets are per network namespace; the module manages the namespace it runs in.
   - Per-member timeouts, packet counters and the kernel-chosen C(bucketsize) and C(initval) are not compared.
+  - The C(invocation) reported back gives each member list as its length, not the members, so a large set
+    is not carried back to the controller once more.
 seealso:
   - module: netpol.fleet.netpol_chain
   - name: ipset(8)
@@ -143,6 +151,14 @@ EXAMPLES = r"""
       - entry: 10.66.0.0/16
         nomatch: true
         comment: "except: quarantine"
+
+- name: The same, members in the compact form (the entry and its flags as ipset save prints them)
+  netpol.fleet.ipset:
+    name: netpol4-db-clients
+    type: hash:net
+    members:
+      - 10.0.0.0/8
+      - '10.66.0.0/16 nomatch comment "except: quarantine"'
 
 - name: An IPv6 set with a larger limit
   netpol.fleet.ipset:
@@ -235,6 +251,18 @@ def requested(params: Dict[str, Any]) -> Tuple[List[IpSet], List[str]]:
     return present, [i["name"] for i in items if i["state"] == "absent"]
 
 
+def invocation(params: Dict[str, Any]) -> Dict[str, Any]:
+    """The arguments as the result reports them back, each member list replaced by its length:
+    echoing 100,000 members would cost the module and the controller seconds and tell nobody much."""
+    def brief(item: Dict[str, Any]) -> Dict[str, Any]:
+        members = item.get("members")
+        return dict(item, members="(%d members)" % len(members)) if members else item
+    summary = brief(params)
+    if params.get("sets"):
+        summary["sets"] = [brief(item) for item in params["sets"]]
+    return dict(module_args=summary)
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec=ARGUMENT_SPEC,
@@ -251,13 +279,14 @@ def main() -> None:
         if the_plan.changed and not module.check_mode:
             apply(module, ipset_bin, the_plan)
     except (PlanError, ToolError) as error:
-        module.fail_json(msg=str(error))
+        module.fail_json(msg=str(error), invocation=invocation(module.params))
     for name in the_plan.kept_referenced:
         module.warn("set %s matches purge_prefix but is still referenced; it was kept" % name)
     result: Dict[str, Any] = dict(
         changed=the_plan.changed,
         sets={c.name: c.to_dict() for c in the_plan.changes},
         kept_referenced=list(the_plan.kept_referenced),
+        invocation=invocation(module.params),
     )
     if the_plan.changed and (module.check_mode or module._verbosity >= 2):
         result["commands"] = list(the_plan.script)

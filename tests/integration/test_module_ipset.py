@@ -150,6 +150,17 @@ def test_create_then_nothing_then_change_then_remove(host):
     assert not host.run({"name": "netpol4-web", "state": "absent"})["changed"]
 
 
+def test_members_as_strings_with_flags_make_the_same_set_as_dicts(host):
+    compact = {"name": "netpol4-web", "members": ["10.0.0.1", '10.1.0.0/16 nomatch comment "no b"']}
+    result = host.run(compact)
+    assert result["changed"]
+    assert result["invocation"]["module_args"]["members"] == "(2 members)"  # not echoed back in full
+    assert host.members("netpol4-web") == ["10.0.0.1", '10.1.0.0/16 nomatch comment "no b"']
+    host.calls()
+    assert not host.run(WEB)["changed"]  # the dict spelling of the same set: nothing to do
+    assert host.calls() == ["list -t", "save"]
+
+
 def test_check_mode_changes_nothing_and_diff_shows_each_member(host):
     host.run(WEB)
     before = host.save()
