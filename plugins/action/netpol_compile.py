@@ -18,6 +18,7 @@ from ansible.plugins.action import ActionBase
 from ansible_collections.netpol.fleet.plugins.module_utils.compile import compile_fleet
 from ansible_collections.netpol.fleet.plugins.module_utils.errors import InputErrors
 from ansible_collections.netpol.fleet.plugins.module_utils.fleet import load_fleet
+from ansible_collections.netpol.fleet.plugins.module_utils.ipset_text import set_arguments
 from ansible_collections.netpol.fleet.plugins.module_utils.ir import CompileOptions, Fleet, LogOptions, Policy
 from ansible_collections.netpol.fleet.plugins.module_utils.parse import load_policies
 from ansible_collections.netpol.fleet.plugins.module_utils.privileged import (
@@ -108,7 +109,8 @@ class ActionModule(ActionBase):
             self._display.warning(str(warning))
         result.update(
             changed=False,
-            hosts={host: with_base_tables(state.to_dict()) for host, state in states.items()},
+            hosts={host: with_base_tables(dict(state.to_dict(), sets=[set_arguments(s) for s in state.sets]))
+                   for host, state in states.items()},
             summary={host: summary(state.to_dict()) for host, state in states.items()},
             privileged=[rule_to_dict(r) for r in privileged],
             controller_addresses=controller,

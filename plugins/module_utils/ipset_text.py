@@ -14,7 +14,7 @@ import ipaddress
 import re
 import socket
 from operator import attrgetter
-from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 from ansible_collections.netpol.fleet.plugins.module_utils.hoststate import IpSet, SetMember
 
@@ -239,6 +239,13 @@ def render_entry(member: SetMember) -> str:
         return member.entry
     text = member.entry + (" nomatch" if member.nomatch else "")
     return text + (' comment "%s"' % member.comment if member.comment else "")
+
+
+def set_arguments(ipset: IpSet) -> Dict[str, Any]:
+    """The set as netpol.fleet.ipset takes it, each member one string `ENTRY [nomatch] [comment "TEXT"]`:
+    Ansible passes (and AnsibleModule deep-copies) one string per member far faster than a dict of three."""
+    return {"name": ipset.name, "type": ipset.type, "family": ipset.family,
+            "members": [render_entry(m) for m in ipset.members], "options": [list(o) for o in ipset.options]}
 
 
 def render_add(name: str, member: SetMember) -> str:

@@ -163,7 +163,10 @@ EXAMPLES = r"""
 
 RETURN = r"""
 hosts:
-  description: Host name to its desired state (C(host), C(sets), C(tables) with C(chains) and C(jumps)).
+  description:
+    - Host name to its desired state (C(host), C(sets), C(tables) with C(chains) and C(jumps)).
+    - 'The C(sets) are as M(netpol.fleet.ipset) takes them, each member one string in the compact form
+      C(ENTRY [nomatch] [comment "TEXT"]).'
   returned: success
   type: dict
 summary:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.netpol.fleet.plugins.module_utils.hoststate import HostState, IpSet, SetMember
-from ansible_collections.netpol.fleet.plugins.module_utils.ipset_text import parse_save, render_restore
+from ansible_collections.netpol.fleet.plugins.module_utils.ipset_text import parse_save, render_restore, set_arguments
 from ansible_collections.netpol.fleet.plugins.module_utils.ipsets import (
     PlanError,
     SetChange,
@@ -185,6 +185,14 @@ def test_members_as_strings_with_flags_equal_members_as_dicts():
         {"entry": "10.77.0.0/16", "comment": "one-word"}, {"entry": "10.88.0.0/16", "nomatch": True}])
     assert compact == spelled_out
     assert render_restore([compact]).splitlines()[2] == 'add netpol4-x 10.66.0.0/16 nomatch comment "except: q"'
+
+
+def test_set_arguments_give_members_in_the_compact_form_and_build_the_same_set():
+    compiled = IpSet("netpol4-x", "hash:net", "inet", (SetMember("10.0.0.0/8"), SetMember("10.66.0.0/16", True, "ns/p except")),
+                     (("maxelem", "131072"),))
+    arguments = set_arguments(compiled)
+    assert arguments["members"] == ["10.0.0.0/8", '10.66.0.0/16 nomatch comment "ns/p except"']
+    assert build_set(**{"set_type" if k == "type" else k: v for k, v in arguments.items()}) == compiled
 
 
 def test_hoststate_sets_pass_through_as_module_arguments():
