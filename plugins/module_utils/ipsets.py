@@ -6,10 +6,13 @@
 `plan()` is a pure function of (desired, actual); only `read_state()` and `apply()` run the tool.
 Standard library only, Python 3.9: the ipset module imports this on managed hosts.
 
-Atomicity: every new or changed set is first built complete under a temporary name (name + "-t")
-and only then swapped (or renamed) in, and all swaps come after all fills. `ipset restore` is not
-transactional, so a rejected line or a killed process can only leave temporary sets behind, never a
-half-filled live set; the next run (or the rollback after a rejected line) destroys those temporaries.
+Atomicity: every changed set is first built complete under a temporary name (name + "-t") and only
+then swapped (or renamed) in, and all swaps come after all fills. A set that does not exist yet is
+created and filled under its own name: no rule can reference it before it exists (the chains are
+applied after the sets), so nobody sees it half filled. `ipset restore` is not transactional: a
+rejected line is rolled back (the temporaries and the new sets of the script are destroyed); a killed
+process can leave temporaries, which the next run destroys, and a partly filled new set, which no rule
+references and which the next run compares and converges like any other set.
 """
 
 from __future__ import annotations
@@ -75,7 +78,7 @@ class Plan:
     script: Tuple[str, ...]  # `ipset restore` lines: destroy stale temps, fill temps, swap in, destroy
     changes: Tuple[SetChange, ...]
     kept_referenced: Tuple[str, ...] = ()
-    temporaries: Tuple[str, ...] = ()  # temps this script creates: what a rollback destroys
+    temporaries: Tuple[str, ...] = ()  # sets this script creates (temps, new sets): what a rollback destroys
     before: Tuple[str, ...] = field(default=())  # diff lines, "name: entry"
     after: Tuple[str, ...] = field(default=())
 
@@ -226,12 +229,13 @@ def plan(desired: Sequence[IpSet], actual: Mapping[str, IpSet], references: Mapp
         if change is None:
             continue
         changes.append(change)
-        fill.append(render_create(want, temp_name(want.name)))
-        add = "add %s " % temp_name(want.name)
+        built = want.name if have is None else temp_name(want.name)
+        fill.append(render_create(want, built))
+        add = "add %s " % built
         fill.extend([add + entry for entry in _entries(want)])
         if have is None:
-            commit.append("rename %s %s" % (temp_name(want.name), want.name))
-        elif change.destroyed:  # a new type or family cannot be swapped in; unreferenced, so replace
+            continue  # built in place: no rule can reference a set that does not exist yet
+        if change.destroyed:  # a new type or family cannot be swapped in; unreferenced, so replace
             commit += ["destroy %s" % want.name, "rename %s %s" % (temp_name(want.name), want.name)]
         else:
             commit.append("swap %s %s" % (temp_name(want.name), want.name))
@@ -247,7 +251,7 @@ def plan(desired: Sequence[IpSet], actual: Mapping[str, IpSet], references: Mapp
         changes.append(SetChange(name, removed=_entries(actual[name]), destroyed=True))
     script = ["destroy %s" % n for n in stale] + fill + commit + cleanup
     before, after = _diff_lines(changes, actual, {s.name: s for s in desired})
-    temporaries = tuple(temp_name(c.name) for c in changes if c.name in wanted)
+    temporaries = tuple(c.name if c.name not in actual else temp_name(c.name) for c in changes if c.name in wanted)
     return Plan(tuple(script), tuple(changes), tuple(kept), temporaries, before, after)
 
 

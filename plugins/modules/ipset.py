@@ -15,11 +15,12 @@ description:
     and optionally destroys the sets with a name prefix that are no longer wanted (O(purge_prefix)).
   - Reads the kernel once (C(ipset list -t) and C(ipset save)), compares sets normalised (members as sets of
     entries in the form C(ipset save) prints them, options that matter), and writes nothing when nothing differs.
-  - All changes go through one C(ipset restore) call. A new or changed set is first filled completely under a
-    temporary name (the set name plus C(-t)) and then renamed or swapped in, after every temporary set is
-    filled, so no packet ever sees a half-filled set. If the kernel rejects a line, the temporary sets are
-    destroyed again and the live sets stay as they were; temporary sets left by a killed run are destroyed
-    by the next run.
+  - All changes go through one C(ipset restore) call. A changed set is first filled completely under a
+    temporary name (the set name plus C(-t)) and then swapped in, after every temporary set is filled, so
+    no packet ever sees a half-filled set. A new set is created and filled under its own name (no rule can
+    reference a set before it exists). If the kernel rejects a line, the temporary and new sets of the
+    call are destroyed again and the live sets stay as they were; temporary sets left by a killed run are
+    destroyed by the next run, and a new set it left partly filled is completed by the next run.
   - A set whose type or family changes cannot be swapped. When no iptables rule or C(list:set) references
     it, it is destroyed and recreated in the same restore; when something references it the module fails
     before changing anything, naming the set (give a set of a new type a new name instead).

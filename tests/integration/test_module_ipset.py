@@ -286,11 +286,14 @@ def previous(host: Host) -> str:
     return host.save()
 
 
-def test_a_member_rejected_mid_batch_leaves_the_previous_state(host):
+@pytest.mark.parametrize("line, rejected", [
+    (1 + 50 + 1 + 26, "add netpol4-b-t 10.1.31.0/24"),  # netpol4-b's temporary (sorted as text), after netpol4-a's
+    (1 + 50 + 1 + 50 + 1 + 10, "add netpol6-c fd00:19::/64"),  # the new set, built under its own name
+])
+def test_a_member_rejected_mid_batch_leaves_the_previous_state(host, line, rejected):
     before = previous(host)
-    line = 1 + 50 + 1 + 26  # the 26th member of netpol4-b's temporary, after netpol4-a's is filled
     failed = host.run(batch(), fail=True, NPI_REJECT_LINE=str(line))
-    assert "ipset restore rejected 'add netpol4-b-t 10.1.31.0/24'" in failed["msg"]  # line 78, sorted as text
+    assert "ipset restore rejected '%s'" % rejected in failed["msg"]
     assert "Error in line %d" % line in failed["msg"]
     assert host.save() == before  # temporaries rolled back, live sets untouched
     assert host.run(batch())["changed"]
@@ -303,9 +306,12 @@ def test_a_run_killed_mid_apply_leaves_the_previous_state_and_the_next_run_recov
     assert killed == {"killed": -9}
     left = host.save()
     assert "create netpol4-a-t" in left and "create netpol4-b-t" in left  # a killed run could not clean up
-    assert [line for line in left.splitlines() if "-t " not in line] == before.splitlines()
+    new_set = [line for line in left.splitlines() if " netpol6-c " in line]
+    assert 1 < len(new_set) < 51  # the new set, partly filled; no rule can reference it yet
+    assert [line for line in left.splitlines() if "-t " not in line and line not in new_set] == before.splitlines()
     recovered = host.run(batch())
     assert recovered["sets"]["netpol4-a-t"] == {"added": [], "removed": [], "created": False, "destroyed": True}
+    assert recovered["sets"]["netpol6-c"]["added"] and not recovered["sets"]["netpol6-c"]["created"]
     assert host.names() == ["mine", "netpol4-a", "netpol4-b", "netpol6-c", "netpolitics"]
     assert len(host.members("netpol4-b")) == 50
     assert not host.run(batch())["changed"]

@@ -25,14 +25,14 @@ def kernel(*sets: IpSet):
     return parse_save(render_restore(sets))
 
 
-def test_a_missing_set_is_filled_as_a_temporary_then_renamed():
+def test_a_missing_set_is_filled_under_its_own_name():
     result = plan([WEB], {}, {})
     assert result.script == (
-        "create netpol4-web-t hash:net family inet maxelem 65536",
-        "add netpol4-web-t 10.0.0.1",
-        "add netpol4-web-t 10.1.0.0/16",
-        "rename netpol4-web-t netpol4-web",
+        "create netpol4-web hash:net family inet maxelem 65536",
+        "add netpol4-web 10.0.0.1",
+        "add netpol4-web 10.1.0.0/16",
     )
+    assert result.temporaries == ("netpol4-web",)  # what a rollback destroys
     assert result.changes == (SetChange("netpol4-web", added=("10.0.0.1", "10.1.0.0/16"), created=True),)
 
 
@@ -54,14 +54,20 @@ def test_changed_members_are_swapped_in_after_every_fill():
         "create netpol4-web-t hash:net family inet maxelem 65536",
         "add netpol4-web-t 10.0.0.2",
         "add netpol4-web-t 10.1.0.0/16",
-        "create netpol4-db-t hash:net family inet maxelem 65536",
-        "add netpol4-db-t 192.0.2.0/24",
+        "create netpol4-db hash:net family inet maxelem 65536",
+        "add netpol4-db 192.0.2.0/24",
         "swap netpol4-web-t netpol4-web",
-        "rename netpol4-db-t netpol4-db",
         "destroy netpol4-web-t",
     )
     assert result.changes[0] == SetChange("netpol4-web", added=("10.0.0.2",), removed=("10.0.0.1",))
-    assert result.temporaries == ("netpol4-web-t", "netpol4-db-t")
+    assert result.temporaries == ("netpol4-web-t", "netpol4-db")
+
+
+def test_a_partly_filled_new_set_left_by_a_killed_run_is_completed_by_a_swap():
+    partial = build_set("netpol4-web", members=["10.0.0.1"])
+    result = plan([WEB], kernel(partial), {})
+    assert result.script[-2:] == ("swap netpol4-web-t netpol4-web", "destroy netpol4-web-t")
+    assert result.changes == (SetChange("netpol4-web", added=("10.1.0.0/16",)),)
 
 
 def test_diff_has_the_set_header_as_context_and_one_line_per_member():
@@ -91,7 +97,7 @@ def test_an_option_change_rebuilds_through_a_swap():
 def test_more_members_than_the_default_raise_maxelem():
     many = build_set("netpol4-many", "hash:ip", members=["10.%d.%d.%d" % (i >> 16, i >> 8 & 255, i & 255)
                                                          for i in range(1, 65538)])
-    assert plan([many], {}, {}).script[0] == "create netpol4-many-t hash:ip family inet maxelem 131072"
+    assert plan([many], {}, {}).script[0] == "create netpol4-many hash:ip family inet maxelem 131072"
 
 
 def test_an_unreferenced_type_change_is_replaced_in_the_same_restore():
