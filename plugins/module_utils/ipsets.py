@@ -209,8 +209,9 @@ def managed(name: str, names: Iterable[str], purge_prefix: Prefixes = "") -> boo
 
 
 def plan(desired: Sequence[IpSet], actual: Mapping[str, IpSet], references: Mapping[str, int],
-         absent: Sequence[str] = (), purge_prefix: Prefixes = "") -> Plan:
-    """The restore script that turns `actual` into `desired` (sets already normalised)."""
+         absent: Sequence[str] = (), purge_prefix: Prefixes = "", keep: Iterable[str] = ()) -> Plan:
+    """The restore script that turns `actual` into `desired` (sets already normalised); the sets named
+    in `keep` are left alone by the purge, whatever their members."""
     wanted = {s.name for s in desired}
     clash = wanted & set(absent)
     if clash:
@@ -241,7 +242,7 @@ def plan(desired: Sequence[IpSet], actual: Mapping[str, IpSet], references: Mapp
             commit.append("swap %s %s" % (temp_name(want.name), want.name))
             cleanup.append("destroy %s" % temp_name(want.name))
     kept: List[str] = []
-    for name in _to_destroy(actual, wanted, absent, purge_prefix, stale):
+    for name in _to_destroy(actual, wanted | set(keep), absent, purge_prefix, stale):
         if name in absent:
             _refuse_if_referenced(name, references, "is to be absent but")
         elif references.get(name, 0):
@@ -314,15 +315,20 @@ def _diff_lines(changes: Sequence[SetChange], actual: Mapping[str, IpSet],
 # ---------------------------------------------------------------- kernel I/O
 
 
-def read_state(module, ipset_bin: str, names: Iterable[str], purge_prefix: Prefixes = ""
-               ) -> Tuple[Dict[str, IpSet], Dict[str, int]]:
-    """The managed sets as the kernel has them, and every set's reference count. Read-only."""
-    names = set(names)
+def read_state(module, ipset_bin: str, names: Iterable[str], purge_prefix: Prefixes = "",
+               keep: Iterable[str] = ()) -> Tuple[Dict[str, IpSet], Dict[str, int]]:
+    """The managed sets as the kernel has them (but those in `keep`, whose members do not matter),
+    and every set's reference count. Read-only; `ipset save` only runs when a managed set exists."""
+    names, kept = set(names), set(keep) - set(names)
+
+    def wanted(name: str) -> bool:
+        return name not in kept and managed(name, names, purge_prefix)
+
     references = parse_references(run(module, [ipset_bin, "list", "-t"])[1])
-    if not any(managed(n, names, purge_prefix) for n in references):
+    if not any(wanted(n) for n in references):
         return {}, references
     save = run(module, [ipset_bin, "save"])[1]
-    return parse_save(save, lambda n: managed(n, names, purge_prefix)), references
+    return parse_save(save, wanted), references
 
 
 _LINE = re.compile(r"Error in line (\d+):")

@@ -123,6 +123,14 @@ options:
       - Empty strings are ignored; an empty list purges nothing.
     type: list
     elements: str
+  keep:
+    description:
+      - Names of sets that O(purge_prefix) must not destroy, whatever their members. With O(keep) a purge
+        needs neither O(sets) nor the members again, so a purge after the chains does not carry every member
+        of a large host state a second time; the kept sets' members are not even read.
+      - Requires O(purge_prefix); mutually exclusive with O(name) and O(sets).
+    type: list
+    elements: str
 attributes:
   check_mode:
     support: full
@@ -173,6 +181,11 @@ EXAMPLES = r"""
   netpol.fleet.ipset:
     sets: "{{ netpol_host_state.sets }}"
     purge_prefix: [netpol4-, netpol6-]
+
+- name: The same purge without passing the members again
+  netpol.fleet.ipset:
+    purge_prefix: [netpol4-, netpol6-]
+    keep: "{{ netpol_host_state.sets | map(attribute='name') | list }}"
 
 - name: Remove one set
   netpol.fleet.ipset:
@@ -236,6 +249,7 @@ ARGUMENT_SPEC = dict(
     name=dict(type="str"),
     sets=dict(type="list", elements="dict", options=dict(name=dict(type="str", required=True), **SET_SPEC)),
     purge_prefix=dict(type="list", elements="str"),
+    keep=dict(type="list", elements="str"),
     **SET_SPEC
 )
 
@@ -267,16 +281,18 @@ def invocation(params: Dict[str, Any]) -> Dict[str, Any]:
 def main() -> None:
     module = AnsibleModule(
         argument_spec=ARGUMENT_SPEC,
-        mutually_exclusive=[("name", "sets")],
+        mutually_exclusive=[("name", "sets"), ("keep", "name"), ("keep", "sets")],
+        required_by={"keep": "purge_prefix"},
         required_one_of=[("name", "sets", "purge_prefix")],
         supports_check_mode=True,
     )
     ipset_bin = module.get_bin_path("ipset", required=True)
     purge_prefix = tuple(prefix for prefix in module.params["purge_prefix"] or () if prefix)
+    keep = module.params["keep"] or ()
     try:
         desired, absent = requested(module.params)
-        actual, references = read_state(module, ipset_bin, [s.name for s in desired] + absent, purge_prefix)
-        the_plan = plan(desired, actual, references, absent, purge_prefix)
+        actual, references = read_state(module, ipset_bin, [s.name for s in desired] + absent, purge_prefix, keep)
+        the_plan = plan(desired, actual, references, absent, purge_prefix, keep)
         if the_plan.changed and not module.check_mode:
             apply(module, ipset_bin, the_plan)
     except (PlanError, ToolError) as error:

@@ -315,3 +315,14 @@ def test_a_run_killed_mid_apply_leaves_the_previous_state_and_the_next_run_recov
     assert host.names() == ["mine", "netpol4-a", "netpol4-b", "netpol6-c", "netpolitics"]
     assert len(host.members("netpol4-b")) == 50
     assert not host.run(batch())["changed"]
+
+
+def test_purge_by_names_to_keep_destroys_the_others_and_reads_no_members(host):
+    previous(host)  # netpol4-a (referenced by a rule), netpol4-b, and foreign sets
+    host.run({"sets": [{"name": "netpol4-old", "members": ["10.9.0.0/16"]}]})
+    host.calls()
+    assert not host.run({"purge_prefix": ["netpol4-"], "keep": ["netpol4-a", "netpol4-b", "netpol4-old"]})["changed"]
+    assert host.calls() == ["list -t"]  # only kept sets match: their members are not read
+    purged = host.run({"purge_prefix": ["netpol4-"], "keep": ["netpol4-a", "netpol4-b"]})
+    assert list(purged["sets"]) == ["netpol4-old"] and purged["kept_referenced"] == []
+    assert host.names() == ["mine", "netpol4-a", "netpol4-b", "netpolitics"]

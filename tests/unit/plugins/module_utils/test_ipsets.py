@@ -121,6 +121,13 @@ def test_stale_temporaries_of_a_killed_run_are_destroyed_first():
     assert result.changes == (SetChange("netpol4-web-t", destroyed=True),)
 
 
+def test_purge_by_names_to_keep_destroys_only_the_others_whatever_the_kept_members():
+    old = IpSet("netpol4-old", "hash:ip", "inet", (SetMember("10.0.0.7"),))
+    result = plan([], kernel(WEB, old), {}, purge_prefix="netpol4-", keep=["netpol4-web"])
+    assert result.script == ("destroy netpol4-old",)
+    assert result.changes == (SetChange("netpol4-old", removed=("10.0.0.7",), destroyed=True),)
+
+
 def test_purge_destroys_unreferenced_and_keeps_referenced_prefixed_sets():
     old = IpSet("netpol4-old", "hash:ip", "inet", (SetMember("10.0.0.7"),))
     used = IpSet("netpol4-used", "hash:ip", "inet")
