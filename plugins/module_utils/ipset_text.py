@@ -5,7 +5,8 @@
 
 Pure functions, standard library only, Python 3.9: modules import this on managed hosts.
 Entries are normalised to the exact form `ipset save` prints (checked against ipset 7.17), so
-desired and actual sets compare as plain strings.
+desired and actual sets compare as plain strings: a SavedSet holds each member as the text that
+follows `add NAME`, not as an object (100,000 members are read, compared and written as strings).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
-from operator import attrgetter
+from dataclasses import dataclass
+from itertools import repeat
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 from ansible_collections.netpol.fleet.plugins.module_utils.hoststate import IpSet, SetMember
@@ -36,6 +38,17 @@ _AF = {"inet": socket.AF_INET, "inet6": socket.AF_INET6}
 _SINGLE = ("hash:ip", "hash:net")  # entries of one address or CIDR, no port or interface
 _ZERO = (bytes(4), bytes(16))
 _SHORT_PREFIXES = {32: frozenset(str(n) for n in range(1, 32)), 128: frozenset(str(n) for n in range(1, 128))}
+
+
+@dataclass(frozen=True)
+class SavedSet:
+    """A set as `ipset save` prints it, and as the ipset backend compares it."""
+
+    name: str
+    type: str
+    family: str
+    entries: Tuple[str, ...] = ()  # `ENTRY [nomatch] [comment "TEXT"]`, sorted, each entry once
+    options: Tuple[Tuple[str, str], ...] = ()  # sorted; maxelem always, comment when a member has one
 
 
 class EntryError(ValueError):
@@ -99,23 +112,40 @@ def _parse(text: str, family: str) -> Tuple[Address, int]:
 
 
 def _printed(text: str, family: str, net: bool) -> bool:
-    """Whether an address (or, for net, a CIDR) is valid and exactly as `ipset save` prints it: the
+    return all_printed([text], family, net)
+
+
+def all_printed(entries: List[str], family: str, net: bool) -> bool:
+    """Whether every address (or, for net, CIDR) is valid and exactly as `ipset save` prints it: the
     common case, checked in C. ipset prints through libc's inet_ntop, so a text that survives the
     round trip unchanged, is not all-zero, has no host bits set and no full-length prefix is final;
     anything else takes the slow path, which normalises it or says what is wrong."""
+    af = _AF[family]
+    try:  # plain addresses, the bulk of any large set: the round trip over the whole list at once
+        packed = list(map(socket.inet_pton, repeat(af), entries))
+        return list(map(socket.inet_ntop, repeat(af), packed)) == entries and _ZERO[af != socket.AF_INET] not in packed
+    except (TypeError, OSError, ValueError):  # a CIDR among them (or not an address at all)
+        return _all_printed_one_by_one(entries, af, net)
+
+
+def _all_printed_one_by_one(entries: List[str], af: int, net: bool) -> bool:
+    bits = 32 if af == socket.AF_INET else 128
+    short = _SHORT_PREFIXES[bits] if net else ()
+    pton, ntop = socket.inet_pton, socket.inet_ntop  # locals: this loop runs once per member
     try:
-        address, slash, length = text.partition("/")
-        packed = socket.inet_pton(_AF[family], address)
+        for text in entries:
+            address, slash, length = text.partition("/")
+            packed = pton(af, address)
+            if ntop(af, packed) != address:
+                return False
+            if not slash:
+                if packed in _ZERO:
+                    return False
+            elif length not in short or int.from_bytes(packed, "big") & ((1 << (bits - int(length))) - 1):
+                return False
     except (AttributeError, TypeError, OSError, ValueError):  # not a string, not an address
         return False
-    if socket.inet_ntop(_AF[family], packed) != address:
-        return False
-    if not slash:
-        return packed not in _ZERO
-    bits = 8 * len(packed)
-    if not net or length not in _SHORT_PREFIXES[bits]:
-        return False
-    return not int.from_bytes(packed, "big") & ((1 << (bits - int(length))) - 1)
+    return True
 
 
 def _host(text: str, family: str) -> str:
@@ -224,8 +254,11 @@ def compared_options(options: Dict[str, str]) -> Dict[str, str]:
 
 
 def render_create(ipset: IpSet, name: Optional[str] = None) -> str:
-    words = ["create", name or ipset.name, ipset.type, "family", ipset.family]
-    options = effective_options(ipset)
+    return create_line(name or ipset.name, ipset.type, ipset.family, effective_options(ipset))
+
+
+def create_line(name: str, set_type: str, family: str, options: Dict[str, str]) -> str:
+    words = ["create", name, set_type, "family", family]
     for key in VALUE_OPTIONS:
         if key in options:
             words += [key, options[key]]
@@ -248,46 +281,51 @@ def set_arguments(ipset: IpSet) -> Dict[str, Any]:
             "members": [render_entry(m) for m in ipset.members], "options": [list(o) for o in ipset.options]}
 
 
-def render_add(name: str, member: SetMember) -> str:
-    return "add %s %s" % (name, render_entry(member))
+def to_saved(ipset: IpSet) -> SavedSet:
+    """A compiled set as `ipset save` would print it back (not validated: see ipsets.from_ipset)."""
+    return SavedSet(ipset.name, ipset.type, ipset.family, tuple(sorted(map(render_entry, ipset.members))),
+                    tuple(sorted(effective_options(ipset).items())))
 
 
 def render_restore(sets: Iterable[IpSet]) -> str:
     """A plain `ipset restore` script that creates and fills the sets (no swap; for fresh hosts and tests)."""
+    return render_saved(map(to_saved, sets))
+
+
+def render_saved(sets: Iterable[SavedSet]) -> str:
     lines: List[str] = []
-    for ipset in sets:
-        lines.append(render_create(ipset))
-        lines.extend(render_add(ipset.name, m) for m in ipset.members)
+    for saved in sets:
+        lines.append(create_line(saved.name, saved.type, saved.family, dict(saved.options)))
+        lines.extend("add %s %s" % (saved.name, entry) for entry in saved.entries)
     return "".join(line + "\n" for line in lines)
 
 
 # ---------------------------------------------------------------- parse
 
 _TOKEN = re.compile(r'"[^"]*"|\S+')  # ipset forbids " inside comments, so this is exact
-_BY_ENTRY = attrgetter("entry")  # a set holds an entry once, so the entry alone orders its members
 
 
-def parse_save(text: str, wanted: Callable[[str], bool] = lambda name: True) -> Dict[str, IpSet]:
-    """`ipset save` output -> {name: IpSet} for the wanted names (members sorted, counters and
+def parse_save(text: str, wanted: Callable[[str], bool] = lambda name: True) -> Dict[str, SavedSet]:
+    """`ipset save` output -> {name: SavedSet} for the wanted names (entries sorted, counters and
     per-member timeouts dropped, kernel-chosen options dropped)."""
     headers: Dict[str, Tuple[str, str, Tuple[Tuple[str, str], ...]]] = {}
-    members: Dict[str, List[SetMember]] = {}
+    entries: Dict[str, List[str]] = {}
     for line in text.splitlines():
         verb, _space, rest = line.partition(" ")
         name, _space, value = rest.partition(" ")
         if verb == "add":
-            listed = members.get(name)  # ipset save prints a set's create line before its members
+            listed = entries.get(name)  # ipset save prints a set's create line before its members
             if listed is not None and value:
-                # Most lines are a bare entry: no tokenising, no flags to read.
-                listed.append(SetMember(value) if " " not in value else _parse_member(_words(value)))
+                # Most lines are a bare entry, already the string we compare.
+                listed.append(value if " " not in value else render_entry(_parse_member(_words(value))))
         elif verb == "create" and wanted(name):
             words = _words(value)
             if words:
                 family, options = _parse_header(words[1:])
                 headers[name] = (words[0], family, options)
-                members[name] = []
+                entries[name] = []
     return {
-        name: IpSet(name, set_type, family, tuple(sorted(members[name], key=_BY_ENTRY)), options)
+        name: SavedSet(name, set_type, family, tuple(sorted(entries[name])), options)
         for name, (set_type, family, options) in headers.items()
     }
 
@@ -336,7 +374,3 @@ def parse_references(text: str) -> Dict[str, int]:
         elif key == "References" and name:
             references[name] = int(value)
     return references
-
-
-def member_key(member: SetMember) -> Tuple[str, bool, str]:
-    return (member.entry, member.nomatch, member.comment)

@@ -18,9 +18,8 @@ references and which the next run compares and converges like any other set.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from operator import attrgetter
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ansible_collections.netpol.fleet.plugins.module_utils.hoststate import (
     SET_NAME_MAX,
@@ -31,17 +30,20 @@ from ansible_collections.netpol.fleet.plugins.module_utils.hoststate import (
 from ansible_collections.netpol.fleet.plugins.module_utils.ipset_text import (
     FAMILIES,
     FLAG_OPTIONS,
+    KERNEL_CHOSEN,
     SET_TYPES,
     VALUE_OPTIONS,
     EntryError,
+    SavedSet,
+    all_printed,
+    auto_maxelem,
     check_comment,
     compared_options,
-    effective_options,
+    create_line,
     normalize_entry,
     parse_member,
     parse_references,
     parse_save,
-    render_create,
     render_entry,
 )
 from ansible_collections.netpol.fleet.plugins.module_utils.tools import ToolError, run
@@ -51,7 +53,6 @@ NAME_MAX = SET_NAME_MAX - len(SET_TEMP_SUFFIX)
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:+-]*$")
 Prefixes = Union[str, Tuple[str, ...]]  # what str.startswith takes: one prefix or several
 _TRUE = ("true", "yes", "on", "1", "")
-_BY_ENTRY = attrgetter("entry")  # entries are unique within a normalised set
 NOMATCH_TYPES = tuple(t for t in SET_TYPES if t.startswith("hash:net"))
 _FALSE = ("false", "no", "off", "0")
 
@@ -79,8 +80,6 @@ class Plan:
     changes: Tuple[SetChange, ...]
     kept_referenced: Tuple[str, ...] = ()
     temporaries: Tuple[str, ...] = ()  # sets this script creates (temps, new sets): what a rollback destroys
-    before: Tuple[str, ...] = field(default=())  # diff lines, "name: entry"
-    after: Tuple[str, ...] = field(default=())
 
     @property
     def changed(self) -> bool:
@@ -101,49 +100,55 @@ def check_name(name: str) -> str:
 
 
 def build_set(name: str, set_type: str = "hash:net", family: str = "inet",
-              members: Iterable[Any] = (), options: Any = None) -> IpSet:
-    """A validated IpSet from module-style arguments: members are strings (the entry, optionally
-    followed by its flags as `ipset save` prints them: `10.0.0.0/8 nomatch comment "x"`) or
-    {entry, nomatch, comment} dicts; options a dict or a list of (name, value) pairs as
-    HostState.to_dict() gives them."""
-    items = []
-    for index, item in enumerate(members or ()):
-        try:
-            items.append(_member(item))
-        except (EntryError, PlanError) as e:
-            raise PlanError("set %s: members[%d]: %s" % (name, index, e))
-    return normalize_set(IpSet(name, set_type, family, tuple(items), tuple(_pairs(options))))
+              members: Iterable[Any] = (), options: Any = None, where: Callable[[int], str] = "members[%d]".__mod__) -> SavedSet:
+    """A validated set from module-style arguments, entries in `ipset save` form, sorted, each once.
+    Members are strings (the entry, optionally followed by its flags as `ipset save` prints them:
+    `10.0.0.0/8 nomatch comment "x"`), {entry, nomatch, comment} dicts or SetMembers; options a dict
+    or a list of (name, value) pairs as HostState.to_dict() gives them. `where` names a member in errors."""
+    _check_header(name, set_type, family)
+    items = list(members or ())
+    if set_type in ("hash:ip", "hash:net") and all_printed(items, family, net=set_type == "hash:net"):
+        entries, commented = sorted(set(items)), False  # the compiled case: plain strings, final already
+    else:
+        entries, commented = _normal_entries(name, set_type, family, items, where)
+    return SavedSet(name, set_type, family, tuple(entries), _options(name, _pairs(options), len(entries), commented))
 
 
-def normalize_set(ipset: IpSet) -> IpSet:
-    """Validate names, type, family and options; entries in `ipset save` form, sorted, unique."""
-    check_name(ipset.name)
-    if ipset.type not in SET_TYPES:
-        raise PlanError("set %s: type %r is not one of %s" % (ipset.name, ipset.type, ", ".join(SET_TYPES)))
-    if ipset.family not in FAMILIES:
-        raise PlanError("set %s: family %r is not inet or inet6" % (ipset.name, ipset.family))
+def from_ipset(ipset: IpSet) -> SavedSet:
+    """A compiled IpSet, validated, as the backend compares it."""
+    return build_set(ipset.name, ipset.type, ipset.family, ipset.members, ipset.options)
+
+
+def _check_header(name: str, set_type: str, family: str) -> None:
+    check_name(name)
+    if set_type not in SET_TYPES:
+        raise PlanError("set %s: type %r is not one of %s" % (name, set_type, ", ".join(SET_TYPES)))
+    if family not in FAMILIES:
+        raise PlanError("set %s: family %r is not inet or inet6" % (name, family))
+
+
+def _normal_entries(name: str, set_type: str, family: str, items: Sequence[Any],
+                    where: Callable[[int], str]) -> Tuple[List[str], bool]:
+    """Every member normalised one by one (the slow path, which says what is wrong): its rendered
+    entries, sorted, each once, and whether any member has a comment."""
     members = []
-    for index, member in enumerate(ipset.members):
+    for index, item in enumerate(items):
         try:
-            members.append(_normal_member(ipset.type, ipset.family, member))
-        except EntryError as e:
-            raise PlanError("set %s: members[%d]: %s" % (ipset.name, index, e))
-    if ipset.type not in NOMATCH_TYPES and any(m.nomatch for m in members):
-        raise PlanError("set %s: nomatch needs a hash:net* type" % ipset.name)
+            members.append(_normal_member(set_type, family, _member(item)))
+        except (EntryError, PlanError) as e:
+            raise PlanError("set %s: %s: %s" % (name, where(index), e))
+    if set_type not in NOMATCH_TYPES and any(m.nomatch for m in members):
+        raise PlanError("set %s: nomatch needs a hash:net* type" % name)
     unique = {m.entry: m for m in members}
     if len(unique) < len(members) and len(unique) < len(set(members)):
-        raise PlanError("set %s: entries listed twice with different nomatch/comment" % ipset.name)
-    options = _options(ipset.name, ipset.options, len(unique))
-    return IpSet(ipset.name, ipset.type, ipset.family, tuple(sorted(unique.values(), key=_BY_ENTRY)), options)
+        raise PlanError("set %s: entries listed twice with different nomatch/comment" % name)
+    return sorted(map(render_entry, unique.values())), any(m.comment for m in members)
 
 
 def _normal_member(set_type: str, family: str, member: SetMember) -> SetMember:
-    """The member in `ipset save` form; the same object when it already is (the common case)."""
-    entry = normalize_entry(set_type, family, member.entry)
+    """The member in `ipset save` form."""
     comment = check_comment(member.comment) if member.comment else ""
-    if entry == member.entry and comment == member.comment and isinstance(member.nomatch, bool):
-        return member
-    return SetMember(entry, bool(member.nomatch), comment)
+    return SetMember(normalize_entry(set_type, family, member.entry), bool(member.nomatch), comment)
 
 
 def _member(item: Any) -> SetMember:
@@ -168,8 +173,10 @@ def _pairs(options: Any) -> List[Tuple[str, Any]]:
     return [tuple(pair) for pair in options]
 
 
-def _options(name: str, pairs: Iterable[Tuple[str, Any]], count: int) -> Tuple[Tuple[str, str], ...]:
-    options: Dict[str, str] = {}
+def _options(name: str, pairs: Iterable[Tuple[str, Any]], count: int, commented: bool) -> Tuple[Tuple[str, str], ...]:
+    """The create options as the kernel will print them back: maxelem always (the default 65536, or
+    the next power of two that holds every member), comment when a member has one."""
+    options: Dict[str, str] = {"comment": ""} if commented else {}
     for key, value in pairs:
         if key in FLAG_OPTIONS:
             if _flag(key, value):
@@ -183,6 +190,7 @@ def _options(name: str, pairs: Iterable[Tuple[str, Any]], count: int) -> Tuple[T
                 name, key, ", ".join(VALUE_OPTIONS + FLAG_OPTIONS)))
     if int(options.get("maxelem", count)) < count:
         raise PlanError("set %s: %d members exceed maxelem %s" % (name, count, options["maxelem"]))
+    options.setdefault("maxelem", str(auto_maxelem(count)))
     return tuple(sorted(options.items()))
 
 
@@ -193,6 +201,88 @@ def _flag(key: str, value: Any) -> bool:
     if text not in _TRUE + _FALSE:
         raise PlanError("%s=%r is not a boolean" % (key, value))
     return text in _TRUE
+
+
+# ---------------------------------------------------------------- desired state, from `ipset save` text
+
+
+def sets_from_text(text: str) -> List[SavedSet]:
+    """Desired sets written as `ipset save` prints them: `create NAME TYPE [family F] [OPTIONS]`, then
+    `add NAME ENTRY [nomatch] [comment "TEXT"]` lines (blank lines and `#` comments are skipped),
+    validated like module arguments; every error names its line."""
+    parsed = _plain_layout(text)
+    if parsed is None:
+        parsed = _line_by_line(text)
+    return [_set_from_text(text, name, words, members) for name, (words, members) in parsed.items()]
+
+
+Parsed = Dict[str, Tuple[List[str], List[str]]]  # set name -> (create words after the name, add values)
+
+
+def _plain_layout(text: str) -> Optional[Parsed]:
+    """The layout `ipset save` and netpol_compile write, split in C (one Python step per set, not per
+    member): each create line followed by the add lines of that set only. None for any other layout
+    (comments, blank lines, another order, errors), which _line_by_line reads and explains."""
+    blocks = ("\n" + text.rstrip("\n")).split("\ncreate ")
+    if blocks[0]:
+        return None
+    parsed: Parsed = {}
+    for block in blocks[1:]:
+        header, _newline, adds = block.partition("\n")
+        words = header.split()
+        if len(words) < 2 or words[0] in parsed:
+            return None
+        values = ("\n" + adds).split("\nadd %s " % words[0]) if adds else [""]
+        if values[0] or len(values) - 1 != adds.count("\n") + bool(adds):  # a line that is not one of its adds
+            return None
+        parsed[words[0]] = (words[1:], values[1:])
+    return parsed
+
+
+def _line_by_line(text: str) -> Parsed:
+    parsed: Parsed = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        verb, _space, rest = line.strip().partition(" ")
+        name, _space, value = rest.strip().partition(" ")
+        if verb == "add" and name in parsed and value:
+            parsed[name][1].append(value)
+        elif verb == "create" and name not in parsed and value:
+            parsed[name] = (value.split(), [])
+        elif verb and not verb.startswith("#"):
+            raise PlanError("line %d: %r: %s" % (number, line, _misplaced(verb, name, value, name in parsed)))
+    return parsed
+
+
+def _misplaced(verb: str, name: str, value: str, created: bool) -> str:
+    if verb not in ("create", "add"):
+        return "only create and add lines are read"
+    if not value:
+        return "%s needs a set name and %s" % (verb, "a type" if verb == "create" else "an entry")
+    return "a second create line for %s" % name if created else "add before the create line of %s" % name
+
+
+def _set_from_text(text: str, name: str, words: List[str], members: List[str]) -> SavedSet:
+    family, options, rest = "inet", [], iter(words[1:])
+    for key in rest:
+        if key in FLAG_OPTIONS:
+            options.append((key, True))
+            continue
+        value = next(rest, None)
+        if value is None or key not in ("family",) + VALUE_OPTIONS + KERNEL_CHOSEN:
+            raise PlanError("set %s: line %d: %r is not a create option with its value (family, %s; flags %s)" % (
+                name, _line_number(text, "create", name), key, ", ".join(VALUE_OPTIONS), ", ".join(FLAG_OPTIONS)))
+        if key == "family":
+            family = value
+        elif key in VALUE_OPTIONS:  # bucketsize and initval, as ipset save prints them, are the kernel's
+            options.append((key, value))
+    return build_set(name, words[0], family, members, options,
+                     where=lambda index: "line %d" % _line_number(text, "add", name, index))
+
+
+def _line_number(text: str, verb: str, name: str, index: int = 0) -> int:
+    """The line of a set's create line or index-th add line: worked out only for an error message."""
+    lines = enumerate(text.splitlines(), 1)
+    return [number for number, line in lines if line.split(None, 2)[:2] == [verb, name]][index]
 
 
 # ---------------------------------------------------------------- plan (pure)
@@ -208,7 +298,7 @@ def managed(name: str, names: Iterable[str], purge_prefix: Prefixes = "") -> boo
     return base in names or bool(purge_prefix) and name.startswith(purge_prefix)
 
 
-def plan(desired: Sequence[IpSet], actual: Mapping[str, IpSet], references: Mapping[str, int],
+def plan(desired: Sequence[SavedSet], actual: Mapping[str, SavedSet], references: Mapping[str, int],
          absent: Sequence[str] = (), purge_prefix: Prefixes = "", keep: Iterable[str] = ()) -> Plan:
     """The restore script that turns `actual` into `desired` (sets already normalised); the sets named
     in `keep` are left alone by the purge, whatever their members."""
@@ -231,9 +321,9 @@ def plan(desired: Sequence[IpSet], actual: Mapping[str, IpSet], references: Mapp
             continue
         changes.append(change)
         built = want.name if have is None else temp_name(want.name)
-        fill.append(render_create(want, built))
+        fill.append(create_line(built, want.type, want.family, dict(want.options)))
         add = "add %s " % built
-        fill.extend([add + entry for entry in _entries(want)])
+        fill.extend([add + entry for entry in (change.added if have is None else want.entries)])
         if have is None:
             continue  # built in place: no rule can reference a set that does not exist yet
         if change.destroyed:  # a new type or family cannot be swapped in; unreferenced, so replace
@@ -249,17 +339,16 @@ def plan(desired: Sequence[IpSet], actual: Mapping[str, IpSet], references: Mapp
             kept.append(name)
             continue
         cleanup.append("destroy %s" % name)
-        changes.append(SetChange(name, removed=_entries(actual[name]), destroyed=True))
+        changes.append(SetChange(name, removed=actual[name].entries, destroyed=True))
     script = ["destroy %s" % n for n in stale] + fill + commit + cleanup
-    before, after = _diff_lines(changes, actual, {s.name: s for s in desired})
     temporaries = tuple(c.name if c.name not in actual else temp_name(c.name) for c in changes if c.name in wanted)
-    return Plan(tuple(script), tuple(changes), tuple(kept), temporaries, before, after)
+    return Plan(tuple(script), tuple(changes), tuple(kept), temporaries)
 
 
-def _set_change(want: IpSet, have: Optional[IpSet], references: Mapping[str, int]) -> Optional[SetChange]:
+def _set_change(want: SavedSet, have: Optional[SavedSet], references: Mapping[str, int]) -> Optional[SetChange]:
     if have is None:
-        return SetChange(want.name, added=_entries(want), created=True)
-    wanted, present = _entries(want), _entries(have)
+        return SetChange(want.name, added=want.entries, created=True)
+    wanted, present = want.entries, have.entries
     same = wanted == present  # both sorted by entry: the no-op compares two tuples of strings
     added = () if same else tuple(sorted(set(wanted) - set(present)))
     removed = () if same else tuple(sorted(set(present) - set(wanted)))
@@ -279,34 +368,31 @@ def _refuse_if_referenced(name: str, references: Mapping[str, int], what: str, h
                         "remove those references first%s" % (name, what, count, "; " + hint if hint else ""))
 
 
-def _to_destroy(actual: Mapping[str, IpSet], wanted: Iterable[str], absent: Sequence[str],
+def _to_destroy(actual: Mapping[str, SavedSet], wanted: Iterable[str], absent: Sequence[str],
                 purge_prefix: Prefixes, stale: Sequence[str]) -> List[str]:
     purged = [n for n in actual if purge_prefix and n.startswith(purge_prefix)]
     skip = set(wanted) | set(stale)
     return sorted(n for n in set(absent) | set(purged) if n in actual and n not in skip)
 
 
-def _entries(ipset: IpSet) -> Tuple[str, ...]:
-    return tuple(map(render_entry, ipset.members))
-
-
-def _header(ipset: IpSet) -> str:
-    options = compared_options(effective_options(ipset))
+def _header(ipset: SavedSet) -> str:
+    options = compared_options(dict(ipset.options))
     words = [ipset.type, "family", ipset.family] + ["%s %s" % kv if kv[1] else kv[0] for kv in sorted(options.items())]
     return " ".join(words)
 
 
-def _diff_lines(changes: Sequence[SetChange], actual: Mapping[str, IpSet],
-                desired: Mapping[str, IpSet]) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
-    """Per changed set: its header (as context when unchanged), then one line per member removed
-    (before) or added (after), e.g. `netpol4-abc: 10.0.0.5`."""
+def diff(the_plan: Plan, desired: Sequence[SavedSet], actual: Mapping[str, SavedSet]) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
+    """The plan's --diff as (before, after) lines: per changed set its header (as context when
+    unchanged), then one line per member removed (before) or added (after), e.g. `netpol4-abc: 10.0.0.5`.
+    Only built when asked for: it is one more string per changed member."""
+    wanted = {s.name: s for s in desired}
     before: List[str] = []
     after: List[str] = []
-    for change in sorted(changes, key=lambda c: c.name):
+    for change in sorted(the_plan.changes, key=lambda c: c.name):
         if change.name in actual:
             before.append("%s: create %s" % (change.name, _header(actual[change.name])))
-        if change.name in desired:
-            after.append("%s: create %s" % (change.name, _header(desired[change.name])))
+        if change.name in wanted:
+            after.append("%s: create %s" % (change.name, _header(wanted[change.name])))
         before += [change.name + ": " + entry for entry in change.removed]
         after += [change.name + ": " + entry for entry in change.added]
     return tuple(before), tuple(after)
@@ -316,7 +402,7 @@ def _diff_lines(changes: Sequence[SetChange], actual: Mapping[str, IpSet],
 
 
 def read_state(module, ipset_bin: str, names: Iterable[str], purge_prefix: Prefixes = "",
-               keep: Iterable[str] = ()) -> Tuple[Dict[str, IpSet], Dict[str, int]]:
+               keep: Iterable[str] = ()) -> Tuple[Dict[str, SavedSet], Dict[str, int]]:
     """The managed sets as the kernel has them (but those in `keep`, whose members do not matter),
     and every set's reference count. Read-only; `ipset save` only runs when a managed set exists."""
     names, kept = set(names), set(keep) - set(names)

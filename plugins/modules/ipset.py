@@ -113,10 +113,24 @@ options:
         type: str
         choices: [present, absent]
         default: present
+  content:
+    description:
+      - Many sets at once as one text, in the form C(ipset save) prints and C(ipset restore) reads: per set a
+        C(create NAME TYPE [family FAMILY] [OPTIONS]) line, then one C(add NAME ENTRY [nomatch] [comment "TEXT"])
+        line per member. Blank lines and lines starting with C(#) are skipped. The output of C(ipset save) can
+        be passed as it is (its C(bucketsize) and C(initval) are chosen by the kernel and ignored, like
+        counters and timeouts of members).
+      - Means the same as O(sets) with every set present, and is validated the same way; an error names the
+        set and the line.
+      - The cheap way to pass large sets, and what the C(netpol.fleet.enforce) role passes
+        (C(ipset_content) of M(netpol.fleet.netpol_compile)): Ansible carries one string instead of one
+        value per member, so a re-run with 100,000 members costs well under a second beyond the task itself.
+      - Mutually exclusive with O(name) and O(sets).
+    type: str
   purge_prefix:
     description:
       - Destroy every set whose name starts with this prefix (or with one of these prefixes) and that is
-        not listed in O(name) or O(sets). Use prefixes specific enough not to match sets of others
+        not listed in O(name), O(sets) or O(content). Use prefixes specific enough not to match sets of others
         (V(netpol4-) and V(netpol6-) rather than V(netpol), which would also match C(netpolitics)).
       - A set that iptables rules (or a C(list:set)) still reference is not destroyed; it is reported in
         RV(kept_referenced) with a warning. Run the purge after the chains stopped using the sets.
@@ -128,7 +142,7 @@ options:
       - Names of sets that O(purge_prefix) must not destroy, whatever their members. With O(keep) a purge
         needs neither O(sets) nor the members again, so a purge after the chains does not carry every member
         of a large host state a second time; the kept sets' members are not even read.
-      - Requires O(purge_prefix); mutually exclusive with O(name) and O(sets).
+      - Requires O(purge_prefix); mutually exclusive with O(name), O(sets) and O(content).
     type: list
     elements: str
 attributes:
@@ -141,8 +155,8 @@ attributes:
 notes:
   - Sets are per network namespace; the module manages the namespace it runs in.
   - Per-member timeouts, packet counters and the kernel-chosen C(bucketsize) and C(initval) are not compared.
-  - The C(invocation) reported back gives each member list as its length, not the members, so a large set
-    is not carried back to the controller once more.
+  - The C(invocation) reported back gives each member list (and O(content)) as its length, not the members,
+    so a large set is not carried back to the controller once more.
 seealso:
   - module: netpol.fleet.netpol_chain
   - name: ipset(8)
@@ -181,6 +195,14 @@ EXAMPLES = r"""
   netpol.fleet.ipset:
     sets: "{{ netpol_host_state.sets }}"
     purge_prefix: [netpol4-, netpol6-]
+
+- name: The same sets as one text in ipset save form (what the enforce role passes; cheapest for large sets)
+  netpol.fleet.ipset:
+    content: "{{ netpol_host_state.ipset_content }}"
+
+- name: Sets kept in a file in ipset save form, e.g. taken from another host
+  netpol.fleet.ipset:
+    content: "{{ lookup('ansible.builtin.file', 'files/edge-sets.ipset') }}"
 
 - name: The same purge without passing the members again
   netpol.fleet.ipset:
@@ -226,14 +248,15 @@ from typing import Any, Dict, List, Tuple
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.netpol.fleet.plugins.module_utils.hoststate import IpSet
-from ansible_collections.netpol.fleet.plugins.module_utils.ipset_text import FAMILIES, SET_TYPES
+from ansible_collections.netpol.fleet.plugins.module_utils.ipset_text import FAMILIES, SET_TYPES, SavedSet
 from ansible_collections.netpol.fleet.plugins.module_utils.ipsets import (
     PlanError,
     apply,
     build_set,
+    diff,
     plan,
     read_state,
+    sets_from_text,
 )
 from ansible_collections.netpol.fleet.plugins.module_utils.tools import ToolError
 
@@ -248,14 +271,17 @@ SET_SPEC = dict(
 ARGUMENT_SPEC = dict(
     name=dict(type="str"),
     sets=dict(type="list", elements="dict", options=dict(name=dict(type="str", required=True), **SET_SPEC)),
+    content=dict(type="str"),
     purge_prefix=dict(type="list", elements="str"),
     keep=dict(type="list", elements="str"),
     **SET_SPEC
 )
 
 
-def requested(params: Dict[str, Any]) -> Tuple[List[IpSet], List[str]]:
+def requested(params: Dict[str, Any]) -> Tuple[List[SavedSet], List[str]]:
     """The desired sets, validated and normalised, and the names that must be absent."""
+    if params["content"] is not None:
+        return sets_from_text(params["content"]), []
     items = params["sets"] if params["sets"] is not None else [params] if params["name"] else []
     names = [item["name"] for item in items]
     duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -273,6 +299,8 @@ def invocation(params: Dict[str, Any]) -> Dict[str, Any]:
         members = item.get("members")
         return dict(item, members="(%d members)" % len(members)) if members else item
     summary = brief(params)
+    if params.get("content"):
+        summary["content"] = "(%d lines)" % params["content"].count("\n")
     if params.get("sets"):
         summary["sets"] = [brief(item) for item in params["sets"]]
     return dict(module_args=summary)
@@ -281,9 +309,9 @@ def invocation(params: Dict[str, Any]) -> Dict[str, Any]:
 def main() -> None:
     module = AnsibleModule(
         argument_spec=ARGUMENT_SPEC,
-        mutually_exclusive=[("name", "sets"), ("keep", "name"), ("keep", "sets")],
+        mutually_exclusive=[("name", "sets", "content"), ("keep", "name"), ("keep", "sets"), ("keep", "content")],
         required_by={"keep": "purge_prefix"},
-        required_one_of=[("name", "sets", "purge_prefix")],
+        required_one_of=[("name", "sets", "content", "purge_prefix")],
         supports_check_mode=True,
     )
     ipset_bin = module.get_bin_path("ipset", required=True)
@@ -308,8 +336,9 @@ def main() -> None:
     if the_plan.changed and (module.check_mode or module._verbosity >= 2):
         result["commands"] = list(the_plan.script)
     if module._diff:
-        result["diff"] = dict(before="".join(line + "\n" for line in the_plan.before),
-                              after="".join(line + "\n" for line in the_plan.after))
+        before, after = diff(the_plan, desired, actual)
+        result["diff"] = dict(before="".join(line + "\n" for line in before),
+                              after="".join(line + "\n" for line in after))
     module.exit_json(**result)
 
 

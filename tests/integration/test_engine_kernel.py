@@ -256,8 +256,8 @@ def _assert_reads_back(namespace: str, state: HostState) -> None:
         assert ours == {c.name: c.rules for c in table.chains}, (namespace, table.family)
         assert saved["INPUT"].rules[0] == "-j NETPOL-INGRESS" and saved["OUTPUT"].rules[0] == "-j NETPOL-EGRESS"
     kernel_sets = ipset_text.parse_save(in_ns(namespace, "ipset", "save"), lambda n: n.startswith(SET_PREFIX))
-    assert {n: (s.type, s.family, s.members) for n, s in kernel_sets.items()} == {
-        s.name: (s.type, s.family, s.members) for s in state.sets}, namespace
+    assert {n: (s.type, s.family, s.entries) for n, s in kernel_sets.items()} == {
+        s.name: (s.type, s.family, ipset_text.to_saved(s).entries) for s in state.sets}, namespace
 
 
 def _probe_all(records: List[Dict]) -> List[bool]:

@@ -5,24 +5,36 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ansible_collections.netpol.fleet.plugins.module_utils.hoststate import HostState, IpSet, SetMember
-from ansible_collections.netpol.fleet.plugins.module_utils.ipset_text import parse_save, render_restore, set_arguments
+from ansible_collections.netpol.fleet.plugins.module_utils.ipset_text import (
+    SavedSet,
+    parse_save,
+    render_saved,
+    set_arguments,
+    to_saved,
+)
 from ansible_collections.netpol.fleet.plugins.module_utils.ipsets import (
     PlanError,
     SetChange,
     build_set,
     check_name,
+    diff,
     plan,
+    sets_from_text,
 )
 
 WEB = build_set("netpol4-web", "hash:net", "inet", ["10.0.0.1/32", "10.1.0.0/16"])
 
 
-def kernel(*sets: IpSet):
+def kernel(*sets: SavedSet):
     """What read_state would return after the sets were restored as rendered."""
-    return parse_save(render_restore(sets))
+    return parse_save(render_saved(sets))
 
 
 def test_a_missing_set_is_filled_under_its_own_name():
@@ -38,7 +50,7 @@ def test_a_missing_set_is_filled_under_its_own_name():
 
 def test_an_equal_set_plans_nothing():
     result = plan([WEB], kernel(WEB), {"netpol4-web": 3})
-    assert not result.changed and result.changes == () and result.before == result.after == ()
+    assert not result.changed and result.changes == () and diff(result, [WEB], kernel(WEB)) == ((), ())
 
 
 def test_equal_after_normalisation_and_despite_hashsize():
@@ -72,9 +84,9 @@ def test_a_partly_filled_new_set_left_by_a_killed_run_is_completed_by_a_swap():
 
 def test_diff_has_the_set_header_as_context_and_one_line_per_member():
     web2 = build_set("netpol4-web", members=["10.0.0.2", "10.1.0.0/16"])
-    result = plan([web2], kernel(WEB), {})
-    assert result.before == ("netpol4-web: create hash:net family inet maxelem 65536", "netpol4-web: 10.0.0.1")
-    assert result.after == ("netpol4-web: create hash:net family inet maxelem 65536", "netpol4-web: 10.0.0.2")
+    before, after = diff(plan([web2], kernel(WEB), {}), [web2], kernel(WEB))
+    assert before == ("netpol4-web: create hash:net family inet maxelem 65536", "netpol4-web: 10.0.0.1")
+    assert after == ("netpol4-web: create hash:net family inet maxelem 65536", "netpol4-web: 10.0.0.2")
 
 
 def test_a_nomatch_or_comment_change_is_a_member_change():
@@ -91,7 +103,8 @@ def test_an_option_change_rebuilds_through_a_swap():
     result = plan([bigger], kernel(WEB), {})
     assert result.script[0] == "create netpol4-web-t hash:net family inet maxelem 1024"
     assert "swap netpol4-web-t netpol4-web" in result.script
-    assert result.before[0] != result.after[0]
+    before, after = diff(result, [bigger], kernel(WEB))
+    assert before[0] != after[0]
 
 
 def test_more_members_than_the_default_raise_maxelem():
@@ -115,29 +128,29 @@ def test_a_referenced_type_or_family_change_is_refused_before_anything_happens()
 
 
 def test_stale_temporaries_of_a_killed_run_are_destroyed_first():
-    stale = IpSet("netpol4-web-t", "hash:net", "inet", (SetMember("10.9.9.9"),))
+    stale = SavedSet("netpol4-web-t", "hash:net", "inet", ("10.9.9.9",), (("maxelem", "65536"),))
     result = plan([WEB], kernel(WEB, stale), {})
     assert result.script == ("destroy netpol4-web-t",)
     assert result.changes == (SetChange("netpol4-web-t", destroyed=True),)
 
 
 def test_purge_by_names_to_keep_destroys_only_the_others_whatever_the_kept_members():
-    old = IpSet("netpol4-old", "hash:ip", "inet", (SetMember("10.0.0.7"),))
+    old = build_set("netpol4-old", "hash:ip", members=["10.0.0.7"])
     result = plan([], kernel(WEB, old), {}, purge_prefix="netpol4-", keep=["netpol4-web"])
     assert result.script == ("destroy netpol4-old",)
     assert result.changes == (SetChange("netpol4-old", removed=("10.0.0.7",), destroyed=True),)
 
 
 def test_purge_destroys_unreferenced_and_keeps_referenced_prefixed_sets():
-    old = IpSet("netpol4-old", "hash:ip", "inet", (SetMember("10.0.0.7"),))
-    used = IpSet("netpol4-used", "hash:ip", "inet")
-    foreign = IpSet("other", "hash:ip", "inet")
+    old = build_set("netpol4-old", "hash:ip", members=["10.0.0.7"])
+    used = build_set("netpol4-used", "hash:ip")
+    foreign = build_set("other", "hash:ip")
     actual = kernel(WEB, old, used, foreign)
     result = plan([WEB], actual, {"netpol4-used": 2}, purge_prefix="netpol4-")
     assert result.script == ("destroy netpol4-old",)
     assert result.kept_referenced == ("netpol4-used",)
     assert result.changes == (SetChange("netpol4-old", removed=("10.0.0.7",), destroyed=True),)
-    assert result.before == ("netpol4-old: create hash:ip family inet maxelem 65536", "netpol4-old: 10.0.0.7")
+    assert diff(result, [WEB], actual)[0] == ("netpol4-old: create hash:ip family inet maxelem 65536", "netpol4-old: 10.0.0.7")
 
 
 def test_absent_destroys_and_refuses_when_referenced():
@@ -186,8 +199,8 @@ def test_invalid_desired_sets_are_refused_with_the_reason(kwargs, why):
 
 def test_duplicates_collapse_and_flags_accept_yaml_spellings():
     built = build_set("netpol4-x", members=["10.0.0.1", "10.0.0.1/32"], options={"counters": "yes", "skbinfo": False})
-    assert built.members == (SetMember("10.0.0.1"),)
-    assert built.options == (("counters", ""),)
+    assert built.entries == ("10.0.0.1",)
+    assert built.options == (("counters", ""), ("maxelem", "65536"))
 
 
 def test_members_as_strings_with_flags_equal_members_as_dicts():
@@ -197,7 +210,7 @@ def test_members_as_strings_with_flags_equal_members_as_dicts():
         {"entry": "10.0.0.0/8"}, {"entry": "10.66.0.0/16", "nomatch": True, "comment": "except: q"},
         {"entry": "10.77.0.0/16", "comment": "one-word"}, {"entry": "10.88.0.0/16", "nomatch": True}])
     assert compact == spelled_out
-    assert render_restore([compact]).splitlines()[2] == 'add netpol4-x 10.66.0.0/16 nomatch comment "except: q"'
+    assert render_saved([compact]).splitlines()[2] == 'add netpol4-x 10.66.0.0/16 nomatch comment "except: q"'
 
 
 def test_set_arguments_give_members_in_the_compact_form_and_build_the_same_set():
@@ -205,7 +218,7 @@ def test_set_arguments_give_members_in_the_compact_form_and_build_the_same_set()
                      (("maxelem", "131072"),))
     arguments = set_arguments(compiled)
     assert arguments["members"] == ["10.0.0.0/8", '10.66.0.0/16 nomatch comment "ns/p except"']
-    assert build_set(**{"set_type" if k == "type" else k: v for k, v in arguments.items()}) == compiled
+    assert build_set(**{"set_type" if k == "type" else k: v for k, v in arguments.items()}) == to_saved(compiled)
 
 
 def test_hoststate_sets_pass_through_as_module_arguments():
@@ -213,10 +226,43 @@ def test_hoststate_sets_pass_through_as_module_arguments():
                      (("maxelem", "1024"), ("counters", "true")))
     item = HostState("h", sets=(compiled,)).to_dict()["sets"][0]
     built = build_set(item["name"], item["type"], item["family"], item["members"], item["options"])
-    assert built == IpSet("netpol4-x", "hash:net", "inet", compiled.members, (("counters", ""), ("maxelem", "1024")))
+    assert built == SavedSet("netpol4-x", "hash:net", "inet", ('10.0.0.0/8 nomatch comment "except"',),
+                             (("comment", ""), ("counters", ""), ("maxelem", "1024")))
 
 
 def test_purge_takes_several_prefixes_and_spares_lookalikes():
-    sets = [IpSet(n, "hash:ip", "inet") for n in ("netpol4-a", "netpol6-b", "netpolitics")]
+    sets = [build_set(n, "hash:ip") for n in ("netpol4-a", "netpol6-b", "netpolitics")]
     result = plan([], kernel(*sets), {}, purge_prefix=("netpol4-", "netpol6-"))
     assert result.script == ("destroy netpol4-a", "destroy netpol6-b")
+
+
+CIDRS = st.tuples(st.ip_addresses(v=4), st.integers(1, 32)).map(lambda a: str(ipaddress.ip_network(a, strict=False)))
+
+
+@given(st.sampled_from(["hash:ip", "hash:net"]), st.lists(st.ip_addresses(v=4).map(str) | CIDRS, max_size=20))
+def test_plain_strings_take_the_fast_path_to_the_same_set_as_members_one_by_one(set_type, entries):
+    entries = [e for e in entries if not e.startswith("0.0.0.0") and (set_type == "hash:net" or "/" not in e)]
+    one_by_one = [{"entry": entry} for entry in entries]  # dicts never take the fast path
+    assert build_set("netpol4-x", set_type, members=entries) == build_set("netpol4-x", set_type, members=one_by_one)
+
+
+def test_content_in_ipset_save_form_reads_back_the_sets_it_renders():
+    flagged = build_set("netpol4-x", members=["10.0.0.0/8", '10.66.0.0/16 nomatch comment "except: q"'],
+                        options={"hashsize": 64})
+    ports = build_set("netpol6-p", "hash:ip,port", "inet6", ["fd00::1,udp:53", "fd00::2,80"])
+    assert sets_from_text("# compiled\n\n" + render_saved([flagged, ports])) == [flagged, ports]
+
+
+@pytest.mark.parametrize("text,why", [
+    ("create a hash:ip\nflush a\n", "line 2: 'flush a': only create and add lines are read"),
+    ("create a\n", "line 1: 'create a': create needs a set name and a type"),
+    ("create a hash:ip\ncreate a hash:net\n", "line 2: 'create a hash:net': a second create line for a"),
+    ("create a hash:ip family inet maxelem\n", "set a: line 1: 'maxelem' is not a create option with its value"),
+    ("create a hash:ip netmask 24\n", "set a: line 1: 'netmask' is not a create option"),
+    ("create a hash:ip\nadd a 10.0.0.1\nadd a 10.0.0.300\n", "set a: line 3: '10.0.0.300' is not an IP address"),
+    ("create a-t hash:ip\n", "reserved for temporary sets"),
+])
+def test_content_errors_name_the_line(text, why):
+    with pytest.raises(PlanError) as error:
+        sets_from_text(text)
+    assert why in str(error.value)
