@@ -11,6 +11,7 @@ and returns each host's desired HostState for the enforce role to apply.
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import asdict
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ansible.plugins.action import ActionBase
@@ -18,7 +19,8 @@ from ansible.plugins.action import ActionBase
 from ansible_collections.netpol.fleet.plugins.module_utils.compile import compile_fleet
 from ansible_collections.netpol.fleet.plugins.module_utils.errors import InputErrors
 from ansible_collections.netpol.fleet.plugins.module_utils.fleet import load_fleet
-from ansible_collections.netpol.fleet.plugins.module_utils.ipset_text import set_arguments
+from ansible_collections.netpol.fleet.plugins.module_utils.hoststate import HostState
+from ansible_collections.netpol.fleet.plugins.module_utils.ipset_text import render_restore, set_arguments
 from ansible_collections.netpol.fleet.plugins.module_utils.ir import CompileOptions, Fleet, LogOptions, Policy
 from ansible_collections.netpol.fleet.plugins.module_utils.parse import load_policies
 from ansible_collections.netpol.fleet.plugins.module_utils.privileged import (
@@ -107,11 +109,11 @@ class ActionModule(ActionBase):
             warnings += lockout_warnings(privileged, controller, args["ssh_port"])
         for warning in warnings:
             self._display.warning(str(warning))
+        hosts_result = {host: host_result(state) for host, state in states.items()}
         result.update(
             changed=False,
-            hosts={host: with_base_tables(dict(state.to_dict(), sets=[set_arguments(s) for s in state.sets]))
-                   for host, state in states.items()},
-            summary={host: summary(state.to_dict()) for host, state in states.items()},
+            hosts=hosts_result,
+            summary={host: summary(state) for host, state in hosts_result.items()},
             privileged=[rule_to_dict(r) for r in privileged],
             controller_addresses=controller,
         )
@@ -216,6 +218,18 @@ def privileged_vars(args: Mapping[str, Any], controller: Sequence[str], fleet: F
 
 def log_options(log: Optional[Mapping[str, Any]]) -> Optional[LogOptions]:
     return LogOptions(group=log["group"], limit=log["limit"], burst=log["burst"]) if log else None
+
+
+def host_result(state: HostState) -> Dict[str, Any]:
+    """A host's state as the modules take it: its sets both as netpol.fleet.ipset's `sets` (members in
+    the compact string form) and as one `ipset save` text (`content`: one string for Ansible to carry
+    instead of one per member), then a table entry for every base table."""
+    return with_base_tables({
+        "host": state.host,
+        "sets": [set_arguments(s) for s in state.sets],
+        "ipset_content": render_restore(state.sets),
+        "tables": [asdict(t) for t in state.tables],
+    })
 
 
 def with_base_tables(state: Dict[str, Any]) -> Dict[str, Any]:

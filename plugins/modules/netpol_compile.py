@@ -158,15 +158,18 @@ EXAMPLES = r"""
 
 - name: Create the sets this host's rules use
   netpol.fleet.ipset:
-    sets: "{{ netpol_compiled.hosts[inventory_hostname].sets }}"
+    content: "{{ netpol_compiled.hosts[inventory_hostname].ipset_content }}"
 """
 
 RETURN = r"""
 hosts:
   description:
-    - Host name to its desired state (C(host), C(sets), C(tables) with C(chains) and C(jumps)).
-    - 'The C(sets) are as M(netpol.fleet.ipset) takes them, each member one string in the compact form
-      C(ENTRY [nomatch] [comment "TEXT"]).'
+    - Host name to its desired state (C(host), C(sets), C(ipset_content), C(tables) with C(chains) and C(jumps)).
+    - 'The C(sets) are as the O(netpol.fleet.ipset#module:sets) option takes them, each member one string in the
+      compact form C(ENTRY [nomatch] [comment "TEXT"]).'
+    - C(ipset_content) holds the same sets as one text in C(ipset save) form, as the
+      O(netpol.fleet.ipset#module:content) option takes it. For large sets it is the cheaper one to pass on:
+      one string instead of one value per member.
   returned: success
   type: dict
 summary:

@@ -14,6 +14,7 @@ from ansible_collections.netpol.fleet.plugins.action.netpol_compile import (
     ssh_client_address,
     with_base_tables,
 )
+from ansible_collections.netpol.fleet.plugins.module_utils.ipsets import build_set, sets_from_text
 
 INVENTORY = {
     "web": {"netpol_namespace": "shop", "netpol_labels": {"app": "web"},
@@ -60,6 +61,12 @@ def test_only_the_batch_is_returned_but_peers_come_from_the_whole_inventory():
     members = [m.split()[0] for s in result["hosts"]["db"]["sets"] for m in s["members"]]  # compact form
     assert "10.0.0.1" in members and "fd00::1" in members  # web is outside the batch
     assert result["summary"]["db"]["sets"] == len(result["hosts"]["db"]["sets"])
+
+
+def test_the_sets_as_one_ipset_save_text_are_the_same_sets_as_the_list():
+    state = run({"policies": [DB_FROM_WEB]})[0]["hosts"]["db"]
+    listed = [build_set(s["name"], s["type"], s["family"], s["members"], s["options"]) for s in state["sets"]]
+    assert listed and sets_from_text(state["ipset_content"]) == listed
 
 
 def test_every_input_error_is_reported_at_once_and_names_its_place():
