@@ -8,8 +8,10 @@ A host state of CHAINS policy chains (each entered from a dispatch chain, each m
 set) and MEMBERS set members in total is applied, each time into a fresh network namespace:
 
   raw       `ipset restore` + `iptables-restore --noflush` of the same text (the floor)
-  modules   ansible-playbook running netpol.fleet.ipset then netpol.fleet.netpol_chain
-  backends  the same two modules' backends called in process (Ansible's own cost removed)
+  modules   ansible-playbook running netpol.fleet.ipset (the sets as that same text, `content`)
+            then netpol.fleet.netpol_chain, as the enforce role does
+  backends  the same two modules' work called in process, from the same arguments (Ansible's own
+            cost removed)
   no-op     the playbook again on the applied host; kernel writes counted by tracing shims
   builtin   ansible.builtin.iptables, one module invocation per rule (loop), sets made raw first
 
@@ -87,10 +89,12 @@ class Bench:
                            (Jump("INPUT", "NETPOL-DISPATCH"),))
         self.rule_count = sum(len(c.rules) for c in self.table.chains) + len(self.table.jumps)
         self.member_count = per_set * chain_count
+        self.content = sets_text(self.sets)  # what raw `ipset restore` reads, and the module's `content`
 
     def module_vars(self) -> Dict[str, Any]:
         """Separate variables, so that a task templates only what it passes on."""
         return {
+            "bench_content": self.content,
             "bench_sets": [
                 {"name": s.name, "type": s.type, "family": s.family, "members": [m.entry for m in s.members]}
                 for s in self.sets
@@ -141,8 +145,9 @@ def raw_apply(ns: Namespace, bench: Bench) -> None:
 
 
 def sets_backend(ns: Namespace, bench: Bench) -> int:
-    """netpol.fleet.ipset's backend in process; returns how many restores it ran (0 on a no-op)."""
-    desired = [ipsets.normalize_set(s) for s in bench.sets]
+    """netpol.fleet.ipset's work in process, from its `content` argument; returns how many restores
+    it ran (0 on a no-op)."""
+    desired = ipsets.sets_from_text(bench.content)
     actual, references = ipsets.read_state(ns, "ipset", [s.name for s in desired])
     set_plan = ipsets.plan(desired, actual, references)
     if set_plan.changed:
@@ -204,7 +209,8 @@ def _is_write(words: List[str]) -> bool:
 
 
 CHAIN_TASKS = [{"netpol.fleet.netpol_chain": {"chains": "{{ bench_chains }}", "jumps": "{{ bench_jumps }}"}}]
-MODULE_TASKS = [{"netpol.fleet.ipset": {"sets": "{{ bench_sets }}"}}] + CHAIN_TASKS
+MODULE_TASKS = [{"netpol.fleet.ipset": {"content": "{{ bench_content }}"}}] + CHAIN_TASKS
+LIST_TASKS = [{"netpol.fleet.ipset": {"sets": "{{ bench_sets }}"}}] + CHAIN_TASKS  # members one value each
 BUILTIN_TASKS = [{"ansible.builtin.iptables": dict({k: "{{ item.%s | default(omit) }}" % k for k in (
     "chain", "protocol", "destination_port", "match_set", "match_set_flags", "comment", "jump",
     "destination", "action", "rule_num")}, chain_management=True), "loop": "{{ rules }}"}]
@@ -284,9 +290,13 @@ def main() -> None:
             plays.writes()
             seconds = plays.run(ns, MODULE_TASKS)
             res.add("no-op: ansible-playbook, both tasks", seconds, " (%d kernel writes)" % plays.writes())
+            res.add("no-op: both tasks minus start-up", seconds - baseline)
             seconds = plays.run(ns, CHAIN_TASKS)
             res.add("no-op: ansible-playbook, netpol_chain task only", seconds, " (%d kernel writes)" % plays.writes())
             res.add("no-op: netpol_chain task minus start-up", seconds - baseline)
+            seconds = plays.run(ns, LIST_TASKS)
+            res.add("no-op: ansible-playbook, both tasks, the sets as `sets:` (one value per member)", seconds,
+                    " (%d kernel writes)" % plays.writes())
         if not args.skip_builtin:
             with Namespace() as ns:
                 ns.tool(["ipset", "restore"], sets_text(bench.sets))  # not timed: it has no ipset module

@@ -223,11 +223,11 @@ def _plain_layout(text: str) -> Optional[Parsed]:
     """The layout `ipset save` and netpol_compile write, split in C (one Python step per set, not per
     member): each create line followed by the add lines of that set only. None for any other layout
     (comments, blank lines, another order, errors), which _line_by_line reads and explains."""
-    blocks = ("\n" + text.rstrip("\n")).split("\ncreate ")
-    if blocks[0]:
-        return None
+    body = text.rstrip("\n")
+    if not body.startswith("create "):
+        return None if body else {}
     parsed: Parsed = {}
-    for block in blocks[1:]:
+    for block in body[len("create "):].split("\ncreate "):
         header, _newline, adds = block.partition("\n")
         words = header.split()
         if len(words) < 2 or words[0] in parsed:

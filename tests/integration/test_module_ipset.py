@@ -161,6 +161,34 @@ def test_members_as_strings_with_flags_make_the_same_set_as_dicts(host):
     assert host.calls() == ["list -t", "save"]
 
 
+def test_content_pasted_from_ipset_save_makes_the_same_sets_and_a_rerun_writes_nothing(host, tmp_path):
+    host.run({"sets": [WEB, {"name": "netpol6-db", "family": "inet6", "members": ["fd00::5", "fd00:1::/64"]}]})
+    saved = host.save()  # with the kernel's bucketsize and initval
+    other = Host(host.name + "-b", tmp_path)
+    subprocess.run(["ip", "netns", "add", other.name], check=True)
+    try:
+        created = other.run({"content": saved})
+        assert created["changed"] and sorted(created["sets"]) == ["netpol4-web", "netpol6-db"]
+        assert created["invocation"]["module_args"]["content"] == "(6 lines)"  # not echoed back in full
+        for name in ("netpol4-web", "netpol6-db"):
+            assert other.members(name) == host.members(name)
+        other.calls()
+        assert not other.run({"content": saved})["changed"]
+        assert other.calls() == ["list -t", "save"]  # read only: no restore
+    finally:
+        subprocess.run(["ip", "netns", "delete", other.name], check=False)
+
+
+def test_content_with_a_bad_line_names_it_and_touches_nothing(host):
+    host.run(WEB)
+    before = host.save()
+    host.calls()
+    failed = host.run({"content": "create netpol4-web hash:net\nadd netpol4-web 10.0.0.0/8\nadd netpol4-web 10.0.0.0/33\n"},
+                      fail=True)
+    assert "set netpol4-web: line 3: '10.0.0.0/33' is not an IP address or CIDR" in failed["msg"]
+    assert host.calls() == [] and host.save() == before
+
+
 def test_check_mode_changes_nothing_and_diff_shows_each_member(host):
     host.run(WEB)
     before = host.save()

@@ -22,6 +22,8 @@ from ansible_collections.netpol.fleet.plugins.module_utils.ipset_text import (
 from ansible_collections.netpol.fleet.plugins.module_utils.ipsets import (
     PlanError,
     SetChange,
+    _line_by_line,
+    _plain_layout,
     build_set,
     check_name,
     diff,
@@ -266,3 +268,24 @@ def test_content_errors_name_the_line(text, why):
     with pytest.raises(PlanError) as error:
         sets_from_text(text)
     assert why in str(error.value)
+
+
+ENTRIES = {"hash:ip": ["10.0.0.1", "10.0.0.2"], "hash:net": ["10.0.0.0/8", '10.66.0.0/16 nomatch comment "q"'],
+           "hash:ip,port": ["10.0.0.1,udp:53"]}
+
+
+@given(st.lists(st.tuples(st.sampled_from(sorted(ENTRIES)), st.integers(0, 2)), max_size=4))
+def test_the_plain_layout_split_in_c_reads_what_the_line_reader_reads(shapes):
+    sets = [build_set("netpol4-s%d" % i, set_type, members=ENTRIES[set_type][:count])
+            for i, (set_type, count) in enumerate(shapes)]
+    text = render_saved(sets)
+    assert _plain_layout(text) == _line_by_line(text)
+    assert sets_from_text(text) == sets
+
+
+@pytest.mark.parametrize("text", [
+    "# a comment\ncreate a hash:ip\n", "create a hash:ip\n\nadd a 10.0.0.1\n", "create a hash:ip\nadd b 10.0.0.1\n",
+    "create a hash:ip\ncreate b hash:ip\nadd a 10.0.0.1\n", "create a hash:ip\nflush a\n", " create a hash:ip\n",
+])
+def test_any_other_layout_is_left_to_the_line_reader(text):
+    assert _plain_layout(text) is None
