@@ -215,6 +215,7 @@ BUILTIN_TASKS = [{"ansible.builtin.iptables": dict({k: "{{ item.%s | default(omi
     "chain", "protocol", "destination_port", "match_set", "match_set_flags", "comment", "jump",
     "destination", "action", "rule_num")}, chain_management=True), "loop": "{{ rules }}"}]
 EMPTY_TASKS = [{"ansible.builtin.meta": "noop"}]
+TRIVIAL_TASKS = [{"ansible.builtin.ping": {}}, {"ansible.builtin.stat": {"path": "/"}}]  # any two module tasks
 
 
 def median_fresh(action: Callable[[Namespace], Any], repeat: int) -> float:
@@ -281,6 +282,8 @@ def main() -> None:
             res.add("no-op: netpol_chain backend in process", seconds, " (%d restores)" % restores)
         baseline = res.add("ansible-playbook start-up (an empty play)", median_fresh(
             lambda ns: plays.run(ns, EMPTY_TASKS), args.repeat))
+        res.add("two trivial builtin tasks (ping, stat) minus start-up: Ansible's floor for any two tasks",
+                median_fresh(lambda ns: plays.run(ns, TRIVIAL_TASKS), args.repeat) - baseline)
         modules = res.add("apply: ansible-playbook, ipset + netpol_chain tasks", median_fresh(
             lambda ns: plays.run(ns, MODULE_TASKS), args.repeat), floor=raw)
         res.add("apply: the same minus start-up", modules - baseline, floor=raw)

@@ -305,29 +305,59 @@ def render_saved(sets: Iterable[SavedSet]) -> str:
 _TOKEN = re.compile(r'"[^"]*"|\S+')  # ipset forbids " inside comments, so this is exact
 
 
+Parsed = Dict[str, Tuple[List[str], List[str]]]  # set name -> (create words after the name, add values)
+
+
+def split_plain(text: str) -> Optional[Parsed]:
+    """The layout `ipset save` and netpol_compile write, split in C (one Python step per set, not per
+    member): each create line followed by the add lines of that set only. None for any other layout
+    (comments, blank lines, another order, errors), which callers read line by line."""
+    body = text.rstrip("\n")
+    if not body.startswith("create "):
+        return None if body else {}
+    parsed: Parsed = {}
+    for block in body[len("create "):].split("\ncreate "):
+        header, _newline, adds = block.partition("\n")
+        words = header.split()
+        if len(words) < 2 or words[0] in parsed:
+            return None
+        values = ("\n" + adds).split("\nadd %s " % words[0]) if adds else [""]
+        if values[0] or len(values) - 1 != adds.count("\n") + bool(adds):  # a line that is not one of its adds
+            return None
+        parsed[words[0]] = (words[1:], values[1:])
+    return parsed
+
+
 def parse_save(text: str, wanted: Callable[[str], bool] = lambda name: True) -> Dict[str, SavedSet]:
     """`ipset save` output -> {name: SavedSet} for the wanted names (entries sorted, counters and
     per-member timeouts dropped, kernel-chosen options dropped)."""
-    headers: Dict[str, Tuple[str, str, Tuple[Tuple[str, str], ...]]] = {}
-    entries: Dict[str, List[str]] = {}
+    parsed = split_plain(text)
+    if parsed is None:  # not what ipset 7 prints; read it line by line rather than fail
+        parsed = _save_lines(text)
+    saved = {}
+    for name, (words, values) in parsed.items():
+        if wanted(name) and words:
+            family, options = _parse_header(words[1:])
+            entries = values if " " not in "".join(values) else [_saved_entry(v) for v in values]
+            saved[name] = SavedSet(name, words[0], family, tuple(sorted(entries)), options)
+    return saved
+
+
+def _save_lines(text: str) -> Parsed:
+    parsed: Parsed = {}
     for line in text.splitlines():
         verb, _space, rest = line.partition(" ")
         name, _space, value = rest.partition(" ")
-        if verb == "add":
-            listed = entries.get(name)  # ipset save prints a set's create line before its members
-            if listed is not None and value:
-                # Most lines are a bare entry, already the string we compare.
-                listed.append(value if " " not in value else render_entry(_parse_member(_words(value))))
-        elif verb == "create" and wanted(name):
-            words = _words(value)
-            if words:
-                family, options = _parse_header(words[1:])
-                headers[name] = (words[0], family, options)
-                entries[name] = []
-    return {
-        name: SavedSet(name, set_type, family, tuple(sorted(entries[name])), options)
-        for name, (set_type, family, options) in headers.items()
-    }
+        if verb == "create":
+            parsed[name] = (value.split(), [])
+        elif verb == "add" and name in parsed and value:
+            parsed[name][1].append(value)
+    return parsed
+
+
+def _saved_entry(value: str) -> str:
+    """An add line's value as we compare it: the entry and its flags, counters and timeouts dropped."""
+    return value if " " not in value else render_entry(_parse_member(_words(value)))
 
 
 def _words(text: str) -> List[str]:

@@ -34,6 +34,7 @@ from ansible_collections.netpol.fleet.plugins.module_utils.ipset_text import (
     SET_TYPES,
     VALUE_OPTIONS,
     EntryError,
+    Parsed,
     SavedSet,
     all_printed,
     auto_maxelem,
@@ -45,6 +46,7 @@ from ansible_collections.netpol.fleet.plugins.module_utils.ipset_text import (
     parse_references,
     parse_save,
     render_entry,
+    split_plain,
 )
 from ansible_collections.netpol.fleet.plugins.module_utils.tools import ToolError, run
 
@@ -210,33 +212,10 @@ def sets_from_text(text: str) -> List[SavedSet]:
     """Desired sets written as `ipset save` prints them: `create NAME TYPE [family F] [OPTIONS]`, then
     `add NAME ENTRY [nomatch] [comment "TEXT"]` lines (blank lines and `#` comments are skipped),
     validated like module arguments; every error names its line."""
-    parsed = _plain_layout(text)
+    parsed = split_plain(text)
     if parsed is None:
         parsed = _line_by_line(text)
     return [_set_from_text(text, name, words, members) for name, (words, members) in parsed.items()]
-
-
-Parsed = Dict[str, Tuple[List[str], List[str]]]  # set name -> (create words after the name, add values)
-
-
-def _plain_layout(text: str) -> Optional[Parsed]:
-    """The layout `ipset save` and netpol_compile write, split in C (one Python step per set, not per
-    member): each create line followed by the add lines of that set only. None for any other layout
-    (comments, blank lines, another order, errors), which _line_by_line reads and explains."""
-    body = text.rstrip("\n")
-    if not body.startswith("create "):
-        return None if body else {}
-    parsed: Parsed = {}
-    for block in body[len("create "):].split("\ncreate "):
-        header, _newline, adds = block.partition("\n")
-        words = header.split()
-        if len(words) < 2 or words[0] in parsed:
-            return None
-        values = ("\n" + adds).split("\nadd %s " % words[0]) if adds else [""]
-        if values[0] or len(values) - 1 != adds.count("\n") + bool(adds):  # a line that is not one of its adds
-            return None
-        parsed[words[0]] = (words[1:], values[1:])
-    return parsed
 
 
 def _line_by_line(text: str) -> Parsed:

@@ -124,14 +124,22 @@ options:
         set and the line.
       - The cheap way to pass large sets, and what the C(netpol.fleet.enforce) role passes
         (C(ipset_content) of M(netpol.fleet.netpol_compile)): Ansible carries one string instead of one
-        value per member, so a re-run with 100,000 members costs well under a second beyond the task itself.
-      - Mutually exclusive with O(name) and O(sets).
+        value per member.
+      - The action plugin sends the text to the host as a file in the task's temporary directory (removed
+        afterwards), not inside the module's arguments, and the module reads it there as O(src).
+      - Mutually exclusive with O(name), O(sets) and O(src).
     type: str
+  src:
+    description:
+      - A file on the managed host holding the sets as O(content) does, for example a file written by
+        C(ipset save > /etc/iptables/ipsets) that the host restores at boot.
+      - Mutually exclusive with O(name), O(sets) and O(content).
+    type: path
   purge_prefix:
     description:
       - Destroy every set whose name starts with this prefix (or with one of these prefixes) and that is
-        not listed in O(name), O(sets) or O(content). Use prefixes specific enough not to match sets of others
-        (V(netpol4-) and V(netpol6-) rather than V(netpol), which would also match C(netpolitics)).
+        not listed in O(name), O(sets), O(content) or O(src). Use prefixes specific enough not to match sets
+        of others (V(netpol4-) and V(netpol6-) rather than V(netpol), which would also match C(netpolitics)).
       - A set that iptables rules (or a C(list:set)) still reference is not destroyed; it is reported in
         RV(kept_referenced) with a warning. Run the purge after the chains stopped using the sets.
       - Empty strings are ignored; an empty list purges nothing.
@@ -142,10 +150,13 @@ options:
       - Names of sets that O(purge_prefix) must not destroy, whatever their members. With O(keep) a purge
         needs neither O(sets) nor the members again, so a purge after the chains does not carry every member
         of a large host state a second time; the kept sets' members are not even read.
-      - Requires O(purge_prefix); mutually exclusive with O(name), O(sets) and O(content).
+      - Requires O(purge_prefix); mutually exclusive with O(name), O(sets), O(content) and O(src).
     type: list
     elements: str
 attributes:
+  action:
+    support: full
+    description: An action plugin of the same name sends O(content) to the host as a file; the rest runs on the host.
   check_mode:
     support: full
     description: Reads the kernel and returns the changes and the restore script without applying them.
@@ -200,9 +211,13 @@ EXAMPLES = r"""
   netpol.fleet.ipset:
     content: "{{ netpol_host_state.ipset_content }}"
 
-- name: Sets kept in a file in ipset save form, e.g. taken from another host
+- name: Sets kept in a file in ipset save form on the controller, e.g. saved from another host
   netpol.fleet.ipset:
     content: "{{ lookup('ansible.builtin.file', 'files/edge-sets.ipset') }}"
+
+- name: The host's own persisted sets file (as ipset save wrote it), made live
+  netpol.fleet.ipset:
+    src: /etc/iptables/ipsets
 
 - name: The same purge without passing the members again
   netpol.fleet.ipset:
@@ -272,16 +287,22 @@ ARGUMENT_SPEC = dict(
     name=dict(type="str"),
     sets=dict(type="list", elements="dict", options=dict(name=dict(type="str", required=True), **SET_SPEC)),
     content=dict(type="str"),
+    src=dict(type="path"),
     purge_prefix=dict(type="list", elements="str"),
     keep=dict(type="list", elements="str"),
     **SET_SPEC
 )
 
 
+SOURCES = ("name", "sets", "content", "src")  # the ways to say which sets are wanted
+
+
 def requested(params: Dict[str, Any]) -> Tuple[List[SavedSet], List[str]]:
     """The desired sets, validated and normalised, and the names that must be absent."""
     if params["content"] is not None:
         return sets_from_text(params["content"]), []
+    if params["src"] is not None:
+        return sets_from_text(read_text(params["src"])), []
     items = params["sets"] if params["sets"] is not None else [params] if params["name"] else []
     names = [item["name"] for item in items]
     duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -290,6 +311,14 @@ def requested(params: Dict[str, Any]) -> Tuple[List[SavedSet], List[str]]:
     present = [build_set(i["name"], i["type"], i["family"], i["members"], i["options"])
                for i in items if i["state"] == "present"]
     return present, [i["name"] for i in items if i["state"] == "absent"]
+
+
+def read_text(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as text:
+            return text.read()
+    except (OSError, UnicodeError) as e:
+        raise PlanError("src %s cannot be read: %s" % (path, e))
 
 
 def invocation(params: Dict[str, Any]) -> Dict[str, Any]:
@@ -309,9 +338,9 @@ def invocation(params: Dict[str, Any]) -> Dict[str, Any]:
 def main() -> None:
     module = AnsibleModule(
         argument_spec=ARGUMENT_SPEC,
-        mutually_exclusive=[("name", "sets", "content"), ("keep", "name"), ("keep", "sets"), ("keep", "content")],
+        mutually_exclusive=[SOURCES] + [("keep", other) for other in SOURCES],
         required_by={"keep": "purge_prefix"},
-        required_one_of=[("name", "sets", "content", "purge_prefix")],
+        required_one_of=[SOURCES + ("purge_prefix",)],
         supports_check_mode=True,
     )
     ipset_bin = module.get_bin_path("ipset", required=True)

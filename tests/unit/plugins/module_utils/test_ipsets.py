@@ -17,13 +17,13 @@ from ansible_collections.netpol.fleet.plugins.module_utils.ipset_text import (
     parse_save,
     render_saved,
     set_arguments,
+    split_plain,
     to_saved,
 )
 from ansible_collections.netpol.fleet.plugins.module_utils.ipsets import (
     PlanError,
     SetChange,
     _line_by_line,
-    _plain_layout,
     build_set,
     check_name,
     diff,
@@ -279,7 +279,7 @@ def test_the_plain_layout_split_in_c_reads_what_the_line_reader_reads(shapes):
     sets = [build_set("netpol4-s%d" % i, set_type, members=ENTRIES[set_type][:count])
             for i, (set_type, count) in enumerate(shapes)]
     text = render_saved(sets)
-    assert _plain_layout(text) == _line_by_line(text)
+    assert split_plain(text) == _line_by_line(text)
     assert sets_from_text(text) == sets
 
 
@@ -288,4 +288,4 @@ def test_the_plain_layout_split_in_c_reads_what_the_line_reader_reads(shapes):
     "create a hash:ip\ncreate b hash:ip\nadd a 10.0.0.1\n", "create a hash:ip\nflush a\n", " create a hash:ip\n",
 ])
 def test_any_other_layout_is_left_to_the_line_reader(text):
-    assert _plain_layout(text) is None
+    assert split_plain(text) is None
