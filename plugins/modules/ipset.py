@@ -115,16 +115,16 @@ options:
         default: present
   content:
     description:
-      - Many sets at once as one text, in the form C(ipset save) prints and C(ipset restore) reads: per set a
+      - 'Many sets at once as one text, in the form C(ipset save) prints and C(ipset restore) reads: per set a
         C(create NAME TYPE [family FAMILY] [OPTIONS]) line, then one C(add NAME ENTRY [nomatch] [comment "TEXT"])
         line per member. Blank lines and lines starting with C(#) are skipped. The output of C(ipset save) can
         be passed as it is (its C(bucketsize) and C(initval) are chosen by the kernel and ignored, like
-        counters and timeouts of members).
+        counters and timeouts of members).'
       - Means the same as O(sets) with every set present, and is validated the same way; an error names the
         set and the line.
-      - The cheap way to pass large sets, and what the C(netpol.fleet.enforce) role passes
+      - 'The cheap way to pass large sets, and what the C(netpol.fleet.enforce) role passes
         (C(ipset_content) of M(netpol.fleet.netpol_compile)): Ansible carries one string instead of one
-        value per member.
+        value per member.'
       - The action plugin sends the text to the host as a file in the task's temporary directory (removed
         afterwards), not inside the module's arguments, and the module reads it there as O(src).
       - Mutually exclusive with O(name), O(sets) and O(src).

@@ -168,7 +168,7 @@ hosts:
     - 'The C(sets) are as the O(netpol.fleet.ipset#module:sets) option takes them, each member one string in the
       compact form C(ENTRY [nomatch] [comment "TEXT"]).'
     - C(ipset_content) holds the same sets as one text in C(ipset save) form, as the
-      O(netpol.fleet.ipset#module:content) option takes it. For large sets it is the cheaper one to pass on:
+      O(netpol.fleet.ipset#module:content) option takes it. For large sets it is the cheaper one to pass on,
       one string instead of one value per member.
   returned: success
   type: dict
