@@ -282,7 +282,7 @@ def set_arguments(ipset: IpSet) -> Dict[str, Any]:
 
 
 def to_saved(ipset: IpSet) -> SavedSet:
-    """A compiled set as `ipset save` would print it back (not validated: see ipsets.from_ipset)."""
+    """A compiled set as `ipset save` would print it back (not validated: ipsets.build_set validates)."""
     return SavedSet(ipset.name, ipset.type, ipset.family, tuple(sorted(map(render_entry, ipset.members))),
                     tuple(sorted(effective_options(ipset).items())))
 

@@ -24,7 +24,6 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 from ansible_collections.netpol.fleet.plugins.module_utils.hoststate import (
     SET_NAME_MAX,
     SET_TEMP_SUFFIX,
-    IpSet,
     SetMember,
 )
 from ansible_collections.netpol.fleet.plugins.module_utils.ipset_text import (
@@ -101,8 +100,8 @@ def check_name(name: str) -> str:
     return name
 
 
-def build_set(name: str, set_type: str = "hash:net", family: str = "inet",
-              members: Iterable[Any] = (), options: Any = None, where: Callable[[int], str] = "members[%d]".__mod__) -> SavedSet:
+def build_set(name: str, set_type: str = "hash:net", family: str = "inet", members: Iterable[Any] = (),
+              options: Any = None, where: Callable[[int], str] = "members[%d]".__mod__) -> SavedSet:
     """A validated set from module-style arguments, entries in `ipset save` form, sorted, each once.
     Members are strings (the entry, optionally followed by its flags as `ipset save` prints them:
     `10.0.0.0/8 nomatch comment "x"`), {entry, nomatch, comment} dicts or SetMembers; options a dict
@@ -114,11 +113,6 @@ def build_set(name: str, set_type: str = "hash:net", family: str = "inet",
     else:
         entries, commented = _normal_entries(name, set_type, family, items, where)
     return SavedSet(name, set_type, family, tuple(entries), _options(name, _pairs(options), len(entries), commented))
-
-
-def from_ipset(ipset: IpSet) -> SavedSet:
-    """A compiled IpSet, validated, as the backend compares it."""
-    return build_set(ipset.name, ipset.type, ipset.family, ipset.members, ipset.options)
 
 
 def _check_header(name: str, set_type: str, family: str) -> None:
