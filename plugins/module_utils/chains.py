@@ -217,12 +217,16 @@ def converge(module, tables: Sequence[Table], prefix: str, check_mode: bool = Fa
     outcomes = [prepare(module, t, prefix) for t in tables]
     if check_mode:
         return outcomes
+    changed = [o for o in outcomes if o.plan.changed]
+    # --test catches syntax and unknown matches without touching anything: every table is tested
+    # before the first one is written, so such an error leaves all of them untouched.
+    for outcome in changed:
+        _restore(module, outcome.table.family, outcome.plan.restore, test=True)
     applied: List[Outcome] = []
     try:
-        for outcome in outcomes:
-            if outcome.plan.changed:
-                applied.append(outcome)
-                _apply(module, outcome, prefix)
+        for outcome in changed:
+            applied.append(outcome)
+            _apply(module, outcome, prefix)
     except (ChainError, ToolError) as failure:
         problems = [str(failure)]
         for outcome in reversed(applied):
@@ -236,10 +240,7 @@ def converge(module, tables: Sequence[Table], prefix: str, check_mode: bool = Fa
 
 def _apply(module, outcome: Outcome, prefix: str) -> None:
     family, text = outcome.table.family, outcome.plan.restore
-    # --test catches syntax and unknown matches without touching anything; the real restore
-    # is one nftables transaction, so a failure there leaves the table as it was.
-    _restore(module, family, text, test=True)
-    _restore(module, family, text)
+    _restore(module, family, text)  # one transaction: a failure leaves this table as it was
     now = read(module, family, outcome.table.name, prefix)
     if now != outcome.after:
         raise ChainError(

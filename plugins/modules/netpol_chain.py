@@ -15,7 +15,8 @@ description:
     together with the jump rules that enter them from the built-in chains.
   - Reads C(iptables-save -t TABLE) (C(ip6tables-save) for IPv6) once, compares the owned chains
     and jumps with the desired ones as text, and when they differ applies the whole difference in
-    one C(iptables-restore --noflush --wait) transaction per family, validated with C(--test) first.
+    one C(iptables-restore --noflush --wait) transaction per family; every family's text is validated
+    with C(--test) before the first one is written.
   - Only chains that differ are rewritten; unchanged chains keep their rule counters. Owned chains
     that are no longer desired are removed. Foreign chains, rules and sets are never mentioned in
     the restore text, so they stay byte-identical.

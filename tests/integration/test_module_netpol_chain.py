@@ -208,6 +208,18 @@ def test_an_invalid_rule_in_the_middle_fails_with_its_line_and_changes_nothing(n
     assert world(ns) == before
 
 
+def test_a_rule_only_ip6tables_refuses_fails_before_ipv4_is_written(ns, tmp_path):
+    sh(ns, "; ".join(FOREIGN))
+    play(ns, tmp_path, BOTH)
+    before = world(ns)
+    v4_only = dict(CHAIN_B, rules=["-p icmp -m icmp --icmp-type 8 -j RETURN"])  # no icmp match for IPv6
+    result = play(ns, tmp_path, {"family": "both", "chains": [CHAIN_A, v4_only], "jumps": ARGS["jumps"]}, trace=True)
+    assert result["failed"] and "offending line: -A NETPOL-B -p icmp -m icmp --icmp-type 8 -j RETURN" in result["msg"]
+    restores = [c for c in calls(tmp_path) if "restore" in c]
+    assert all("--test" in c for c in restores), restores  # IPv4 was tested, never written
+    assert world(ns) == before
+
+
 def test_a_target_that_does_not_exist_fails_the_transaction_and_changes_nothing(ns, tmp_path):
     # --test does not catch this one (it only parses); the real transaction fails as a whole.
     play(ns, tmp_path, ARGS)
