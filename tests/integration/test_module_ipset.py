@@ -179,6 +179,27 @@ def test_content_pasted_from_ipset_save_makes_the_same_sets_and_a_rerun_writes_n
         subprocess.run(["ip", "netns", "delete", other.name], check=False)
 
 
+def test_content_through_ansible_travels_as_a_file_and_check_mode_shows_the_diff(host):
+    host.run(WEB)
+    before = host.save()
+    content = "create netpol4-web hash:net family inet\nadd netpol4-web 10.0.0.2\n"
+    shown = host.ansible({"content": content}, "--check", "--diff")
+    assert "localhost | CHANGED" in shown
+    assert "-netpol4-web: 10.0.0.1\n" in shown and "+netpol4-web: 10.0.0.2\n" in shown
+    assert host.save() == before  # check mode wrote nothing
+    assert "localhost | CHANGED" in host.ansible({"content": content})
+    assert host.members("netpol4-web") == ["10.0.0.2"]
+    assert "localhost | SUCCESS" in host.ansible({"content": content})
+
+
+def test_src_reads_a_sets_file_on_the_host(host, tmp_path):
+    sets_file = tmp_path / "ipsets"
+    sets_file.write_text("create netpol6-db hash:ip family inet6\nadd netpol6-db fd00::5\n")
+    assert host.run({"src": str(sets_file)})["changed"]
+    assert host.members("netpol6-db") == ["fd00::5"]
+    assert not host.run({"src": str(sets_file)})["changed"]
+
+
 def test_content_with_a_bad_line_names_it_and_touches_nothing(host):
     host.run(WEB)
     before = host.save()
