@@ -182,6 +182,11 @@ def test_parse_save_keeps_what_we_own_and_drops_runtime_noise():
     assert sets["netpol4-empty"].entries == ()
 
 
+def test_save_output_in_another_layout_is_read_line_by_line_to_the_same_sets():
+    reordered = "# written by hand\n" + "\n".join(sorted(SAVE.splitlines(), key=lambda line: not line.startswith("create")))
+    assert parse_save(reordered) == parse_save(SAVE)  # the plain layout, split per set
+
+
 def test_render_then_parse_round_trips_members():
     parsed = parse_save(render_restore([DB]))["netpol4-db"]
     assert parsed.entries == tuple(sorted(map(render_entry, DB.members)))
