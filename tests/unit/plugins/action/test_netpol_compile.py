@@ -151,3 +151,12 @@ def test_nothing_is_executed_on_hosts_when_the_controller_is_known(transport):
     task = {"controller_addresses": ["10.0.0.250"]}
     result = run(task, transport=transport)[0]
     assert result["controller_addresses"] == ["10.0.0.250"]
+
+
+def test_a_hypervisor_with_vms_stops_the_run_until_bridge_mode_enforces(monkeypatch):
+    vm = {"name": "vm1", "namespace": "shop", "addresses": ["10.0.1.5"], "interface": "vnet0"}
+    monkeypatch.setitem(INVENTORY, "hv1", {"netpol_addresses": ["10.0.0.50"], "netpol_workloads": [vm]})
+    result = run({"policies": [DB_FROM_WEB]})[0]
+    assert result["failed"] and "no host was changed" in result["msg"]
+    assert result["errors"] == [e for e in result["errors"] if e.startswith("inventory host hv1: netpol_workloads:")]
+    assert "not enforced" in result["errors"][0]
