@@ -36,16 +36,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "collection"))
 
 # pylint: disable=wrong-import-position
-from ansible_collections.netpol.fleet.plugins.module_utils import chains, ipsets  # noqa: E402
-from ansible_collections.netpol.fleet.plugins.module_utils.hoststate import (  # noqa: E402
+from ansible_collections.netpol.fleet.plugins.module_utils.iptables import chains
+from ansible_collections.netpol.fleet.plugins.module_utils.ipset import sets as ipsets# noqa: E402
+from ansible_collections.netpol.fleet.plugins.module_utils.engine.hoststate import (  # noqa: E402
     Chain,
     IpSet,
     Jump,
     SetMember,
     Table,
 )
-from ansible_collections.netpol.fleet.plugins.module_utils.ipset_text import render_restore as sets_text  # noqa: E402
-from ansible_collections.netpol.fleet.plugins.module_utils.iptables_text import render_restore  # noqa: E402
+from ansible_collections.netpol.fleet.plugins.module_utils.ipset.text import render_restore as sets_text  # noqa: E402
+from ansible_collections.netpol.fleet.plugins.module_utils.iptables.text import render_restore  # noqa: E402
 
 PYTHON = sys.executable
 BIN = Path(PYTHON).parent

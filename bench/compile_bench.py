@@ -26,8 +26,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "collection"))
 
-from ansible_collections.netpol.fleet.plugins.module_utils.compile import compile_fleet  # noqa: E402
-from ansible_collections.netpol.fleet.plugins.module_utils.ir import (  # noqa: E402
+from ansible_collections.netpol.fleet.plugins.module_utils.engine.compile import compile_fleet  # noqa: E402
+from ansible_collections.netpol.fleet.plugins.module_utils.engine.ir import (  # noqa: E402
     EGRESS,
     INGRESS,
     METADATA_NAME,

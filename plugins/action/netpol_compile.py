@@ -16,21 +16,21 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.netpol.fleet.plugins.module_utils.compile import compile_fleet
-from ansible_collections.netpol.fleet.plugins.module_utils.errors import InputErrors
-from ansible_collections.netpol.fleet.plugins.module_utils.fleet import load_fleet
-from ansible_collections.netpol.fleet.plugins.module_utils.hoststate import HostState
-from ansible_collections.netpol.fleet.plugins.module_utils.ipset_text import render_restore, set_arguments
-from ansible_collections.netpol.fleet.plugins.module_utils.ir import CompileOptions, Fleet, LogOptions, Policy
-from ansible_collections.netpol.fleet.plugins.module_utils.parse import load_policies
-from ansible_collections.netpol.fleet.plugins.module_utils.privileged import (
+from ansible_collections.netpol.fleet.plugins.module_utils.engine.compile import compile_fleet
+from ansible_collections.netpol.fleet.plugins.module_utils.engine.errors import InputErrors
+from ansible_collections.netpol.fleet.plugins.module_utils.engine.fleet import load_fleet
+from ansible_collections.netpol.fleet.plugins.module_utils.engine.hoststate import HostState
+from ansible_collections.netpol.fleet.plugins.module_utils.ipset.text import render_restore, set_arguments
+from ansible_collections.netpol.fleet.plugins.module_utils.engine.ir import CompileOptions, Fleet, LogOptions, Policy
+from ansible_collections.netpol.fleet.plugins.module_utils.engine.parse import load_policies
+from ansible_collections.netpol.fleet.plugins.module_utils.engine.privileged import (
     PrivilegedError,
     lockout_warnings,
     rule_to_dict,
     rules_from_vars,
 )
-from ansible_collections.netpol.fleet.plugins.module_utils.simulate import matrix
-from ansible_collections.netpol.fleet.plugins.module_utils.verify import address_family, bare_address, flow_targets
+from ansible_collections.netpol.fleet.plugins.module_utils.engine.simulate import matrix
+from ansible_collections.netpol.fleet.plugins.module_utils.verify.flows import address_family, bare_address, flow_targets
 
 # Every (family, table) a host always gets a call for, so chains we owned there before are
 # removed even when the new policy set compiles nothing into them.

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.netpol.fleet.plugins.module_utils import verify
+from ansible_collections.netpol.fleet.plugins.module_utils.verify import flows as verify
 
 Endpoint = Tuple[List[str], List[Mapping[str, Any]]]
 

@@ -94,10 +94,10 @@ from typing import Any, Dict, List, Mapping
 from ansible.errors import AnsibleError, AnsibleLookupError
 from ansible.plugins.lookup import LookupBase
 
-from ansible_collections.netpol.fleet.plugins.module_utils.errors import InputErrors
-from ansible_collections.netpol.fleet.plugins.module_utils.fleet import load_fleet
-from ansible_collections.netpol.fleet.plugins.module_utils.ir import LabelSelector, Workload
-from ansible_collections.netpol.fleet.plugins.module_utils.selectors import (
+from ansible_collections.netpol.fleet.plugins.module_utils.engine.errors import InputErrors
+from ansible_collections.netpol.fleet.plugins.module_utils.engine.fleet import load_fleet
+from ansible_collections.netpol.fleet.plugins.module_utils.engine.ir import LabelSelector, Workload
+from ansible_collections.netpol.fleet.plugins.module_utils.engine.selectors import (
     parse_selector,
     select_workloads,
     selector_from_dict,

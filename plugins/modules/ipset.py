@@ -263,8 +263,8 @@ from typing import Any, Dict, List, Tuple
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.netpol.fleet.plugins.module_utils.ipset_text import FAMILIES, SET_TYPES, SavedSet
-from ansible_collections.netpol.fleet.plugins.module_utils.ipsets import (
+from ansible_collections.netpol.fleet.plugins.module_utils.ipset.text import FAMILIES, SET_TYPES, SavedSet
+from ansible_collections.netpol.fleet.plugins.module_utils.ipset.sets import (
     PlanError,
     apply,
     build_set,

@@ -176,8 +176,8 @@ from typing import Any, Dict, List
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.netpol.fleet.plugins.module_utils.chains import ChainError, Outcome, converge, owned_text
-from ansible_collections.netpol.fleet.plugins.module_utils.hoststate import CHAIN_PREFIX, Chain, Jump, Table
+from ansible_collections.netpol.fleet.plugins.module_utils.iptables.chains import ChainError, Outcome, converge, owned_text
+from ansible_collections.netpol.fleet.plugins.module_utils.engine.hoststate import CHAIN_PREFIX, Chain, Jump, Table
 from ansible_collections.netpol.fleet.plugins.module_utils.tools import ToolError
 
 ARGUMENT_SPEC = dict(

@@ -130,7 +130,7 @@ import time
 from typing import Dict, List, Optional, Tuple
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.netpol.fleet.plugins.module_utils.verify import PortKey, port_key, probed_ports
+from ansible_collections.netpol.fleet.plugins.module_utils.verify.flows import PortKey, port_key, probed_ports
 
 # Linux values; Python's socket module lacks IP_PKTINFO before 3.12.
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)

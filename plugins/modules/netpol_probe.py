@@ -118,7 +118,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Tuple
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.netpol.fleet.plugins.module_utils.verify import Flow, failure_detail, parse_target
+from ansible_collections.netpol.fleet.plugins.module_utils.verify.flows import Flow, failure_detail, parse_target
 
 TCP_TRIES = 2
 UDP_TRIES = 3

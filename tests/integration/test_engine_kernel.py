@@ -21,13 +21,14 @@ from typing import Dict, List
 
 import pytest
 
-from ansible_collections.netpol.fleet.plugins.module_utils import ipset_text, iptables_text
-from ansible_collections.netpol.fleet.plugins.module_utils.compile import compile_fleet
-from ansible_collections.netpol.fleet.plugins.module_utils.fleet import load_fleet
-from ansible_collections.netpol.fleet.plugins.module_utils.hoststate import CHAIN_PREFIX, SET_PREFIX, HostState
-from ansible_collections.netpol.fleet.plugins.module_utils.ir import CompileOptions, LogOptions, PrivilegedRule
-from ansible_collections.netpol.fleet.plugins.module_utils.parse import load_policies
-from ansible_collections.netpol.fleet.plugins.module_utils.simulate import matrix
+from ansible_collections.netpol.fleet.plugins.module_utils.ipset import text as ipset_text
+from ansible_collections.netpol.fleet.plugins.module_utils.iptables import text as iptables_text
+from ansible_collections.netpol.fleet.plugins.module_utils.engine.compile import compile_fleet
+from ansible_collections.netpol.fleet.plugins.module_utils.engine.fleet import load_fleet
+from ansible_collections.netpol.fleet.plugins.module_utils.engine.hoststate import CHAIN_PREFIX, SET_PREFIX, HostState
+from ansible_collections.netpol.fleet.plugins.module_utils.engine.ir import CompileOptions, LogOptions, PrivilegedRule
+from ansible_collections.netpol.fleet.plugins.module_utils.engine.parse import load_policies
+from ansible_collections.netpol.fleet.plugins.module_utils.engine.simulate import matrix
 
 pytestmark = pytest.mark.integration
 

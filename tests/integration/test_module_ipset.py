@@ -22,7 +22,7 @@ from typing import Any, Dict, Iterator, List
 
 import pytest
 
-from ansible_collections.netpol.fleet.plugins.module_utils.ipset_text import normalize_entry
+from ansible_collections.netpol.fleet.plugins.module_utils.ipset.text import normalize_entry
 
 pytestmark = pytest.mark.integration
 

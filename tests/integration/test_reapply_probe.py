@@ -21,8 +21,8 @@ from typing import Optional, Sequence, Tuple
 
 import pytest
 
-from ansible_collections.netpol.fleet.plugins.module_utils.chains import converge
-from ansible_collections.netpol.fleet.plugins.module_utils.hoststate import Chain, Jump, Table
+from ansible_collections.netpol.fleet.plugins.module_utils.iptables.chains import converge
+from ansible_collections.netpol.fleet.plugins.module_utils.engine.hoststate import Chain, Jump, Table
 
 pytestmark = pytest.mark.integration
 

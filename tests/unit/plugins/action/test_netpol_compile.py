@@ -14,7 +14,7 @@ from ansible_collections.netpol.fleet.plugins.action.netpol_compile import (
     ssh_client_address,
     with_base_tables,
 )
-from ansible_collections.netpol.fleet.plugins.module_utils.ipsets import build_set, sets_from_text
+from ansible_collections.netpol.fleet.plugins.module_utils.ipset.sets import build_set, sets_from_text
 
 INVENTORY = {
     "web": {"netpol_namespace": "shop", "netpol_labels": {"app": "web"},

@@ -1,0 +1,285 @@
+# -*- coding: utf-8 -*-
+# Copyright: netpol.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Backend of netpol_chain: read the chains we own, plan the minimal restore, apply it atomically.
+
+Ownership is read from the kernel: a chain is ours when its name carries the prefix, a rule in a
+built-in chain is ours when it jumps to one of our chains. Everything else is never mentioned in
+the restore text, so it stays byte-identical (counters included). Standard library only, Python 3.9.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Sequence, Tuple
+
+from ansible_collections.netpol.fleet.plugins.module_utils.engine.hoststate import (
+    CHAIN_NAME_MAX,
+    Chain,
+    Jump,
+    Table,
+)
+from ansible_collections.netpol.fleet.plugins.module_utils.iptables.text import (
+    SavedChain,
+    jump_spec,
+    offending_line,
+    parse_save,
+    rule_target,
+)
+from ansible_collections.netpol.fleet.plugins.module_utils.tools import ToolError, run
+
+TOOLS = {"ipv4": ("iptables-save", "iptables-restore"), "ipv6": ("ip6tables-save", "ip6tables-restore")}
+BUILTIN_CHAINS = {
+    "filter": ("INPUT", "FORWARD", "OUTPUT"),
+    "raw": ("PREROUTING", "OUTPUT"),
+    "mangle": ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"),
+}
+
+
+class ChainError(Exception):
+    """A desired state we refuse, or an apply that failed (the kernel was put back as it was)."""
+
+
+@dataclass(frozen=True)
+class Owned:
+    """One table of one family as far as we care: our chains, and the built-in chains (with
+    their foreign rules, which decide where our jumps sit)."""
+
+    chains: Tuple[Chain, ...] = ()  # sorted by name
+    base: Tuple[Chain, ...] = ()  # every built-in chain with all its rules
+
+
+@dataclass(frozen=True)
+class Plan:
+    created: Tuple[str, ...] = ()
+    updated: Tuple[str, ...] = ()
+    removed: Tuple[str, ...] = ()
+    jumps_added: Tuple[str, ...] = ()  # "-I INPUT 1 -j NETPOL-X"
+    jumps_removed: Tuple[str, ...] = ()
+    restore: str = ""  # iptables-restore --noflush input; empty when the kernel already agrees
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.restore)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What converging one (family, table) found, wants and does."""
+
+    table: Table
+    before: Owned
+    after: Owned
+    plan: Plan
+
+
+def _owns(spec: str, prefix: str) -> bool:
+    target = rule_target(spec)
+    return bool(target and target.startswith(prefix))
+
+
+def owned_from_save(saved: Sequence[SavedChain], prefix: str) -> Owned:
+    chains = tuple(Chain(c.name, c.rules) for c in saved if c.name.startswith(prefix))
+    base = tuple(Chain(c.name, c.rules) for c in saved if c.builtin)
+    return Owned(tuple(sorted(chains, key=lambda c: c.name)), base)
+
+
+def read(module, family: str, table: str, prefix: str) -> Owned:
+    """The owned state of one table, from a single iptables-save / ip6tables-save."""
+    out = run(module, [_tool(module, TOOLS[family][0]), "-t", table])[1]
+    return owned_from_save(parse_save(out).get(table, ()), prefix)
+
+
+def validate(table: Table, prefix: str) -> None:
+    """Refuse a desired table before anything touches the kernel, naming what is wrong."""
+    if table.family not in TOOLS or table.name not in BUILTIN_CHAINS:
+        raise ChainError("unsupported family/table %s/%s" % (table.family, table.name))
+    if not prefix or any(ch.isspace() for ch in prefix):
+        raise ChainError("prefix must be a non-empty word, got %r" % prefix)
+    names = [c.name for c in table.chains]
+    for name in names:
+        if not name.startswith(prefix) or len(name) > CHAIN_NAME_MAX or any(ch.isspace() for ch in name):
+            raise ChainError(
+                "chain %r must start with %r, contain no spaces and fit %d characters"
+                % (name, prefix, CHAIN_NAME_MAX)
+            )
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ChainError("chains declared twice: %s" % ", ".join(duplicates))
+    for chain in table.chains:
+        for rule in chain.rules:
+            _validate_rule(chain.name, rule, names, prefix)
+    for jump in table.jumps:
+        _validate_jump(jump, table.name, names)
+
+
+def _validate_rule(chain: str, rule: str, names: Sequence[str], prefix: str) -> None:
+    if not rule.strip() or "\n" in rule or rule.lstrip().startswith(("-A ", "-I ", "-D ")):
+        raise ChainError("chain %s: a rule is a spec without -A/-I/-D and on one line, got %r" % (chain, rule))
+    target = rule_target(rule)
+    if target and target.startswith(prefix) and target not in names:
+        raise ChainError("chain %s: rule %r jumps to %s, which is not declared" % (chain, rule, target))
+
+
+def _validate_jump(jump: Jump, table: str, names: Sequence[str]) -> None:
+    if jump.chain not in BUILTIN_CHAINS[table]:
+        raise ChainError(
+            "jump to %s: %r is not a built-in chain of table %s (%s)"
+            % (jump.target, jump.chain, table, ", ".join(BUILTIN_CHAINS[table]))
+        )
+    if jump.target not in names:
+        raise ChainError("jump from %s to %s, which is not declared" % (jump.chain, jump.target))
+    if jump.position < 1:
+        raise ChainError("jump from %s to %s: position starts at 1" % (jump.chain, jump.target))
+
+
+def expected(table: Table, have: Owned, prefix: str) -> Owned:
+    """The owned state once `table` is applied: its chains, our jumps placed among the foreign rules."""
+    chains = tuple(sorted(table.chains, key=lambda c: c.name))
+    present = {b.name: b.rules for b in have.base}
+    # A built-in chain iptables-save did not print (a table not yet used) still gets its jumps.
+    names = [b.name for b in have.base] + sorted({j.chain for j in table.jumps} - set(present))
+    base = tuple(
+        Chain(name, _place_jumps(present.get(name, ()), [j for j in table.jumps if j.chain == name], prefix))
+        for name in names
+    )
+    return Owned(chains, base)
+
+
+def _place_jumps(rules: Sequence[str], jumps: Sequence[Jump], prefix: str) -> Tuple[str, ...]:
+    placed = [r for r in rules if not _owns(r, prefix)]
+    for jump in sorted(jumps, key=lambda j: j.position):
+        # A position beyond the end means "last": iptables refuses to insert past it.
+        placed.insert(min(jump.position, len(placed) + 1) - 1, jump_spec(jump))
+    return tuple(placed)
+
+
+def _jump_lines(base: Chain, prefix: str) -> List[str]:
+    return ["-I %s %d %s" % (base.name, i, r) for i, r in enumerate(base.rules, 1) if _owns(r, prefix)]
+
+
+def plan(table: str, want: Owned, have: Owned, prefix: str) -> Plan:
+    """The restore text turning `have` into `want`, mentioning nothing that already agrees."""
+    wanted: Dict[str, Tuple[str, ...]] = {c.name: c.rules for c in want.chains}
+    present: Dict[str, Tuple[str, ...]] = {c.name: c.rules for c in have.chains}
+    created = tuple(n for n in wanted if n not in present)
+    updated = tuple(n for n in wanted if n in present and present[n] != wanted[n])
+    removed = tuple(n for n in present if n not in wanted)
+    have_base = {c.name: c.rules for c in have.base}
+    # Built-in chains whose jumps are not exactly in place: (as they are, as they should be).
+    moved = [
+        (Chain(w.name, have_base.get(w.name, ())), w) for w in want.base if have_base.get(w.name, ()) != w.rules
+    ]
+    jumps_before = [line for old, new in moved for line in _jump_lines(old, prefix)]
+    jumps_after = [line for old, new in moved for line in _jump_lines(new, prefix)]
+    if not (created or updated or removed or moved):
+        return Plan()
+    # Declaring a chain under --noflush creates or flushes it; all come first so that rules may
+    # refer to any of them. Jumps leave before the chains they enter are deleted.
+    lines = ["*%s" % table]
+    lines += [":%s - [0:0]" % n for n in created + updated + removed]
+    lines += ["-D %s %s" % (old.name, r) for old, new in moved for r in old.rules if _owns(r, prefix)]
+    lines += ["-A %s %s" % (n, r) for n in created + updated for r in wanted[n]]
+    lines += jumps_after
+    lines += ["-X %s" % n for n in removed]
+    lines.append("COMMIT")
+    return Plan(
+        created=created,
+        updated=updated,
+        removed=removed,
+        jumps_added=tuple(j for j in jumps_after if j not in jumps_before),
+        jumps_removed=tuple(j for j in jumps_before if j not in jumps_after),
+        restore="\n".join(lines) + "\n",
+    )
+
+
+def owned_text(owned: Owned, prefix: str) -> str:
+    """Our chains and jumps as readable save-like lines, for --diff."""
+    lines: List[str] = []
+    for chain in owned.chains:
+        lines.append(":%s" % chain.name)
+        lines += ["-A %s %s" % (chain.name, r) for r in chain.rules]
+    for base in owned.base:
+        lines += _jump_lines(base, prefix)
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def prepare(module, table: Table, prefix: str) -> Outcome:
+    """Read the kernel once and decide; touches nothing."""
+    validate(table, prefix)
+    have = read(module, table.family, table.name, prefix)
+    want = expected(table, have, prefix)
+    return Outcome(table, have, want, plan(table.name, want, have, prefix))
+
+
+def converge(module, tables: Sequence[Table], prefix: str, check_mode: bool = False) -> List[Outcome]:
+    """Bring every (family, table) to its desired state, or leave all of them as they were."""
+    outcomes = [prepare(module, t, prefix) for t in tables]
+    if check_mode:
+        return outcomes
+    changed = [o for o in outcomes if o.plan.changed]
+    # --test catches syntax and unknown matches without touching anything: every table is tested
+    # before the first one is written, so such an error leaves all of them untouched.
+    for outcome in changed:
+        _restore(module, outcome.table.family, outcome.plan.restore, test=True)
+    applied: List[Outcome] = []
+    try:
+        for outcome in changed:
+            applied.append(outcome)
+            _apply(module, outcome, prefix)
+    except (ChainError, ToolError) as failure:
+        problems = [str(failure)]
+        for outcome in reversed(applied):
+            try:
+                _restore_before(module, outcome, prefix)
+            except (ChainError, ToolError) as e:  # keep going: put back every table we can
+                problems.append("restoring the previous %s %s failed too: %s" % (outcome.table.family, outcome.table.name, e))
+        raise ChainError("\n".join(problems)) from failure
+    return outcomes
+
+
+def _apply(module, outcome: Outcome, prefix: str) -> None:
+    family, text = outcome.table.family, outcome.plan.restore
+    _restore(module, family, text)  # one transaction: a failure leaves this table as it was
+    now = read(module, family, outcome.table.name, prefix)
+    if now != outcome.after:
+        raise ChainError(
+            "%s %s: the kernel prints the applied rules differently from the desired text, so every "
+            "run would report a change; write them in iptables-save form:\n%s"
+            % (family, outcome.table.name, _mismatch(outcome.after, now))
+        )
+
+
+def _restore_before(module, outcome: Outcome, prefix: str) -> None:
+    now = read(module, outcome.table.family, outcome.table.name, prefix)
+    back = plan(outcome.table.name, outcome.before, now, prefix)
+    if back.changed:
+        _restore(module, outcome.table.family, back.restore)
+
+
+def _tool(module, name: str) -> str:
+    """The tool's full path: a login PATH on a managed host may lack /usr/sbin."""
+    find = getattr(module, "get_bin_path", None)  # tests and benchmarks pass simpler runners
+    return find(name, required=True) if find else name
+
+
+def _restore(module, family: str, text: str, test: bool = False) -> None:
+    argv = [_tool(module, TOOLS[family][1]), "--noflush", "--wait"] + (["--test"] if test else [])
+    try:
+        run(module, argv, text)
+    except ToolError as e:
+        line = offending_line(e.stderr, text)
+        raise ChainError("%s%s" % (e, "\noffending line: %s" % line if line else ""))
+
+
+def _mismatch(want: Owned, have: Owned) -> str:
+    present = {c.name: c.rules for c in have.chains + have.base}
+    lines = []
+    for chain in want.chains + want.base:
+        actual = present.get(chain.name, ())
+        for desired, printed in zip(chain.rules, actual):
+            if desired != printed:
+                lines.append("  %s: desired %r, kernel prints %r" % (chain.name, desired, printed))
+        if len(chain.rules) != len(actual):
+            lines.append("  %s: %d rules desired, kernel has %d" % (chain.name, len(chain.rules), len(actual)))
+    return "\n".join(lines)
