@@ -8,7 +8,8 @@ same code serves inventory variables, files and, later, the Kubernetes API.
 
 Validation follows kube-apiserver's ValidateNetworkPolicy with strict field validation
 (unknown fields are errors) and SetDefaults_NetworkPolicy; see validate.py for the CIDR
-decision. Beyond the apiserver: duplicate policyTypes are rejected, a label value that is
+decision. Every document of a policy source must be a networking.k8s.io/v1 NetworkPolicy or a
+List (v1) / NetworkPolicyList of them: any other kind or apiVersion, a typo included, is an error. Beyond the apiserver: duplicate policyTypes are rejected, a label value that is
 not a string (YAML `true`, `1`) is rejected with a hint instead of being coerced, and
 rules of a direction the policy's policyTypes leave out are dropped with a warning
 (they have no effect). A manifest without metadata.namespace goes to "default", as with
@@ -18,6 +19,7 @@ List) or `netpol_policies[i]`.
 
 from __future__ import annotations
 
+import difflib
 import glob
 import os
 from typing import Any, Dict, Hashable, Iterable, List, Mapping, Optional, Sequence, Tuple
@@ -57,9 +59,8 @@ from ansible_collections.netpol.fleet.plugins.module_utils.engine.validate impor
 
 API_VERSION = "networking.k8s.io/v1"
 KIND = "NetworkPolicy"
-LIST_KINDS = ("List", "NetworkPolicyList")
-# API groups that once served NetworkPolicy: another version there is a mistake, not a foreign object.
-NETWORKPOLICY_GROUPS = ("networking.k8s.io", "extensions")
+# List kind -> the apiVersion it is served as.
+LIST_KINDS = {"List": "v1", "NetworkPolicyList": API_VERSION}
 DEFAULT_NAMESPACE = "default"
 POLICY_FILE_SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -248,8 +249,10 @@ def parse_documents(
     return policies, warnings
 
 
-def parse_document(document: Any, source: str, origin: str) -> Tuple[List[Policy], List[str]]:
-    """One document: a NetworkPolicy, a List of objects, or something skipped with a warning."""
+def parse_document(document: Any, source: str, origin: str, in_list: bool = False) -> Tuple[List[Policy], List[str]]:
+    """One document: a NetworkPolicy, or a List / NetworkPolicyList of them. Anything else is an
+    error, as kube-apiserver refuses it: a typo in kind or apiVersion skipped with a warning would
+    silently drop the policy, and a dropped deny is an opened firewall."""
     if document is None:  # an empty document, e.g. a trailing '---'
         return [], []
     if not isinstance(document, Mapping):
@@ -258,22 +261,58 @@ def parse_document(document: Any, source: str, origin: str) -> Tuple[List[Policy
     if kind is None or api_version is None:
         field = "kind" if kind is None else "apiVersion"
         raise _fail(source, identity(document) or origin, field, "Required value: not a Kubernetes object")
-    if kind in LIST_KINDS and isinstance(document.get("items"), list):
-        return parse_documents(document["items"], source, lambda n: "%s.items[%d]" % (origin, n))
-    if kind != KIND or str(api_version).partition("/")[0] not in NETWORKPOLICY_GROUPS:
-        metadata = document.get("metadata")
-        name = metadata.get("name") if isinstance(metadata, Mapping) else None
-        return [], ["%s: skipped %s %s %s: not a %s NetworkPolicy"
-                    % (origin, api_version, kind, quoted(name or "(no name)"), API_VERSION)]
+    if isinstance(kind, str) and kind in LIST_KINDS and not in_list:
+        return _parse_list(document, source, origin)
+    if kind != KIND:
+        raise _fail(source, identity(document) or origin, "kind", _unsupported_kind(kind, in_list))
     if api_version != API_VERSION:
-        raise _fail(source, identity(document), "apiVersion",
+        raise _fail(source, identity(document) or origin, "apiVersion",
                     "Unsupported value %s: NetworkPolicy is served as %s" % (quoted(api_version), API_VERSION))
     policy, warnings = read_policy(document, source, origin)
     return [policy], warnings
 
 
+def _parse_list(document: Mapping[str, Any], source: str, origin: str) -> Tuple[List[Policy], List[str]]:
+    """The items of a List (apiVersion v1) or a NetworkPolicyList (networking.k8s.io/v1)."""
+    kind, api_version = document["kind"], document["apiVersion"]
+    if api_version != LIST_KINDS[kind]:
+        raise _fail(source, origin, "apiVersion",
+                    "Unsupported value %s: %s is served as %s" % (quoted(api_version), kind, LIST_KINDS[kind]))
+    if not isinstance(document.get("items"), list):
+        raise _fail(source, origin, "items", "Required value: a %s holds a list of items" % kind)
+    policies: List[Policy] = []
+    warnings: List[str] = []
+    errors: List[InputError] = []
+    for index, item in enumerate(document["items"]):
+        where = "%s.items[%d]" % (origin, index)
+        if item is None:
+            errors.append(InputError(source, where, "", "a list item must be a NetworkPolicy, not null"))
+            continue
+        try:
+            found, notes = parse_document(item, source, where, in_list=True)
+        except InputErrors as bad:
+            errors.extend(bad.errors)
+            continue
+        policies.extend(found)
+        warnings.extend(notes)
+    if errors:
+        raise InputErrors(errors)
+    return policies, warnings
+
+
+def _unsupported_kind(kind: Any, in_list: bool) -> str:
+    """Why a kind is refused, with the closest supported kind when it looks like a typo."""
+    wanted = (KIND,) if in_list else (KIND,) + tuple(LIST_KINDS)
+    close = difflib.get_close_matches(str(kind), wanted, n=1, cutoff=0.6) or \
+        [k for k in wanted if k.lower() == str(kind).lower()]
+    hint = " (did you mean %s?)" % quoted(close[0]) if close else ""
+    holds = "a list holds only %s NetworkPolicy items" if in_list else \
+        "a policy source holds only %s NetworkPolicy objects (or a List or NetworkPolicyList of them)"
+    return "Unsupported value %s: %s%s" % (quoted(kind), holds % API_VERSION, hint)
+
+
 def _fail(source: str, obj: str, field: str, message: str) -> InputErrors:
-    return InputErrors([InputError(source, obj, field, message)])
+    return InputErrors([InputError(source, "" if obj == source else obj, field, message)])
 
 
 def identity(document: Mapping[str, Any]) -> str:

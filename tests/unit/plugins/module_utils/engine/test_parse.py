@@ -166,17 +166,15 @@ def test_the_upstream_examples():
     assert by_name["multi-port-egress"].egress[0].ports == (PortSpec("TCP", 32000, 32768),)
 
 
-def test_lists_and_foreign_documents():
+def test_lists_of_policies():
     policies, warnings = load_policies([], ["valid/mixed-documents.yaml"], base_dir=CORPUS)
     assert [(p.key, p.origin) for p in policies] == [
         ("shop/allow-frontend", "valid/mixed-documents.yaml#0.items[0]"),
+        ("shop/deny-all", "valid/mixed-documents.yaml#1.items[0]"),
         ("shop/dns-egress", "valid/mixed-documents.yaml#3"),
     ]
-    assert warnings == [
-        "valid/mixed-documents.yaml#0.items[1]: skipped v1 ConfigMap 'settings': not a networking.k8s.io/v1 NetworkPolicy",
-        "valid/mixed-documents.yaml#1: skipped v1 Service 'web': not a networking.k8s.io/v1 NetworkPolicy",
-    ]
-    frontend, dns = policies
+    assert warnings == []
+    frontend, _deny, dns = policies
     assert frontend.ingress[0].peers == (Peer(
         pod_selector=LabelSelector((("app", "proxy"),)),
         namespace_selector=LabelSelector((("kubernetes.io/metadata.name", "edge"),)),
@@ -195,12 +193,12 @@ def test_dual_stack_example():
 
 
 def test_directories_globs_and_inline_together():
-    inline = [manifest({"podSelector": {}}, name="inline"), "kind: ConfigMap\napiVersion: v1\nmetadata: {name: c}\n"]
-    policies, warnings = load_policies(inline, ["valid", "valid/*.yaml"], base_dir=CORPUS)
-    assert len(policies) == 11  # each file read once although named twice
+    inline = [manifest({"podSelector": {}}, name="inline"), ""]
+    inline[1] = "kind: NetworkPolicy\napiVersion: networking.k8s.io/v1\nmetadata: {name: t}\nspec: {podSelector: {}}\n"
+    policies, _warnings = load_policies(inline, ["valid", "valid/*.yaml"], base_dir=CORPUS)
+    assert len(policies) == 13  # each file read once although named twice
     assert policies[0].key == "billing/dual-stack"
-    assert [p.origin for p in policies if p.name == "inline"] == ["netpol_policies[0]"]
-    assert "netpol_policies[1]#0: skipped v1 ConfigMap 'c'" in warnings[0]
+    assert [p.origin for p in policies if p.name in ("inline", "t")] == ["netpol_policies[1]#0", "netpol_policies[0]"]
 
 
 def test_inline_errors_name_the_variable():
@@ -253,18 +251,35 @@ def test_nothing_at_all_is_fine():
 
 
 @pytest.mark.parametrize(
-    "document, warning",
+    "document, message",
     [
         ({"apiVersion": "crd.projectcalico.org/v1", "kind": "NetworkPolicy", "metadata": {"name": "c"}},
-         "netpol_policies[0]: skipped crd.projectcalico.org/v1 NetworkPolicy 'c': not a networking.k8s.io/v1 "
-         "NetworkPolicy"),
+         "netpol_policies[0]: default/c: apiVersion: Unsupported value 'crd.projectcalico.org/v1': NetworkPolicy "
+         "is served as networking.k8s.io/v1"),
         ({"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy"},
-         "netpol_policies[0]: skipped cilium.io/v2 CiliumNetworkPolicy '(no name)': not a networking.k8s.io/v1 "
-         "NetworkPolicy"),
+         "netpol_policies[0]: kind: Unsupported value 'CiliumNetworkPolicy': a policy source holds only "
+         "networking.k8s.io/v1 NetworkPolicy objects (or a List or NetworkPolicyList of them) "
+         "(did you mean 'NetworkPolicy'?)"),
+        ({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicys", "metadata": {"name": "x", "namespace": "a"}},
+         "netpol_policies[0]: a/x: kind: Unsupported value 'NetworkPolicys': a policy source holds only "
+         "networking.k8s.io/v1 NetworkPolicy objects (or a List or NetworkPolicyList of them) "
+         "(did you mean 'NetworkPolicy'?)"),
+        ({"apiVersion": "v1", "kind": "List", "items": [{"apiVersion": "v1", "kind": "NetworkPolicy",
+                                                          "metadata": {"name": "x"}}]},
+         "netpol_policies[0]: default/x: apiVersion: Unsupported value 'v1': NetworkPolicy is served as "
+         "networking.k8s.io/v1"),
+        ({"apiVersion": "v1", "kind": "List", "items": [{"apiVersion": "v1", "kind": "List", "items": []}]},
+         "netpol_policies[0]: netpol_policies[0].items[0]: kind: Unsupported value 'List': a list holds only networking.k8s.io/v1 "
+         "NetworkPolicy items"),
+        ({"apiVersion": "v1", "kind": ["NetworkPolicy"]},
+         "netpol_policies[0]: kind: Unsupported value ['NetworkPolicy']"),
     ],
 )
-def test_other_kinds_of_network_policy_are_skipped_with_a_warning(document, warning):
-    assert load_policies([document], []) == ((), [warning])
+def test_a_document_that_is_not_a_networkpolicy_is_an_error(document, message):
+    """kube-apiserver refuses them: skipping one would silently drop a policy (a typo opens the fleet)."""
+    with pytest.raises(InputErrors) as raised:
+        load_policies([document], [])
+    assert str(raised.value).startswith(message)
 
 
 @pytest.mark.parametrize(
