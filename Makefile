@@ -14,7 +14,8 @@ INVENTORY   ?= inventories/lab
 # ansible-test needs a real ansible_collections/<namespace>/<name> directory (it refuses the
 # collection/ symlink) outside this git checkout (it lists files through git): the freshly built
 # collection is installed there.
-SANITY_ROOT   ?= $(or $(TMPDIR),/tmp)/netpol-fleet-sanity
+# One directory per checkout: two checkouts on one machine must not remove each other's.
+SANITY_ROOT   ?= $(or $(TMPDIR),/tmp)/netpol-fleet-sanity-$(shell printf %s '$(CURDIR)' | md5sum | cut -c1-8)
 SANITY_DIR    := $(SANITY_ROOT)/ansible_collections/netpol/fleet
 SANITY_PYTHON ?= 3.11
 # ansible-test keeps its virtualenvs under $$HOME/.ansible/test: a private home keeps concurrent
