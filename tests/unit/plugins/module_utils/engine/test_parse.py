@@ -265,7 +265,7 @@ def test_nothing_at_all_is_fine():
          "networking.k8s.io/v1 NetworkPolicy objects (or a List or NetworkPolicyList of them) "
          "(did you mean 'NetworkPolicy'?)"),
         ({"apiVersion": "v1", "kind": "List", "items": [{"apiVersion": "v1", "kind": "NetworkPolicy",
-                                                          "metadata": {"name": "x"}}]},
+                                                         "metadata": {"name": "x"}}]},
          "netpol_policies[0]: default/x: apiVersion: Unsupported value 'v1': NetworkPolicy is served as "
          "networking.k8s.io/v1"),
         ({"apiVersion": "v1", "kind": "List", "items": [{"apiVersion": "v1", "kind": "List", "items": []}]},
