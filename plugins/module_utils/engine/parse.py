@@ -6,15 +6,15 @@
 Reading files is the only I/O (read_yaml_documents); everything else is pure, so the
 same code serves inventory variables, files and, later, the Kubernetes API.
 
-Validation follows kube-apiserver's ValidateNetworkPolicy with strict field validation
-(unknown fields are errors) and SetDefaults_NetworkPolicy; see validate.py for the CIDR
-decision. Every document of a policy source must be a networking.k8s.io/v1 NetworkPolicy or a
-List (v1) / NetworkPolicyList of them: any other kind or apiVersion, a typo included, is an
-error. Beyond the apiserver: duplicate policyTypes are rejected, a label value that is not a
-string (YAML `true`, `1`) is rejected with a hint instead of being coerced, and rules of a direction the policy's policyTypes leave out are dropped with a warning
-(they have no effect). A manifest without metadata.namespace goes to "default", as with
-kubectl. Origins are `file#N` (N the 0-based document index, `file#N.items[M]` inside a
-List) or `netpol_policies[i]`.
+Validation follows kube-apiserver's ValidateNetworkPolicy with strict field validation (unknown
+fields are errors) and SetDefaults_NetworkPolicy; see validate.py for the CIDR decision. Every
+document of a policy source must be a networking.k8s.io/v1 NetworkPolicy or a List (v1) /
+NetworkPolicyList of them: any other kind or apiVersion, a typo included, is an error. Beyond the
+apiserver: duplicate policyTypes are rejected, a label value that is not a string (YAML `true`, `1`)
+is rejected with a hint instead of being coerced, and rules of a direction the policy's policyTypes
+leave out are dropped with a warning (they have no effect). A manifest without metadata.namespace
+goes to "default", as with kubectl. Origins are `file#N` (N the 0-based document index,
+`file#N.items[M]` inside a List) or `netpol_policies[i]`.
 """
 
 from __future__ import annotations
