@@ -27,6 +27,10 @@ SANITY_GET_PIP := $(SANITY_HOME)/.ansible/test/cache/get_pip_24_2.py
 JOBS        ?= auto
 PYTEST_ARGS ?=
 MOLECULE_SCENARIOS ?= default lockout
+# The real kube-apiserver the Kubernetes-source tests run against: built once from Debian's
+# source package into a cache outside the clone (tests/kubernetes/build-apiserver.sh).
+NETPOL_KUBE_CACHE ?= /var/cache/netpol-fleet
+export NETPOL_KUBE_CACHE
 
 # Debian packages the lab and the kernel backends need, and a command each one provides.
 APT_PACKAGES  ?= iproute2 iptables ipset ebtables conntrack
@@ -38,7 +42,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider -r fEs
 
-.PHONY: help venv python-deps deps lab lab-down demo enforce verify remove unit integration molecule build sanity lint test clean
+.PHONY: help venv python-deps deps kube-apiserver lab lab-down demo enforce verify remove unit integration molecule build sanity lint test clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -61,6 +65,9 @@ deps:  ## install the kernel tools the lab needs (apt-get, only when one is miss
 		echo "missing:$$missing; installing $(APT_PACKAGES)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); \
 	fi
+
+kube-apiserver:  ## build (once, ~30 min cold at nice 19) or reuse the test kube-apiserver; installs etcd-server
+	tests/kubernetes/build-apiserver.sh
 
 lab: deps venv  ## build (or converge) the lab of INVENTORY
 	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/lab.yml
