@@ -31,6 +31,7 @@ from ansible_collections.netpol.fleet.plugins.module_utils.engine.privileged imp
 )
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.simulate import matrix
 from ansible_collections.netpol.fleet.plugins.module_utils.verify.flows import address_family, bare_address, flow_targets
+from ansible_collections.netpol.fleet.plugins.plugin_utils.kubernetes.source import read_cluster
 
 # Every (family, table) a host always gets a call for, so chains we owned there before are
 # removed even when the new policy set compiles nothing into them.
@@ -38,7 +39,7 @@ BASE_TABLES = (("ipv4", "filter"), ("ipv6", "filter"))
 # The per-host variables the fleet is made of (and its address fallbacks): only these are
 # templated for each inventory host, so a big inventory costs hosts x 8 lookups, not more.
 HOST_VARIABLES = ("netpol_namespace", "netpol_labels", "netpol_addresses", "netpol_ports", "netpol_workloads",
-                  "ansible_all_ipv4_addresses", "ansible_all_ipv6_addresses", "ansible_host")
+                  "netpol_node_name", "ansible_all_ipv4_addresses", "ansible_all_ipv6_addresses", "ansible_host")
 # The controller reaches these hosts without the network: no SSH path to keep.
 LOCAL_CONNECTIONS = ("local", "ansible.builtin.local", "netpol.fleet.netns")
 EMPTY_FLEET = Fleet(workloads=(), namespaces=())
@@ -61,6 +62,8 @@ ARGUMENT_SPEC = {
     "policy_paths": {"type": "list", "elements": "str", "default": []},
     "namespaces": {"type": "dict", "default": {}},
     "base_dir": {"type": "path"},
+    "source": {"type": "str", "choices": ["inventory", "kubernetes"], "default": "inventory"},
+    "kubernetes": {"type": "dict", "default": {}},
     "hosts": {"type": "list", "elements": "str"},
     "controller_addresses": {"type": "list", "elements": "str", "default": []},
     "control_plane_group": {"type": "str", "default": "control_plane"},
@@ -96,6 +99,13 @@ class ActionModule(ActionBase):
         base_dir = args["base_dir"] or task_vars.get("playbook_dir") or "."
         controller = list(args["controller_addresses"]) or self._detected_controller(hostvars)
         policies, fleet, warnings, errors = load_inputs(args, hostvars, base_dir)
+        if args["source"] == "kubernetes":  # one snapshot, here on the controller, never per host
+            cluster = read_cluster(args["kubernetes"], hostvars, fleet, policies, args["namespaces"])
+            policies, fleet = cluster.inputs.policies, cluster.inputs.fleet
+            warnings, errors = warnings + cluster.inputs.warnings, errors + cluster.inputs.errors
+            result["kubernetes"] = cluster.report
+            self._display.display("netpol: Kubernetes snapshot of %s, credentials from %s, resourceVersions %s"
+                                  % (cluster.host, cluster.source, cluster.report["resource_versions"]))
         errors += unenforced_bridge_workloads(fleet)
         control_plane = task_vars.get("groups", {}).get(args["control_plane_group"], [])
         try:

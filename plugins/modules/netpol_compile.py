@@ -44,6 +44,24 @@ options:
   base_dir:
     description: Directory relative policy paths start from. Defaults to the playbook's directory.
     type: path
+  source:
+    description:
+      - C(inventory) reads workloads, namespaces and policies from inventory variables and policy files only.
+      - C(kubernetes) also takes one snapshot of a live cluster (Namespaces, NetworkPolicies, Pods, Nodes,
+        KubeVirt VirtualMachineInstances), on the controller, and merges it with the inventory's; see
+        docs/kubernetes.md for how cluster objects map to inventory hosts.
+    type: str
+    choices: [inventory, kubernetes]
+    default: inventory
+  kubernetes:
+    description:
+      - Connection and list options for O(source=kubernetes) (C(netpol_kubernetes)).
+      - The connection options of kubernetes.core, with the same K8S_AUTH_* environment fallbacks -
+        C(kubeconfig), C(context), C(host), C(api_key), C(username), C(password), C(client_cert), C(client_key),
+        C(ca_cert), C(validate_certs), C(proxy), C(impersonate_user), C(impersonate_groups) - and C(page_size)
+        (objects per list request, default 500) and C(timeout) (seconds per request, default 30).
+    type: dict
+    default: {}
   hosts:
     description:
       - Hosts to return a state for. Defaults to the current batch (C(ansible_play_batch)).
@@ -187,6 +205,13 @@ controller_addresses:
   returned: success
   type: list
   elements: str
+kubernetes:
+  description: The snapshot taken with O(source=kubernetes) - the API host, where the credentials came from,
+    and each list's C(resourceVersion) and number of pages.
+  returned: when O(source=kubernetes)
+  type: dict
+  sample: {"host": "https://127.0.0.1:6443", "credentials": "kubeconfig /root/.kube/config",
+           "resource_versions": {"Namespace": "81234", "Pod": "81250"}, "pages": {"Namespace": 1, "Pod": 2}}
 expected:
   description: Expected flow records C({src, dst, address, family, protocol, port, reachable}).
   returned: when O(expected) is set

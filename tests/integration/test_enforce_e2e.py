@@ -283,11 +283,13 @@ def test_bad_input_stops_the_play_before_any_host_changes(lab):
     assert not re.search(r"^(changed|ok): \[%s" % lab.prefix, result.stdout.split("Compile")[-1], re.M)
 
 
-def test_a_policy_source_not_implemented_stops_the_play_before_any_host_changes(lab):
+def test_an_unreachable_kubernetes_source_stops_the_play_before_any_host_changes(lab):
     before = lab.snapshot()
-    result = lab.site(ROUND_SELECTORS, "-e", "netpol_source=kubernetes", check=False)
+    unreachable = '{"netpol_kubernetes": {"host": "https://127.0.0.1:1", "api_key": "x", "timeout": 5}}'
+    result = lab.site(ROUND_SELECTORS, "-e", "netpol_source=kubernetes", "-e", unreachable, check=False)
     assert result.returncode != 0
-    assert "netpol_source=kubernetes is not implemented yet" in result.stdout
+    assert "netpol_source=kubernetes: cannot reach the Kubernetes API at https://127.0.0.1:1" in result.stdout
+    assert "no host was changed" in result.stdout
     assert lab.snapshot() == before
 
 

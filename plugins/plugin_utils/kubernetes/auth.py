@@ -167,4 +167,3 @@ def _apply_options(options: Mapping[str, Any], configuration: Any) -> None:
     if options.get("api_key"):
         configuration.api_key = {"authorization": "Bearer %s" % options["api_key"]}
         configuration.api_key_prefix = {}
-

@@ -1,0 +1,45 @@
+# -*- coding: utf-8 -*-
+# Copyright: netpol.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""netpol_source=kubernetes as the compile action calls it: options, failures, merging."""
+
+from __future__ import annotations
+
+from ansible_collections.netpol.fleet.plugins.module_utils.engine.fleet import load_fleet
+from ansible_collections.netpol.fleet.plugins.module_utils.engine.parse import load_policies
+from ansible_collections.netpol.fleet.plugins.plugin_utils.kubernetes.snapshot import take_snapshot
+from ansible_collections.netpol.fleet.plugins.plugin_utils.kubernetes.source import merged, read_cluster
+
+EMPTY = load_fleet({}, {})
+
+
+def inventory_policy(name):
+    return load_policies([{"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                           "metadata": {"name": name, "namespace": "shop"}, "spec": {"podSelector": {}}}], [])[0][0]
+
+
+def test_an_unknown_option_is_named_before_anything_is_contacted():
+    read = read_cluster({"hots": "https://x"}, {}, EMPTY, ())
+    assert read.inputs.errors == ["netpol_kubernetes: unknown option 'hots': known options are kubeconfig, context, "
+                                  "host, api_key, username, password, client_cert, client_key, ca_cert, "
+                                  "validate_certs, proxy, impersonate_user, impersonate_groups, page_size, timeout"]
+
+
+def test_an_unreachable_api_is_one_error_naming_it():
+    read = read_cluster({"host": "https://127.0.0.1:1", "api_key": "x", "timeout": 2}, {}, EMPTY, (), environ={})
+    (error,) = read.inputs.errors
+    assert error.startswith("netpol_source=kubernetes: cannot reach the Kubernetes API at https://127.0.0.1:1")
+    assert read.source == "options (host https://127.0.0.1:1, api_key; or their K8S_AUTH_* variables)"
+
+
+def test_a_page_size_that_is_no_number_is_an_error():
+    read = read_cluster({"host": "https://127.0.0.1:1", "api_key": "x", "page_size": "many"}, {}, EMPTY, (), environ={})
+    assert read.inputs.errors == ["netpol_source=kubernetes: netpol_kubernetes.page_size must be an integer, not 'many'"]
+
+
+def test_inventory_policies_join_the_clusters_and_one_name_in_both_is_an_error(server):
+    mine, clash = inventory_policy("from-files"), inventory_policy("web-ingress")
+    found = merged(take_snapshot(server), EMPTY, {}, (mine, clash), ())
+    assert [p.key for p in found.policies] == ["shop/from-files", "shop/web-ingress"]
+    assert found.errors == ["netpol_policies[0]: shop/web-ingress: metadata.name: duplicate NetworkPolicy name in "
+                            "namespace 'shop': also the cluster's kubernetes:shop/web-ingress"]
