@@ -16,6 +16,10 @@ import yaml
 from ansible import constants as C
 from ansible.errors import AnsibleError
 
+from ansible_collections.netpol.fleet.plugins.module_utils.engine.ir import Fleet, Workload
+from ansible_collections.netpol.fleet.plugins.plugin_utils.kubernetes.convert import Origin
+from ansible_collections.netpol.fleet.plugins.plugin_utils.kubernetes.source import ClusterRead
+
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
 NAME = "netpol.fleet.selector"
 
@@ -54,9 +58,9 @@ def run(selector, *terms, **options):
 
 def test_returns_the_workloads_with_all_they_need(selector):
     assert run(selector, "app=web", namespace="shop") == [
-        {"name": "vm1", "namespace": "shop", "host": "hv1", "labels": {"app": "web"}, "addresses": ["10.0.1.1"],
-         "ports": []},
-        {"name": "web1", "namespace": "shop", "host": "web1", "labels": {"app": "web", "tier": "front"},
+        {"kind": "vm", "node": "hv1", "name": "vm1", "namespace": "shop", "host": "hv1", "labels": {"app": "web"},
+         "addresses": ["10.0.1.1"], "ports": []},
+        {"kind": "host", "node": "web1", "name": "web1", "namespace": "shop", "host": "web1", "labels": {"app": "web", "tier": "front"},
          "addresses": ["10.0.0.1", "fd00::1"], "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]},
     ]
 
@@ -92,6 +96,27 @@ def test_bad_selectors_fail_the_lookup(selector, terms, options, message):
         return
     with pytest.raises(AnsibleError, match=message.replace("(", r"\(")):
         run(selector, *terms, **options)
+
+
+def test_with_the_kubernetes_source_cluster_workloads_join_with_kind_and_node(selector, monkeypatch):
+    """The lookup resolves against read_cluster's merged fleet (tested on recorded responses
+    in tests/unit/plugins/plugin_utils/kubernetes and against a real API in tests/integration)."""
+    module = sys.modules[type(selector).__module__]
+    pod = Workload("web-7d4", "shop", (("app", "web"),), ("10.244.1.6",), host="kubernetes:pod/shop/web-7d4")
+    calls = []
+
+    def read_cluster(options, hostvars, fleet, policies, declared):
+        calls.append(options)
+        read = ClusterRead()
+        read.inputs.fleet = Fleet(workloads=fleet.workloads + (pod,), namespaces=fleet.namespaces)
+        read.inputs.origins = {pod: Origin("Pod", "node-a")}
+        return read
+
+    monkeypatch.setattr(module, "read_cluster", read_cluster)
+    found = run(selector, "app=web", namespace="shop", source="kubernetes", kubernetes={"context": "prod"})
+    assert calls == [{"context": "prod"}]
+    assert [(w["kind"], w["name"], w["node"], w["host"]) for w in found] == [
+        ("vm", "vm1", "hv1", "hv1"), ("Pod", "web-7d4", "node-a", None), ("host", "web1", "web1", "web1")]
 
 
 def test_an_invalid_inventory_fails_with_every_problem(selector):
