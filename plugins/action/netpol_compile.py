@@ -104,8 +104,9 @@ class ActionModule(ActionBase):
             policies, fleet = cluster.inputs.policies, cluster.inputs.fleet
             warnings, errors = warnings + cluster.inputs.warnings, errors + cluster.inputs.errors
             result["kubernetes"] = cluster.report
-            self._display.display("netpol: Kubernetes snapshot of %s, credentials from %s, resourceVersions %s"
-                                  % (cluster.host, cluster.source, cluster.report["resource_versions"]))
+            self._display.display("netpol: Kubernetes snapshot of %s, credentials from %s, resourceVersions %s, "
+                                  "pages %s" % (cluster.host, cluster.source, cluster.report["resource_versions"],
+                                                cluster.report["pages"]))
         errors += unenforced_bridge_workloads(fleet)
         control_plane = task_vars.get("groups", {}).get(args["control_plane_group"], [])
         try:
