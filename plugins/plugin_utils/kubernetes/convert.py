@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
-from ansible_collections.netpol.fleet.plugins.module_utils.engine.errors import InputError, InputErrors
+from ansible_collections.netpol.fleet.plugins.module_utils.engine.errors import InputErrors
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.ir import (
     METADATA_NAME,
     PROTOCOLS,
