@@ -11,7 +11,7 @@ import yaml
 
 from ansible_collections.netpol.fleet.plugins.plugin_utils.kubernetes.snapshot import RESOURCES
 
-CLUSTERROLE = Path(__file__).resolve().parents[5] / "kubernetes" / "clusterrole.yml"
+CLUSTERROLE = Path(__file__).resolve().parents[5] / "docs" / "rbac" / "netpol-fleet-reader.yml"
 
 
 def test_the_clusterrole_grants_get_and_list_on_exactly_the_resources_read():
