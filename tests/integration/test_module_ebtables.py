@@ -120,7 +120,7 @@ def test_create_noop_change_remove_leave_the_cni_state_alone(ns, tmp_path):
     sh(ns, "; ".join(FOREIGN))
     initial = world(ns)
 
-    created, _ = play(ns, tmp_path, ARGS)
+    created = play(ns, tmp_path, ARGS)[0]
     assert not created.get("failed"), created.get("msg")
     assert created["changed"] and created["chains"]["created"] == ["NETPOL-VM1", "NETPOL-VM2"]
     nat = save(ns)
@@ -133,16 +133,16 @@ def test_create_noop_change_remove_leave_the_cni_state_alone(ns, tmp_path):
     assert without_ours(nat) == initial[0] and save(ns, "filter") == initial[1]
 
     path = shims(tmp_path, ns)
-    again, _ = play(ns, tmp_path, ARGS, path=path)
+    again = play(ns, tmp_path, ARGS, path=path)[0]
     assert not again["changed"] and calls(tmp_path) == []  # read once, nothing written or tried
 
     changed_vm2 = dict(VM2, rules=["--among-src 2:0:a:0:0:2,2:0:a:0:0:3 -j RETURN", "-j DROP"])
-    changed, _ = play(ns, tmp_path, dict(ARGS, chains=[VM1, changed_vm2]), path=path)
+    changed = play(ns, tmp_path, dict(ARGS, chains=[VM1, changed_vm2]), path=path)[0]
     assert changed["chains"] == {"created": [], "updated": ["NETPOL-VM2"], "removed": []}
     assert calls(tmp_path) == ["unshare", "ebtables-restore --noflush"]  # proven, then one transaction
     assert "-A NETPOL-VM2 --among-src 2:0:a:0:0:2,2:0:a:0:0:3 -j RETURN\n" in save(ns)
 
-    removed, _ = play(ns, tmp_path, {"table": "nat", "state": "absent"})
+    removed = play(ns, tmp_path, {"table": "nat", "state": "absent"})[0]
     assert removed["chains"]["removed"] == ["NETPOL-VM1", "NETPOL-VM2"]
     assert world(ns) == initial
     assert not play(ns, tmp_path, {"table": "nat", "state": "absent"})[0]["changed"]
@@ -173,7 +173,7 @@ def test_a_failure_late_in_the_restore_leaves_the_previous_state(ns, tmp_path):
         "sed 's/^COMMIT$/-A NETPOL-VM1 -j NETPOL-MISSING\\nCOMMIT/' | /usr/sbin/ebtables-restore \"$@\"\n" % ns
     )
     (bin_dir / "ebtables-restore").chmod(0o755)
-    result, _ = play(ns, tmp_path, {"table": "nat", "state": "absent"}, path=str(bin_dir))
+    result = play(ns, tmp_path, {"table": "nat", "state": "absent"}, path=str(bin_dir))[0]
     assert result["failed"] and "NETPOL-MISSING" in result["msg"]
     assert world(ns) == before
 
@@ -184,7 +184,7 @@ def test_another_writer_during_the_apply_is_rolled_back(ns, tmp_path):
     before = world(ns)
     once = tmp_path / "written"  # the other writer strikes after our first restore only
     path = shims(tmp_path, ns, after_restore="[ -e %s ] || { touch %s; ebtables -t nat -A NETPOL-VM1 -j ACCEPT; }" % (once, once))
-    result, _ = play(ns, tmp_path, dict(ARGS, chains=[VM1, dict(VM2, rules=["-j DROP"])]), path=path)
+    result = play(ns, tmp_path, dict(ARGS, chains=[VM1, dict(VM2, rules=["-j DROP"])]), path=path)[0]
     assert result["failed"] and "NETPOL-VM1: 5 rules desired, kernel has 6" in result["msg"]
     assert world(ns) == before  # the snapshot of our chains is back, the CNI's untouched
 
@@ -193,10 +193,10 @@ def test_a_rule_ebtables_would_misprint_is_refused_before_the_table_is_touched(n
     sh(ns, "; ".join(FOREIGN))
     before = world(ns)
     bad = {"name": "NETPOL-VM1", "rules": ["-p IPv4 --ip-src 10.0.0.1 --limit 5/min --nflog-group 1 -j DROP"]}
-    result, _ = play(ns, tmp_path, {"table": "nat", "chains": [bad]})
+    result = play(ns, tmp_path, {"table": "nat", "chains": [bad]})[0]
     assert result["failed"] and "kernel prints '-p IPv4 --ip-src 10.0.0.1 --nflog-group 1 -j DROP'" in result["msg"]
     assert world(ns) == before
-    refused, _ = play(ns, tmp_path, {"table": "nat", "chains": [dict(bad, rules=["-p IPv4 --bogus 3 -j DROP"])]})
+    refused = play(ns, tmp_path, {"table": "nat", "chains": [dict(bad, rules=["-p IPv4 --bogus 3 -j DROP"])]})[0]
     assert refused["failed"] and "offending line: -A NETPOL-VM1 -p IPv4 --bogus 3 -j DROP" in refused["msg"]
     assert world(ns) == before
 

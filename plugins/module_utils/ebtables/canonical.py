@@ -204,7 +204,7 @@ def _mac(value: str) -> str:
     """A MAC (with optional /mask) as -s/-d and --arp-mac-* print it: two lowercase hex digits each."""
     if value.lower() in MAC_NAME_CASE:
         return MAC_NAME_CASE[value.lower()]
-    address, _, mask = value.partition("/")
+    address, mask = (value.split("/", 1) + [""])[:2]
     octets, mask_octets = _octets(address), _octets(mask) if mask else [0xFF] * 6
     if octets is None or mask_octets is None:
         return value
@@ -274,7 +274,7 @@ def _icmp_type(names: Dict[int, str]) -> Callable[[str], str]:
     def normalize(value: str) -> str:
         if value in numbers:
             return names[numbers[value]]
-        types, _, codes = value.partition("/")
+        types, codes = (value.split("/", 1) + [""])[:2]
         if not types.replace(":", "").isdigit() or (codes and not codes.replace(":", "").isdigit()):
             return value
         codes = codes or "0:255"
@@ -305,7 +305,7 @@ def _vlan_encap(value: str) -> str:
 
 def _rate(value: str) -> str:
     """--limit N/unit in the largest unit that keeps N whole (60/min is 1/sec)."""
-    count, _, unit = value.partition("/")
+    count, unit = (value.split("/", 1) + [""])[:2]
     unit = RATE_UNIT_NAMES.get(unit.lower() or "sec")
     if not count.isdigit() or unit is None:
         return value

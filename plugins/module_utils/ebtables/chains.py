@@ -206,15 +206,15 @@ def plan(table: str, want: Owned, have: Owned, prefix: str) -> Plan:
     removed = tuple(n for n in present if n not in wanted)
     have_base = {c.name: c.rules for c in have.base}
     moved = [(Chain(w.name, have_base.get(w.name, ())), w) for w in want.base if have_base.get(w.name, ()) != w.rules]
-    jumps_before = [line for old, _ in moved for line in _jump_lines(old, prefix)]
-    jumps_after = [line for _, new in moved for line in _jump_lines(new, prefix)]
+    jumps_before = [line for old in (pair[0] for pair in moved) for line in _jump_lines(old, prefix)]
+    jumps_after = [line for new in (pair[1] for pair in moved) for line in _jump_lines(new, prefix)]
     if not (created or updated or removed or moved):
         return Plan()
     # Declaring a chain under --noflush creates or flushes it: all come first so rules may refer to
     # any of them, and -X finds removed chains empty. Jumps leave before the chains they enter.
     lines = ["*%s" % table]
     lines += [":%s %s" % (n, USER_CHAIN_POLICY) for n in created + updated + removed]
-    lines += [line for old, _ in moved for line in _jump_deletes(old, prefix)]
+    lines += [line for old in (pair[0] for pair in moved) for line in _jump_deletes(old, prefix)]
     lines += ["-A %s %s" % (n, r) for n in created + updated for r in wanted[n]]
     lines += jumps_after
     lines += ["-X %s" % n for n in removed]
