@@ -44,7 +44,9 @@ from ansible_collections.netpol.fleet.plugins.module_utils.engine.validate impor
     string,
 )
 
-WORKLOAD_FIELDS = ("name", "namespace", "labels", "addresses", "ports", "mac", "interface")
+WORKLOAD_FIELDS = ("name", "namespace", "labels", "addresses", "ports", "mac", "interface", "antispoof",
+                   "allowed_addresses")
+ANTISPOOF_MODES = ("full", "mac_only", "off")  # bridge/antispoof.py says what each checks
 PORT_FIELDS = ("name", "port", "protocol")
 FACT_VARIABLES = ("ansible_all_ipv4_addresses", "ansible_all_ipv6_addresses")
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
@@ -166,6 +168,11 @@ def bridge_workload(host: str, value: Any, field: str, problems: Problems) -> Op
     addresses, origins = read_addresses(or_default(given, []), join(field, "addresses"), problems)
     if given is not None and len(given) == 0:
         problems.add(join(field, "addresses"), "Required value: at least one address")
+    antispoof = _antispoof(or_default(item.get("antispoof"), "full"), join(field, "antispoof"), problems)
+    mac = _mac(item.get("mac"), join(field, "mac"), problems)
+    if antispoof != "off" and item.get("mac") is None:
+        problems.add(join(field, "mac"), "Required value: anti-spoofing checks the VM's source MAC (set "
+                     "antispoof: off to leave this port unchecked)")
     workload = Workload(
         name=name if isinstance(name, str) else "",
         namespace=namespace,
@@ -174,9 +181,42 @@ def bridge_workload(host: str, value: Any, field: str, problems: Problems) -> Op
         ports=read_ports(item.get("ports"), join(field, "ports"), problems),
         host=host,
         interface=_interface(required(item, "interface", field, problems), join(field, "interface"), problems),
-        mac=_mac(item.get("mac"), join(field, "mac"), problems),
+        mac=mac,
+        antispoof=antispoof,
+        allowed_addresses=_allowed_addresses(item.get("allowed_addresses"), join(field, "allowed_addresses"), problems),
     )
     return workload, origins
+
+
+def _antispoof(value: Any, field: str, problems: Problems) -> str:
+    if string(value, field, problems) is None:
+        return "full"
+    if value not in ANTISPOOF_MODES:
+        problems.add(field, "Unsupported value: %s: supported values: %s"
+                     % (quoted(value), ", ".join(quoted(m) for m in ANTISPOOF_MODES)))
+    return value
+
+
+def _allowed_addresses(value: Any, field: str, problems: Problems) -> Tuple[str, ...]:
+    """Extra sources a VM may send from (allowed-address pairs): addresses or CIDRs, each kept out
+    of every peer set. /0 would switch the IP check off: that is antispoof: mac_only, said plainly."""
+    found = []
+    for i, text in enumerate(sequence(or_default(value, []), field, problems) or []):
+        where = "%s[%d]" % (field, i)
+        if string(text, where, problems) is None:
+            continue
+        try:
+            network, host_bits = read_cidr(text) if "/" in text else (read_ip(text), False)
+        except ValueError as e:
+            problems.add(where, invalid(text, str(e)))
+            continue
+        if host_bits:
+            problems.add(where, invalid(text, "must not have host bits set (a network, or an address without /)"))
+        elif getattr(network, "prefixlen", None) == 0:
+            problems.add(where, invalid(text, "allows every source; use antispoof: mac_only instead"))
+        else:
+            found.append(str(network))
+    return tuple(found)
 
 
 def _namespace(value: Any, field: str, problems: Problems) -> str:

@@ -135,7 +135,9 @@ class Workload:
     """Something policies select: a host (host mode) or a VM on a hypervisor (bridge mode).
 
     host is the inventory host that enforces for it: itself in host mode. interface and
-    mac are set in bridge mode only.
+    mac are set in bridge mode only, and so are the anti-spoofing knobs of the VM's port:
+    antispoof (full, mac_only or off) and allowed_addresses (extra sources it may send from,
+    addresses or CIDRs; never part of addresses, so never in a peer set).
     """
 
     name: str
@@ -146,6 +148,8 @@ class Workload:
     host: str = ""
     interface: Optional[str] = None
     mac: Optional[str] = None
+    antispoof: str = "full"
+    allowed_addresses: Tuple[str, ...] = ()
 
     @property
     def label_map(self) -> Mapping[str, str]:

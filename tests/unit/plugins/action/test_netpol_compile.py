@@ -154,7 +154,7 @@ def test_nothing_is_executed_on_hosts_when_the_controller_is_known(transport):
 
 
 def test_a_hypervisor_with_vms_stops_the_run_until_bridge_mode_enforces(monkeypatch):
-    vm = {"name": "vm1", "namespace": "shop", "addresses": ["10.0.1.5"], "interface": "vnet0"}
+    vm = {"name": "vm1", "namespace": "shop", "addresses": ["10.0.1.5"], "interface": "vnet0", "mac": "52:54:00:00:01:05"}
     monkeypatch.setitem(INVENTORY, "hv1", {"netpol_addresses": ["10.0.0.50"], "netpol_workloads": [vm]})
     result = run({"policies": [DB_FROM_WEB]})[0]
     assert result["failed"] and "no host was changed" in result["msg"]

@@ -28,7 +28,8 @@ HOSTVARS = {
              "netpol_addresses": ["10.0.0.1", "fd00::1"], "netpol_ports": [{"name": "http", "port": 8080}]},
     "db1": {"netpol_namespace": "billing", "netpol_labels": {"app": "db"}, "netpol_addresses": ["10.0.0.2"]},
     "hv1": {"netpol_addresses": ["192.0.2.1"], "netpol_workloads": [
-        {"name": "vm1", "namespace": "shop", "labels": {"app": "web"}, "addresses": ["10.0.1.1"], "interface": "vnet0"},
+        {"name": "vm1", "namespace": "shop", "labels": {"app": "web"}, "addresses": ["10.0.1.1"], "interface": "vnet0",
+         "mac": "52:54:00:00:01:01"},
     ]},
     "controller": {},
 }

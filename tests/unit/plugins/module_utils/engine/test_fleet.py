@@ -52,18 +52,35 @@ def test_node_addresses_for_every_host():
     )
 
 
+VM = {"name": "vm", "namespace": "a", "addresses": ["10.0.0.1"], "interface": "v0", "mac": "52:54:00:00:00:01"}
+
+
+def test_anti_spoofing_knobs_of_a_vm_port():
+    fleet = load_fleet({"hv": {"netpol_workloads": [
+        dict(VM, antispoof="mac_only", allowed_addresses=["10.0.0.64/26", "2001:db8::7"]),
+        dict(VM, name="vm2", addresses=["10.0.0.2"], interface="v1", mac=None, antispoof="off"),
+    ]}}, None)
+    first, second = fleet.workloads
+    assert (first.antispoof, first.allowed_addresses) == ("mac_only", ("10.0.0.64/26", "2001:db8::7"))
+    assert first.addresses == ("10.0.0.1",)  # allowed addresses never become the VM's own: no peer set holds them
+    assert (second.antispoof, second.mac) == ("off", None)
+    assert load_fleet({"hv": {"netpol_workloads": [VM]}}, None).workloads[0].antispoof == "full"
+
+
 def test_bridge_mode_workloads_belong_to_their_hypervisor():
     hv1 = {
         "netpol_addresses": ["192.0.2.10"],
         "netpol_workloads": [
             {"name": "vm2", "namespace": "shop", "labels": {"app": "web"}, "addresses": ["10.0.1.2"],
              "interface": "vnet1", "mac": "52:54:00:AB:CD:EF", "ports": [{"name": "http", "port": 8080}]},
-            {"name": "vm1", "namespace": "shop", "addresses": ["10.0.1.1", "fd00:1::1"], "interface": "vnet0"},
+            {"name": "vm1", "namespace": "shop", "addresses": ["10.0.1.1", "fd00:1::1"], "interface": "vnet0",
+             "mac": "52:54:00:00:00:01"},
         ],
     }
     fleet = load_fleet({"hv1": hv1}, None)
     assert fleet.workloads == (
-        Workload("vm1", "shop", (), ("10.0.1.1", "fd00:1::1"), (), host="hv1", interface="vnet0"),
+        Workload("vm1", "shop", (), ("10.0.1.1", "fd00:1::1"), (), host="hv1", interface="vnet0",
+                 mac="52:54:00:00:00:01"),
         Workload("vm2", "shop", (("app", "web"),), ("10.0.1.2",), (NamedPort("http", 8080),), host="hv1",
                  interface="vnet1", mac="52:54:00:ab:cd:ef"),
     )
@@ -117,25 +134,41 @@ def test_namespaces_declared_and_used_all_carry_their_name():
          "inventory host db1: netpol_ports[0].port: must be an integer, not string '5432'"),
         ({"db1": dict(DB1, netpol_ports=[{"name": "pg", "port": 1, "number": 1}])}, {},
          "inventory host db1: netpol_ports[0].number: unknown field 'number'"),
-        ({"hv": {"netpol_workloads": [{"name": "vm", "namespace": "a", "addresses": [], "interface": "v0"}]}}, {},
+        ({"hv": {"netpol_workloads": [{"name": "vm", "namespace": "a", "addresses": [], "interface": "v0", "mac": "52:54:00:00:00:01"}]}}, {},
          "inventory host hv: netpol_workloads[0].addresses: Required value: at least one address"),
-        ({"hv": {"netpol_workloads": [{"name": "vm", "namespace": "a", "addresses": ["10.0.0.1"]}]}}, {},
-         "inventory host hv: netpol_workloads[0].interface: Required value"),
+        ({"hv": {"netpol_workloads": [{"name": "vm", "namespace": "a", "addresses": ["10.0.0.1"], "mac": "52:54:00:00:00:01"}]}},
+         {}, "inventory host hv: netpol_workloads[0].interface: Required value"),
         ({"hv": {"netpol_workloads": [{"name": "vm", "namespace": "a", "addresses": ["10.0.0.1"],
-                                       "interface": "a-very-long-ifname"}]}}, {},
+                                       "interface": "a-very-long-ifname", "mac": "52:54:00:00:00:01"}]}}, {},
          "inventory host hv: netpol_workloads[0].interface: invalid value 'a-very-long-ifname'"),
         ({"hv": {"netpol_workloads": [{"name": "vm", "namespace": "a", "addresses": ["10.0.0.1"], "interface": "v0",
                                        "mac": "52:54:00:zz:00:01"}]}}, {},
          "inventory host hv: netpol_workloads[0].mac: invalid value '52:54:00:zz:00:01'"),
         ({"hv": {"netpol_workloads": [{"name": "vm", "namespace": "a", "addresses": ["10.0.0.1"], "interface": "v0",
-                                       "vlan": 5}]}}, {},
+                                       "mac": "52:54:00:00:00:01", "vlan": 5}]}}, {},
          "inventory host hv: netpol_workloads[0].vlan: unknown field 'vlan'"),
         ({"hv": {"netpol_workloads": [{"name": "db1", "namespace": "billing", "addresses": ["10.9.0.1"],
-                                       "interface": "v0"}]}, "db1": DB1}, {},
+                                       "interface": "v0", "mac": "52:54:00:00:00:01"}]}, "db1": DB1}, {},
          "inventory host hv: billing/db1: duplicate workload name in namespace 'billing': also on inventory host db1"),
-        ({"hv": {"netpol_workloads": [{"name": "", "namespace": "a", "addresses": ["10.0.0.1"], "interface": "v0"}]}},
+        ({"hv": {"netpol_workloads": [{"name": "", "namespace": "a", "addresses": ["10.0.0.1"], "interface": "v0", "mac": "52:54:00:00:00:01"}]}},
          {}, "inventory host hv: netpol_workloads[0].name: Required value"),
         ({"hv": {"netpol_workloads": ["vm1"]}}, {}, "inventory host hv: netpol_workloads[0]: must be an object, not string"),
+        ({"hv": {"netpol_workloads": [dict(VM, mac=None)]}}, {},
+         "inventory host hv: netpol_workloads[0].mac: Required value: anti-spoofing checks the VM's source MAC"),
+        ({"hv": {"netpol_workloads": [dict(VM, antispoof="strict")]}}, {},
+         "inventory host hv: netpol_workloads[0].antispoof: Unsupported value: 'strict': supported values: "
+         "'full', 'mac_only', 'off'"),
+        ({"hv": {"netpol_workloads": [dict(VM, antispoof=True)]}}, {},
+         "inventory host hv: netpol_workloads[0].antispoof: must be a string, not boolean"),
+        ({"hv": {"netpol_workloads": [dict(VM, allowed_addresses="10.0.0.9")]}}, {},
+         "inventory host hv: netpol_workloads[0].allowed_addresses: must be an array, not string"),
+        ({"hv": {"netpol_workloads": [dict(VM, allowed_addresses=["10.0.0.9", "10.0.0.300"])]}}, {},
+         "inventory host hv: netpol_workloads[0].allowed_addresses[1]: invalid value '10.0.0.300'"),
+        ({"hv": {"netpol_workloads": [dict(VM, allowed_addresses=["10.0.0.9/24"])]}}, {},
+         "inventory host hv: netpol_workloads[0].allowed_addresses[0]: invalid value '10.0.0.9/24': must not have host bits"),
+        ({"hv": {"netpol_workloads": [dict(VM, allowed_addresses=["::/0"])]}}, {},
+         "inventory host hv: netpol_workloads[0].allowed_addresses[0]: invalid value '::/0': allows every source; "
+         "use antispoof: mac_only instead"),
         ({"hv": {"netpol_workloads": {"name": "vm"}}}, {},
          "inventory host hv: netpol_workloads: must be an array, not object"),
         ({}, {"Shop": {}}, "netpol_namespaces: Shop: invalid value 'Shop'"),
@@ -156,7 +189,7 @@ def test_all_fleet_errors_are_reported_together():
     hosts = {
         "a": dict(DB1, netpol_addresses=["bad"]),
         "b": dict(DB1, netpol_namespace="B"),
-        "hv": {"netpol_workloads": [{"name": "vm"}]},
+        "hv": {"netpol_workloads": [{"name": "vm", "mac": "52:54:00:00:00:01"}]},
     }
     with pytest.raises(InputErrors) as raised:
         load_fleet(hosts, {"X": {}})
