@@ -115,7 +115,7 @@ def _build(lab: Lab) -> None:
 
 
 def wait_for(condition, what: str, tries: int = 100) -> None:
-    for _ in range(tries):
+    for _attempt in range(tries):
         if condition():
             return
         time.sleep(0.1)
