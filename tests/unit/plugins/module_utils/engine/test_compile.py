@@ -280,3 +280,15 @@ def test_output_does_not_depend_on_the_interpreter_hash_seed():
         for seed in ("1", "2", "3")
     }
     assert len(outputs) == 1
+
+
+def test_allowed_addresses_of_a_vm_never_widen_peer_sets():
+    # Allowed-address pairs let a VM's port send from more sources (bridge/antispoof.py); a policy
+    # that admits the VM must still admit only its own addresses (a 0.0.0.0/0 pair once did in Neutron).
+    vm = {"name": "vm1", "namespace": "shop", "labels": {"app": "web"}, "addresses": ["10.0.5.5"],
+          "interface": "vnet0", "mac": "52:54:00:00:05:05", "allowed_addresses": ["10.0.9.9", "10.0.0.0/8"]}
+    inventory = dict(INVENTORY, hv={"netpol_addresses": ["192.0.2.9"], "netpol_workloads": [vm]})
+    drawn = policies(policy("shop", "db", {"podSelector": select("db"), "ingress": [{"from": [{"podSelector": select("web")}]}]}))
+    members = {m.entry for s in compile_fleet(fleet(inventory), drawn, hosts=["db"])["db"].sets for m in s.members}
+    assert "10.0.5.5" in members and "10.0.1.1" in members
+    assert not members & {"10.0.9.9", "10.0.0.0/8"}
