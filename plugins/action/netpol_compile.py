@@ -29,7 +29,7 @@ from ansible_collections.netpol.fleet.plugins.module_utils.engine.privileged imp
     rule_to_dict,
     rules_from_vars,
 )
-from ansible_collections.netpol.fleet.plugins.module_utils.engine.simulate import matrix
+from ansible_collections.netpol.fleet.plugins.module_utils.verify.explain import ExplainError, explain, explained_matrix
 from ansible_collections.netpol.fleet.plugins.module_utils.verify.flows import address_family, bare_address, flow_targets
 from ansible_collections.netpol.fleet.plugins.plugin_utils.kubernetes.source import read_cluster
 
@@ -82,6 +82,12 @@ ARGUMENT_SPEC = {
     }},
     "expected": {"type": "bool", "default": False},
     "probe_ports": {"type": "list", "elements": "dict"},
+    "explain": {"type": "dict", "options": {
+        "src": {"type": "str", "required": True},
+        "dst": {"type": "str", "required": True},
+        "port": {"type": "raw", "required": True},
+        "protocol": {"type": "str", "default": "TCP"},
+    }},
 }
 
 
@@ -131,7 +137,12 @@ class ActionModule(ActionBase):
         )
         if args["expected"]:
             probes = probes_between(hostvars, hosts, args["probe_ports"] or [])
-            result["expected"] = matrix(fleet, policies, probes, options)
+            result["expected"] = explained_matrix(fleet, policies, probes, options)
+        if args["explain"]:
+            try:
+                result["explained"] = explain(fleet, policies, options=options, **args["explain"])
+            except ExplainError as error:
+                return failure(result, ["explain: %s" % error])
         return result
 
     def _detected_controller(self, hostvars: Mapping[str, Mapping[str, Any]]) -> List[str]:

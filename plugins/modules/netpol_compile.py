@@ -144,6 +144,28 @@ options:
     description: Ports (C({port, protocol})) the expected matrix covers, when O(expected) is set.
     type: list
     elements: dict
+  explain:
+    description:
+      - Also explain one flow in RV(explained), from exactly the inputs the hosts are compiled from
+        (the C(netpol.fleet.explain) role and C(playbooks/explain.yml) use it).
+    type: dict
+    suboptions:
+      src:
+        description: The source, an inventory host or workload (C(name) or C(namespace/name)), or an IP address.
+        type: str
+        required: true
+      dst:
+        description: The destination, in the same forms as O(explain.src).
+        type: str
+        required: true
+      port:
+        description: The destination port, 1-65535.
+        type: raw
+        required: true
+      protocol:
+        description: V(TCP), V(UDP) or V(SCTP) (any case).
+        type: str
+        default: TCP
 attributes:
   check_mode:
     support: full
@@ -213,10 +235,33 @@ kubernetes:
   sample: {"host": "https://127.0.0.1:6443", "credentials": "kubeconfig /root/.kube/config",
            "resource_versions": {"Namespace": "81234", "Pod": "81250"}, "pages": {"Namespace": 1, "Pod": 2}}
 expected:
-  description: Expected flow records C({src, dst, address, family, protocol, port, reachable}).
+  description:
+    - Expected flow records C({src, dst, address, family, protocol, port, reachable}), each with C(why),
+      the simulator's reason per side (egress at the source, ingress at the destination) as two lines.
   returned: when O(expected) is set
   type: list
   elements: dict
+explained:
+  description:
+    - One record per address family both ends of O(explain) have C({src, dst, src_address, address, family,
+      protocol, port, reachable, egress, ingress}).
+    - Each side is C({direction, allowed, reason, host, workload, isolated_by, decided_by, kernel}); C(decided_by)
+      names the policy rules (C(namespace/name ingress[i])) or privileged rules that allow it, or the drop of
+      the isolated workload; C(kernel) lists the comments of the compiled rules that decide it (empty when no
+      rule of the collection decides, the workload being not isolated; null when no host of the fleet
+      enforces that side).
+  returned: when O(explain) is set
+  type: list
+  elements: dict
+  sample:
+    - {src: lab-web1, dst: lab-db, src_address: 10.42.0.11, address: 10.42.0.22, family: 4, protocol: tcp,
+       port: 5432, reachable: false,
+       egress: {direction: egress, allowed: true, reason: not isolated for egress, host: lab-web1,
+                workload: shop/lab-web1, isolated_by: [], decided_by: [], kernel: []},
+       ingress: {direction: ingress, allowed: false, host: lab-db, workload: billing/lab-db,
+                 reason: "isolated for ingress by billing/allow-monitoring, ...; no rule matched",
+                 isolated_by: [billing/allow-monitoring], decided_by: [billing/lab-db isolated for ingress],
+                 kernel: [billing/lab-db isolated for ingress]}}
 errors:
   description: Every input error, each naming file, object and field.
   returned: failure

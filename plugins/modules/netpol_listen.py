@@ -110,6 +110,14 @@ busy:
   type: list
   elements: dict
   sample: [{protocol: tcp, port: 22, family: 4}]
+started:
+  description:
+    - Whether this call started a new listener process (V(false) when the one running already served the ports).
+    - A role that starts and later stops its own listener in one run can report neither as a change
+      (the host ends as it began) and still report stopping one an earlier run left behind.
+  returned: always
+  type: bool
+  sample: true
 unsupported:
   description: Ports that are not served because their protocol cannot be probed (SCTP).
   returned: always
@@ -336,7 +344,7 @@ def ensure_present(module: AnsibleModule, path: str, state: Optional[dict], resu
     record = {"pid": pid, "start_time": start_time(pid), "ports": wanted, "busy": busy}
     with open(path, "w") as handle:
         json.dump(record, handle)
-    return dict(result, changed=True, pid=pid, busy=busy)
+    return dict(result, changed=True, started=True, pid=pid, busy=busy)
 
 
 def ensure_absent(module: AnsibleModule, path: str, state: Optional[dict], result: dict) -> dict:
@@ -363,7 +371,7 @@ def main() -> None:
         supports_check_mode=True,
     )
     path = module.params["state_file"] or default_state_file()
-    result = dict(changed=False, pid=0, state_file=path, listening=[], busy=[], unsupported=[])
+    result = dict(changed=False, started=False, pid=0, state_file=path, listening=[], busy=[], unsupported=[])
     state = read_state(path)
     try:
         if module.params["state"] == "present":

@@ -109,6 +109,11 @@ def ssh_inventory(tmp_path: Path) -> Iterator[Callable[[Lab, Dict[str, dict]], P
         daemon.wait()
 
 
+def recap_changed(stdout: str) -> Dict[str, int]:
+    """host -> changed= of the PLAY RECAP."""
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", stdout, re.M)}
+
+
 def flow_ids(flows: List[dict]) -> set:
     return {(f["src"], f["dst"], f["address"], f["family"], f["protocol"], f["port"]) for f in flows}
 
@@ -118,8 +123,10 @@ def test_verify_measures_every_port_and_names_the_one_blocked_flow(verify_lab, t
     a, b, c = lab.hosts
     matrix_file = tmp_path / "matrix.json"
 
-    run_playbook("playbooks/verify.yml", lab.inventory, "-e", "netpol_verify_matrix_file=%s" % matrix_file)
+    first = run_playbook("playbooks/verify.yml", lab.inventory, "-e", "netpol_verify_matrix_file=%s" % matrix_file)
 
+    # a probe run is read-only: listeners started and stopped within it, nothing reported changed
+    assert recap_changed(first.stdout) == {a: 0, b: 0, c: 0}
     measured = json.loads(matrix_file.read_text())
     addresses = {a: ("10.77.0.1", "fd4d::1"), b: ("10.77.0.2", "fd4d::2"), c: ("10.77.0.3", "fd4d::3")}
     assert flow_ids(measured) == {

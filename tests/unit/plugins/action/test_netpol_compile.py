@@ -125,6 +125,22 @@ def test_expected_matrix_covers_the_probed_flows():
     assert flows[("web", "10.0.0.2", 5432)] is True
     assert flows[("web", "fd00::2", 5432)] is True
     assert flows[("db", "10.0.0.1", 80)] is True  # web is not isolated
+    why = next(f["why"] for f in result["expected"] if (f["src"], f["address"], f["port"]) == ("web", "10.0.0.2", 5432))
+    assert why == ["egress  at web (shop/web): allowed, not isolated for egress",
+                   "ingress at db (shop/db): allowed, allowed by shop/db-from-web ingress[0]"]
+
+
+def test_explain_answers_one_flow_per_family_from_the_same_inputs():
+    result = run({"policies": [DB_FROM_WEB], "explain": {"src": "web", "dst": "db", "port": "5432"}})[0]
+    assert [(r["family"], r["reachable"], r["ingress"]["decided_by"]) for r in result["explained"]] == [
+        (4, True, ["shop/db-from-web ingress[0]"]), (6, True, ["shop/db-from-web ingress[0]"])]
+    denied = run({"policies": [DB_FROM_WEB], "explain": {"src": "bastion", "dst": "db", "port": 5432}})[0]
+    assert denied["explained"][0]["ingress"]["reason"].startswith("isolated for ingress by shop/db-from-web")
+
+
+def test_explain_of_an_unknown_endpoint_fails_naming_it():
+    result = run({"policies": [DB_FROM_WEB], "explain": {"src": "nobody", "dst": "db", "port": 5432}})[0]
+    assert result["failed"] and "explain: src='nobody' is no workload" in result["msg"]
 
 
 def test_ssh_client_address():

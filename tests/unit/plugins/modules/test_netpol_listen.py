@@ -55,7 +55,7 @@ def test_a_running_listener_on_the_same_ports_is_kept(monkeypatch, tmp_path: Pat
     path = tmp_path / "state.json"
     path.write_text(json.dumps(state_of_this_process()))
     result = run(monkeypatch, ports=PORTS, state_file=str(path))
-    assert (result["changed"], result["pid"]) == (False, os.getpid())
+    assert (result["changed"], result["started"], result["pid"]) == (False, False, os.getpid())
 
 
 def test_a_listener_on_other_ports_is_replaced(monkeypatch, tmp_path: Path):
@@ -66,7 +66,7 @@ def test_a_listener_on_other_ports_is_replaced(monkeypatch, tmp_path: Path):
     monkeypatch.setattr(netpol_listen, "bind_all", lambda ports: ([], [{"protocol": "udp", "port": 53, "family": 4}]))
     monkeypatch.setattr(netpol_listen, "daemonize", lambda sockets, lifetime: started.append(lifetime) or os.getpid())
     result = run(monkeypatch, ports=PORTS, state_file=str(path), lifetime=60)
-    assert (result["changed"], result["pid"], result["busy"]) == (True, os.getpid(), [
+    assert (result["changed"], result["started"], result["pid"], result["busy"]) == (True, True, os.getpid(), [
         {"protocol": "udp", "port": 53, "family": 4}])
     assert [state["ports"] for state in stopped] == [[["tcp", 1]]] and started == [60]
     assert json.loads(path.read_text())["ports"] == SERVED
