@@ -98,3 +98,6 @@ def test_explain_refuses_what_it_cannot_answer(make_lab) -> None:
     sctp = run_playbook("playbooks/explain.yml", lab.inventory, "-e", "src=192.0.2.1", "-e", "dst=%sa" % prefix,
                         "-e", "port=80", "-e", "protocol=sctp", "-e", "measure=true", check=False)
     assert sctp.returncode != 0 and "SCTP is not probed" in sctp.stdout
+    check = run_playbook("playbooks/explain.yml", lab.inventory, "-e", "src=%sa" % prefix, "-e", "dst=192.0.2.1",
+                         "-e", "port=80", "-e", "measure=true", "--check", check=False)
+    assert check.returncode != 0 and "measure=true needs a real run" in check.stdout
