@@ -109,8 +109,8 @@ def kernel_comments(side: Side, workload: Optional[Workload]) -> Optional[List[s
         return None
     if side.allowed and not side.allowed_by:
         return []
-    texts = side.allowed_by if side.allowed else ("%s/%s isolated for %s" % (workload.namespace, workload.name,
-                                                                               side.direction),)
+    drop = "%s/%s isolated for %s" % (workload.namespace, workload.name, side.direction)
+    texts = side.allowed_by if side.allowed else (drop,)
     return [clamp(text, COMMENT_MAX - 1) for text in texts]
 
 
