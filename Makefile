@@ -32,9 +32,10 @@ MOLECULE_SCENARIOS ?= default lockout
 NETPOL_KUBE_CACHE ?= /var/cache/netpol-fleet
 export NETPOL_KUBE_CACHE
 
-# Debian packages the lab and the kernel backends need, and a command each one provides.
-APT_PACKAGES  ?= iproute2 iptables ipset ebtables conntrack
-KERNEL_TOOLS  ?= ip iptables ip6tables ipset ebtables conntrack
+# Debian packages the lab, the kernel backends and the SSH test need, and a command each one provides
+# (sshd, ssh, socat: tests/integration drives the playbooks over real SSH into namespaces running sshd).
+APT_PACKAGES  ?= iproute2 iptables ipset ebtables conntrack openssh-server openssh-client socat
+KERNEL_TOOLS  ?= ip iptables ip6tables ipset ebtables conntrack sshd ssh ssh-keygen socat
 
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/collection
@@ -59,7 +60,7 @@ python-deps:  # a Python that can create virtualenvs (Debian splits venv out)
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv
 
-deps:  ## install the kernel tools the lab needs (apt-get, only when one is missing)
+deps:  ## install the kernel tools and sshd the tests need (apt-get, only when one is missing)
 	@missing=""; for tool in $(KERNEL_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "missing:$$missing; installing $(APT_PACKAGES)"; \
@@ -93,8 +94,12 @@ unit: venv  ## unit tests
 integration: deps venv  ## integration tests: real namespaces, real traffic (root)
 	$(PYTEST) -q -n $(JOBS) tests/integration $(PYTEST_ARGS)
 
+# Each scenario prints its verdict on a line of its own (.ci/run's summary shows them).
 molecule: deps venv  ## molecule scenarios (delegated driver over netns hosts, root)
-	$(foreach scenario,$(MOLECULE_SCENARIOS),$(BIN)/molecule test -s $(scenario) &&) true
+	@for scenario in $(MOLECULE_SCENARIOS); do \
+		if $(BIN)/molecule test -s $$scenario; then echo "molecule $$scenario: passed"; \
+		else echo "molecule $$scenario: FAILED"; exit 1; fi; \
+	done
 
 build: venv  ## the collection tarball, as ansible-galaxy builds it (tests/output/dist)
 	rm -rf tests/output/dist
@@ -104,10 +109,15 @@ sanity: build  ## ansible-test sanity over exactly what the tarball ships
 	rm -rf $(SANITY_ROOT)
 	$(BIN)/ansible-galaxy collection install --force --no-deps -p $(SANITY_ROOT) tests/output/dist/netpol-fleet-*.tar.gz
 	install -D -m 0644 .ci/get_pip.py $(SANITY_GET_PIP)
-	cd $(SANITY_DIR) && HOME=$(SANITY_HOME) $(abspath $(BIN))/ansible-test sanity --python $(SANITY_PYTHON) --venv --color no
+	cd $(SANITY_DIR) && if HOME=$(SANITY_HOME) $(abspath $(BIN))/ansible-test sanity --python $(SANITY_PYTHON) --venv --color no; \
+		then echo "ansible-test sanity: passed"; else echo "ansible-test sanity: FAILED"; exit 1; fi
 
-lint: venv  ## ansible-lint over roles and playbooks
-	$(BIN)/ansible-lint --nocolor roles playbooks
+# ansible-lint reads .ansible-lint (profile production, the whole repository); the changelog
+# fragments are linted too.
+lint: venv  ## ansible-lint (production profile) over the repository, antsibull-changelog lint
+	$(BIN)/ansible-lint --nocolor
+	if $(BIN)/antsibull-changelog lint; then echo "antsibull-changelog lint: passed"; \
+	else echo "antsibull-changelog lint: FAILED"; exit 1; fi
 
 test: unit lint integration molecule sanity  ## everything CI runs
 

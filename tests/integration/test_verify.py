@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -79,8 +80,8 @@ def sshd_config(directory: Path, port: int) -> Path:
 def ssh_inventory(tmp_path: Path) -> Iterator[Callable[[Lab, Dict[str, dict]], Path]]:
     """Factory: an sshd on the loopback of each lab host, and an inventory that reaches the hosts
     over real SSH (a ProxyCommand steps into the namespace), as a real fleet would be reached."""
-    if not os.path.exists(SSHD):
-        pytest.skip("sshd is missing (apt-get install openssh-server)")
+    if not os.path.exists(SSHD) or not shutil.which("socat"):
+        pytest.skip("sshd or socat is missing: `make deps` installs openssh-server and socat")
     daemons: List[subprocess.Popen] = []
 
     def build(lab: Lab, host_vars: Dict[str, dict]) -> Path:
