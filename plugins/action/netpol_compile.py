@@ -11,6 +11,7 @@ and returns each host's desired HostState for the enforce role to apply.
 from __future__ import annotations
 
 import ipaddress
+import os
 from dataclasses import asdict
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -102,7 +103,7 @@ class ActionModule(ActionBase):
         args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)[1]
         hostvars = fleet_vars(task_vars["hostvars"])
         hosts = args["hosts"] or list(task_vars.get("ansible_play_batch") or hostvars)
-        base_dir = args["base_dir"] or task_vars.get("playbook_dir") or "."
+        base_dir = policy_base_dir(args["base_dir"], task_vars)
         controller = list(args["controller_addresses"]) or self._detected_controller(hostvars)
         policies, fleet, warnings, errors = load_inputs(args, hostvars, base_dir)
         if args["source"] == "kubernetes":  # one snapshot, here on the controller, never per host
@@ -152,6 +153,13 @@ class ActionModule(ActionBase):
             out = self._low_level_execute_command("echo $SSH_CLIENT").get("stdout", "")
             seen.append(ssh_client_address(out))
         return sorted({a for a in seen if a})
+
+
+def policy_base_dir(given: Optional[str], task_vars: Mapping[str, Any]) -> str:
+    """Where relative policy paths start: the given directory, else the directory of the inventory
+    that defines the (first) host, else the current directory (`-i host1,host2,` has no directory).
+    Never the playbook's directory: run by FQCN, that lies inside the installed collection."""
+    return given or task_vars.get("inventory_dir") or os.getcwd()
 
 
 def load_inputs(args: Mapping[str, Any], hostvars: Mapping[str, Any],

@@ -25,7 +25,7 @@ author:
   - netpol.fleet contributors (@netpol)
 options:
   policies:
-    description: NetworkPolicy manifests as dicts (C(netpol_policies)).
+    description: NetworkPolicy manifests as dicts, or YAML texts of one or more documents (C(netpol_policies)).
     type: list
     elements: raw
     default: []
@@ -42,7 +42,12 @@ options:
     type: dict
     default: {}
   base_dir:
-    description: Directory relative policy paths start from. Defaults to the playbook's directory.
+    description:
+      - Directory relative policy paths start from.
+      - Defaults to the directory of the inventory that defines the first host (C(inventory_dir)), or the
+        current directory when that host has none (an inventory given as C(-i host1,host2,)).
+      - Not the playbook's directory, which is inside the installed collection when a playbook is run by
+        its FQCN (C(ansible-playbook netpol.fleet.site)).
     type: path
   source:
     description:

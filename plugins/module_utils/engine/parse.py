@@ -185,6 +185,8 @@ def policy_files(
         matches = sorted(glob.glob(real, recursive=True)) if glob.has_magic(path) else [real]
         if not any(os.path.exists(m) for m in matches):
             what = "matched no files" if glob.has_magic(path) else "no such file or directory"
+            if not os.path.isabs(os.path.expanduser(path)):  # say where it was looked for
+                what += " in %s" % os.path.abspath(base_dir)
             errors.append(InputError("netpol_policy_paths", "", "", "%s: %s" % (quoted(path), what)))
             continue
         for match in matches:

@@ -11,6 +11,7 @@ import pytest
 from ansible_collections.netpol.fleet.plugins.action import netpol_compile
 from ansible_collections.netpol.fleet.plugins.action.netpol_compile import (
     ActionModule,
+    policy_base_dir,
     ssh_client_address,
     with_base_tables,
 )
@@ -34,7 +35,7 @@ DB_FROM_WEB = {
 }
 
 
-def run(args: Dict[str, Any], transport: str = "netpol.fleet.netns", batch=("db",)):
+def run(args: Dict[str, Any], transport: str = "netpol.fleet.netns", batch=("db",), **more_vars: Any):
     task = MagicMock(async_val=0, check_mode=False, args=args)
     connection = MagicMock(transport=transport)
     connection._shell.tmpdir = None
@@ -43,7 +44,7 @@ def run(args: Dict[str, Any], transport: str = "netpol.fleet.netns", batch=("db"
     action._display = MagicMock()
     action._low_level_execute_command = MagicMock(return_value={"stdout": ""})
     task_vars = {"hostvars": INVENTORY, "ansible_play_batch": list(batch), "playbook_dir": "/nowhere",
-                 "groups": {"all": list(INVENTORY), "control_plane": ["cp"]}}
+                 "groups": {"all": list(INVENTORY), "control_plane": ["cp"]}, **more_vars}
     result = action.run(task_vars=task_vars)
     warnings = [c.args[0] for c in action._display.warning.call_args_list]
     return result, warnings
@@ -176,3 +177,24 @@ def test_a_hypervisor_with_vms_stops_the_run_until_bridge_mode_enforces(monkeypa
     assert result["failed"] and "no host was changed" in result["msg"]
     assert result["errors"] == [e for e in result["errors"] if e.startswith("inventory host hv1: netpol_workloads:")]
     assert "not enforced" in result["errors"][0]
+
+
+@pytest.mark.parametrize("given, task_vars, expected", [
+    ("/srv/netpol", {"inventory_dir": "/etc/ansible/prod", "playbook_dir": "/collections/netpol/fleet/playbooks"},
+     "/srv/netpol"),
+    ("", {"inventory_dir": "/etc/ansible/prod", "playbook_dir": "/collections/netpol/fleet/playbooks"},
+     "/etc/ansible/prod"),
+    (None, {"inventory_dir": None, "playbook_dir": "/collections/netpol/fleet/playbooks"}, "CWD"),
+])
+def test_relative_policy_paths_start_at_the_inventory_never_at_the_playbook(given, task_vars, expected, monkeypatch,
+                                                                              tmp_path):
+    """Run by FQCN, the playbook's directory is inside the installed collection: a user's relative
+    path means their inventory's directory, or where they run ansible-playbook."""
+    monkeypatch.chdir(tmp_path)
+    assert policy_base_dir(given, task_vars) == (str(tmp_path) if expected == "CWD" else expected)
+
+
+def test_a_missing_relative_policy_path_names_the_inventory_directory_searched(tmp_path):
+    task_vars_dir = str(tmp_path / "inventories" / "prod")
+    result = run({"policy_paths": ["policies/"]}, inventory_dir=task_vars_dir)[0]
+    assert result["failed"] and "'policies/': no such file or directory in %s" % task_vars_dir in result["msg"]

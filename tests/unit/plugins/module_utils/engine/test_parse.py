@@ -221,11 +221,12 @@ def test_duplicates_across_sources_are_one_error_naming_the_first():
 @pytest.mark.parametrize(
     "paths, message",
     [
-        (["missing.yaml"], "netpol_policy_paths: 'missing.yaml': no such file or directory"),
-        (["nothing/*.yml"], "netpol_policy_paths: 'nothing/*.yml': matched no files"),
+        (["missing.yaml"], "netpol_policy_paths: 'missing.yaml': no such file or directory in %s" % CORPUS),
+        (["nothing/*.yml"], "netpol_policy_paths: 'nothing/*.yml': matched no files in %s" % CORPUS),
+        (["/nowhere/missing.yaml"], "netpol_policy_paths: '/nowhere/missing.yaml': no such file or directory"),
     ],
 )
-def test_paths_that_find_nothing_are_errors(paths, message):
+def test_paths_that_find_nothing_are_errors_naming_the_directory_searched(paths, message):
     with pytest.raises(InputErrors) as raised:
         load_policies([], paths, base_dir=CORPUS)
     assert str(raised.value) == message
