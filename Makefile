@@ -34,8 +34,8 @@ export NETPOL_KUBE_CACHE
 
 # Debian packages the lab, the kernel backends and the SSH test need, and a command each one provides
 # (sshd, ssh, socat: tests/integration drives the playbooks over real SSH into namespaces running sshd).
-APT_PACKAGES  ?= iproute2 iptables ipset ebtables conntrack openssh-server openssh-client socat
-KERNEL_TOOLS  ?= ip iptables ip6tables ipset ebtables conntrack sshd ssh ssh-keygen socat
+APT_PACKAGES  ?= iproute2 iptables nftables ipset ebtables conntrack openssh-server openssh-client socat
+KERNEL_TOOLS  ?= ip iptables ip6tables nft ipset ebtables conntrack sshd ssh ssh-keygen socat
 
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/collection

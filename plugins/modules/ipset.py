@@ -145,6 +145,17 @@ options:
       - Empty strings are ignored; an empty list purges nothing.
     type: list
     elements: str
+  released_chain_prefix:
+    description:
+      - Check mode only. In a check run, references that iptables/ip6tables rules of the chains whose
+        names start with this prefix hold on a set do not keep it from O(purge_prefix): a task before
+        this one removes those chains in the real run, but changed nothing in the check run. The
+        C(netpol.fleet.remove) role passes V(NETPOL-), so C(--check --diff) shows exactly the sets
+        the real run destroys.
+      - Outside check mode the kernel's own reference counts decide, and the option reads nothing.
+      - Rules are read with C(iptables-save) and C(ip6tables-save) (every table); references from any
+        other rule still keep a set.
+    type: str
   keep:
     description:
       - Names of sets that O(purge_prefix) must not destroy, whatever their members. With O(keep) a purge
@@ -272,7 +283,9 @@ from ansible_collections.netpol.fleet.plugins.module_utils.ipset.sets import (
     plan,
     read_state,
     sets_from_text,
+    without_references,
 )
+from ansible_collections.netpol.fleet.plugins.module_utils.iptables.chains import owned_set_references
 from ansible_collections.netpol.fleet.plugins.module_utils.tools import ToolError
 
 SET_SPEC = dict(
@@ -290,6 +303,7 @@ ARGUMENT_SPEC = dict(
     src=dict(type="path"),
     purge_prefix=dict(type="list", elements="str"),
     keep=dict(type="list", elements="str"),
+    released_chain_prefix=dict(type="str"),
     **SET_SPEC
 )
 
@@ -349,6 +363,9 @@ def main() -> None:
     try:
         desired, absent = requested(module.params)
         actual, references = read_state(module, ipset_bin, [s.name for s in desired] + absent, purge_prefix, keep)
+        if module.check_mode and module.params["released_chain_prefix"]:
+            released = owned_set_references(module, module.params["released_chain_prefix"])
+            references = without_references(references, released)
         the_plan = plan(desired, actual, references, absent, purge_prefix, keep)
         if the_plan.changed and not module.check_mode:
             apply(module, ipset_bin, the_plan)

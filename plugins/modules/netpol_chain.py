@@ -92,6 +92,21 @@ options:
     type: str
     choices: [present, absent]
     default: present
+  delete_empty_table:
+    description:
+      - With O(state=absent) and the nf_tables backend of iptables: delete the table (C(ip filter),
+        C(ip6 filter), ...) when it holds nothing once the owned chains and jumps are gone - no rule,
+        no set or other object, only built-in chains with policy accept, a table that filters nothing.
+        iptables-nft creates the table on the first restore that names it and never deletes it, so
+        without this a host that had no table keeps an empty one after removal.
+      - 'A table that was empty before the first enforce is deleted too: ownership is read from the
+        kernel, which does not say who created a table, and the empty table and no table filter the
+        same packets.'
+      - Needs C(nft) (the nftables package); without it the empty table stays and the task warns.
+        With the legacy backend the tables are the kernel's and always exist; nothing is deleted.
+      - Ignored with O(state=present).
+    type: bool
+    default: false
 attributes:
   check_mode:
     support: full
@@ -130,6 +145,12 @@ EXAMPLES = r"""
   netpol.fleet.netpol_chain:
     family: ipv6
     state: absent
+
+- name: The same for both families, and delete each filter table that is left holding nothing
+  netpol.fleet.netpol_chain:
+    family: both
+    state: absent
+    delete_empty_table: true
 """
 
 RETURN = r"""
@@ -170,6 +191,12 @@ commands:
   returned: in check mode or with -vv
   type: dict
   sample: {"ipv4": "*filter\n:NETPOL-INGRESS - [0:0]\n-A NETPOL-INGRESS -j DROP\n-I INPUT 1 -j NETPOL-INGRESS\nCOMMIT\n"}
+tables_deleted:
+  description: Tables deleted (in check mode, to be deleted) by O(delete_empty_table), as C(FAMILY TABLE).
+  returned: always
+  type: list
+  elements: str
+  sample: ["ipv4 filter", "ipv6 filter"]
 """
 
 from typing import Any, Dict, List
@@ -178,6 +205,13 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.netpol.fleet.plugins.module_utils.iptables.chains import ChainError, Outcome, converge, owned_text
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.hoststate import CHAIN_PREFIX, Chain, Jump, Table
+from ansible_collections.netpol.fleet.plugins.module_utils.nftables.tables import (
+    NFT_FAMILIES,
+    delete,
+    delete_script,
+    left_empty,
+    read_table,
+)
 from ansible_collections.netpol.fleet.plugins.module_utils.tools import ToolError
 
 ARGUMENT_SPEC = dict(
@@ -205,6 +239,7 @@ ARGUMENT_SPEC = dict(
     ),
     prefix=dict(type="str", default=CHAIN_PREFIX),
     state=dict(type="str", default="present", choices=["present", "absent"]),
+    delete_empty_table=dict(type="bool", default=False),
 )
 
 
@@ -251,7 +286,36 @@ def main() -> None:
         result["commands"] = {o.table.family: o.plan.restore for o in outcomes if o.plan.changed}
     if module._diff:
         result["diff"] = diff(outcomes, prefix)
+    deleted: List[Table] = []
+    if module.params["state"] == "absent" and module.params["delete_empty_table"]:
+        try:
+            deleted = delete_empty_tables(module, [o.table for o in outcomes], prefix)
+        except ToolError as e:
+            module.fail_json(msg=str(e), **result)
+    result["tables_deleted"] = ["%s %s" % (t.family, t.name) for t in deleted]
+    result["changed"] = result["changed"] or bool(deleted)
+    if module._diff:
+        result["diff"] += [dict(before_header="%s %s (table)" % (t.family, t.name), after_header="(deleted)",
+                                before="table %s %s\n" % (NFT_FAMILIES[t.family], t.name), after="")
+                           for t in deleted]
     module.exit_json(**result)
+
+
+def delete_empty_tables(module, tables: List[Table], prefix: str) -> List[Table]:
+    """Delete (in check mode: name) each table that holds nothing once our chains are gone."""
+    nft = module.get_bin_path("nft")
+    if nft is None:
+        if "nf_tables" in module.run_command([module.get_bin_path("iptables", required=True), "-V"])[1]:
+            module.warn("nft is missing (package nftables): an empty filter table may be left behind")
+        return []
+    deleted = []
+    for table in tables:
+        objects = read_table(module, nft, table.family, table.name)
+        if objects is not None and left_empty(objects, prefix):
+            if not module.check_mode:
+                delete(module, nft, delete_script(table.family, table.name))
+            deleted.append(table)
+    return deleted
 
 
 if __name__ == "__main__":

@@ -334,6 +334,11 @@ def _set_change(want: SavedSet, have: Optional[SavedSet], references: Mapping[st
     return None
 
 
+def without_references(references: Mapping[str, int], released: Mapping[str, int]) -> Dict[str, int]:
+    """The reference counts once the `released` references (per set) are gone."""
+    return {name: max(count - released.get(name, 0), 0) for name, count in references.items()}
+
+
 def _refuse_if_referenced(name: str, references: Mapping[str, int], what: str, hint: str = "") -> None:
     count = references.get(name, 0)
     if count:

@@ -10,6 +10,7 @@ the restore text, so it stays byte-identical (counters included). Standard libra
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
 
@@ -88,6 +89,24 @@ def read(module, family: str, table: str, prefix: str) -> Owned:
     """The owned state of one table, from a single iptables-save / ip6tables-save."""
     out = run(module, [_tool(module, TOOLS[family][0]), "-t", table])[1]
     return owned_from_save(parse_save(out).get(table, ()), prefix)
+
+
+_MATCH_SET = re.compile(r"(?:^|\s)--match-set\s+(\S+)")
+
+
+def owned_set_references(module, prefix: str) -> Dict[str, int]:
+    """How many rules of our chains use each ipset (`-m set --match-set NAME`), over every table of
+    IPv4 and IPv6: the kernel references to sets that removing our chains gives up. Read-only."""
+    counts: Dict[str, int] = {}
+    for family in sorted(TOOLS):
+        saved = parse_save(run(module, [_tool(module, TOOLS[family][0])])[1])
+        for chains in saved.values():
+            for chain in chains:
+                if chain.name.startswith(prefix):
+                    for rule in chain.rules:
+                        for name in _MATCH_SET.findall(rule):
+                            counts[name] = counts.get(name, 0) + 1
+    return counts
 
 
 def validate(table: Table, prefix: str) -> None:
