@@ -148,7 +148,7 @@ options:
   released_chain_prefix:
     description:
       - Check mode only. In a check run, references that iptables/ip6tables rules of the chains whose
-        names start with this prefix hold on a set do not keep it from O(purge_prefix): a task before
+        names start with this prefix hold on a set do not keep it from O(purge_prefix). A task before
         this one removes those chains in the real run, but changed nothing in the check run. The
         C(netpol.fleet.remove) role passes V(NETPOL-), so C(--check --diff) shows exactly the sets
         the real run destroys.

@@ -94,7 +94,7 @@ options:
     default: present
   delete_empty_table:
     description:
-      - With O(state=absent) and the nf_tables backend of iptables: delete the table (C(ip filter),
+      - With O(state=absent) and the nf_tables backend of iptables, delete the table (C(ip filter),
         C(ip6 filter), ...) when it holds nothing once the owned chains and jumps are gone - no rule,
         no set or other object, only built-in chains with policy accept, a table that filters nothing.
         iptables-nft creates the table on the first restore that names it and never deletes it, so

@@ -111,8 +111,8 @@ def test_playbooks_by_fqcn_read_relative_policy_paths_from_the_inventory_directo
     assert all("NETPOL-" not in filter_rules(host) for host in lab.hosts)
 
 
-def test_a_netpol_policies_item_that_is_neither_a_manifest_nor_yaml_text_stops_the_run(installed, make_lab,
-                                                                                         tmp_path):
+def test_a_netpol_policies_item_that_is_neither_a_manifest_nor_yaml_text_stops_the_run(
+        installed, make_lab, tmp_path):
     prefix = session_prefix("npi", "bad")
     lab = make_lab(prefix, HOSTS)
     inventory = user_inventory(tmp_path / "inventory", prefix)

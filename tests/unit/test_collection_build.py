@@ -64,7 +64,8 @@ def test_galaxy_metadata_names_no_placeholder_host():
 
 
 def test_changelog_fragments_pass_antsibull_changelog_lint():
-    result = subprocess.run([str(BIN / "antsibull-changelog"), "lint"], cwd=REPO, capture_output=True, text=True)
+    result = subprocess.run([str(BIN / "antsibull-changelog"), "lint"], cwd=REPO, capture_output=True, text=True,
+                            check=False)
     assert (result.returncode, result.stdout + result.stderr) == (0, "")
     assert list((REPO / "changelogs" / "fragments").glob("*.yml"))
 
@@ -80,7 +81,7 @@ def test_ansible_builder_accepts_the_documented_ee_and_writes_its_build_context(
     shutil.copy(tarball, tmp_path / TARBALL)
     result = subprocess.run([str(BIN / "ansible-builder"), "create", "--file", "execution-environment.yml",
                              "--context", "context", "--output-filename", "Containerfile"],
-                            cwd=tmp_path, capture_output=True, text=True)
+                            cwd=tmp_path, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     context = tmp_path / "context"
     containerfile = (context / "Containerfile").read_text()

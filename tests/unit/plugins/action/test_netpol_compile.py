@@ -186,8 +186,8 @@ def test_a_hypervisor_with_vms_stops_the_run_until_bridge_mode_enforces(monkeypa
      "/etc/ansible/prod"),
     (None, {"inventory_dir": None, "playbook_dir": "/collections/netpol/fleet/playbooks"}, "CWD"),
 ])
-def test_relative_policy_paths_start_at_the_inventory_never_at_the_playbook(given, task_vars, expected, monkeypatch,
-                                                                              tmp_path):
+def test_relative_policy_paths_start_at_the_inventory_never_at_the_playbook(
+        given, task_vars, expected, monkeypatch, tmp_path):
     """Run by FQCN, the playbook's directory is inside the installed collection: a user's relative
     path means their inventory's directory, or where they run ansible-playbook."""
     monkeypatch.chdir(tmp_path)
