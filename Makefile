@@ -36,6 +36,11 @@ export NETPOL_KUBE_CACHE
 # (sshd, ssh, socat: tests/integration drives the playbooks over real SSH into namespaces running sshd).
 APT_PACKAGES  ?= iproute2 iptables nftables ipset ebtables conntrack openssh-server openssh-client socat
 KERNEL_TOOLS  ?= ip iptables ip6tables nft ipset ebtables conntrack sshd ssh ssh-keygen socat
+# What the integration tests need besides: a headless browser opens the HTML reachability report.
+TEST_APT_PACKAGES ?= chromium
+TEST_TOOLS        ?= chromium
+# The demo's HTML reachability report (self-contained: open it in any browser).
+REPORT      ?= $(CURDIR)/netpol-reachability.html
 
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/collection
@@ -43,7 +48,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider -r fEs
 
-.PHONY: help venv python-deps deps kube-apiserver lab lab-down demo enforce verify remove unit integration molecule build sanity lint test clean
+.PHONY: help venv python-deps deps test-deps kube-apiserver lab lab-down demo enforce verify remove unit integration molecule build sanity lint test clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -77,7 +82,8 @@ lab-down: venv  ## tear the lab of INVENTORY down
 	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/lab.yml -e state=absent
 
 demo: lab  ## build the lab, enforce its policies, compare real traffic with the simulator
-	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/demo.yml
+	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/demo.yml -e netpol_verify_report_file=$(REPORT)
+	@echo "Reachability report: $(REPORT)"
 
 enforce: venv  ## enforce INVENTORY's NetworkPolicies (playbooks/site.yml)
 	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/site.yml
@@ -91,7 +97,14 @@ remove: venv  ## remove everything the collection owns from INVENTORY's hosts
 unit: venv  ## unit tests
 	$(PYTEST) -q tests/unit $(PYTEST_ARGS)
 
-integration: deps venv  ## integration tests: real namespaces, real traffic (root)
+test-deps:  ## install what the integration tests need besides the kernel tools (apt-get, only when missing)
+	@missing=""; for tool in $(TEST_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "missing:$$missing; installing $(TEST_APT_PACKAGES)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(TEST_APT_PACKAGES); \
+	fi
+
+integration: deps test-deps venv  ## integration tests: real namespaces, real traffic (root)
 	$(PYTEST) -q -n $(JOBS) tests/integration $(PYTEST_ARGS)
 
 # Each scenario prints its verdict on a line of its own (.ci/run's summary shows them).

@@ -11,6 +11,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from ansible.errors import AnsibleFilterError
 from ansible_collections.netpol.fleet.plugins.module_utils.verify import flows as verify
+from ansible_collections.netpol.fleet.plugins.module_utils.verify.report import report_model
 
 Endpoint = Tuple[List[str], List[Mapping[str, Any]]]
 
@@ -52,6 +53,26 @@ def netpol_flow_mismatches(measured: Iterable[Mapping[str, Any]],
     return netpol_flow_compare(measured, expected)["mismatches"]
 
 
+def netpol_report_model(measured: Iterable[Mapping[str, Any]], expected: Optional[Iterable[Mapping[str, Any]]],
+                        hostvars: Mapping[str, Any]) -> Dict[str, Any]:
+    try:
+        measured = list(measured or [])
+        expected = None if expected is None else list(expected)
+        hosts = {str(f[k]) for f in measured + (expected or []) for k in ("src", "dst")}
+        namespaces = {host: _namespace_of(hostvars, host) for host in hosts}
+        return report_model(measured, expected, namespaces)
+    except (KeyError, TypeError, ValueError) as error:
+        raise AnsibleFilterError("netpol verify: bad flow record (need src, dst, address, protocol, port, "
+                                 "reachable): %s" % error) from error
+
+
+def _namespace_of(hostvars: Mapping[str, Any], host: str) -> Optional[str]:
+    if host not in hostvars:
+        return None
+    namespace = hostvars[host].get("netpol_namespace")
+    return None if namespace is None else str(namespace)
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -60,4 +81,5 @@ class FilterModule:
             "netpol_flow_mismatches": netpol_flow_mismatches,
             "netpol_flow_table": verify.mismatch_table,
             "netpol_flow_summary": verify.matrix_summary,
+            "netpol_report_model": netpol_report_model,
         }

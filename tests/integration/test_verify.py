@@ -17,7 +17,7 @@ from typing import Callable, Dict, Iterator, List
 
 import pytest
 
-from conftest import LAB_PLAYBOOK, Lab, ansible_env, run_adhoc, run_playbook
+from conftest import LAB_PLAYBOOK, Lab, ansible_env, run_adhoc, run_playbook, session_prefix
 
 SSHD = "/usr/sbin/sshd"
 
@@ -120,7 +120,7 @@ def flow_ids(flows: List[dict]) -> set:
 
 
 def test_verify_measures_every_port_and_names_the_one_blocked_flow(verify_lab, tmp_path: Path) -> None:
-    lab = verify_lab("npv1-", lab_hosts(77, 3))
+    lab = verify_lab(session_prefix("npv", "1"), lab_hosts(77, 3))
     a, b, c = lab.hosts
     matrix_file = tmp_path / "matrix.json"
 
@@ -160,7 +160,7 @@ def test_verify_measures_every_port_and_names_the_one_blocked_flow(verify_lab, t
 def test_listener_is_idempotent_and_probe_tells_drop_reject_and_closed_apart(verify_lab) -> None:
     hosts = lab_hosts(78, 2)
     hosts["h2"]["netpol_addresses"] += ["10.78.0.12/24", "fd4e::12/64"]  # echoes must leave from these too
-    lab = verify_lab("npv2-", hosts)
+    lab = verify_lab(session_prefix("npv", "2"), hosts)
     client, server = lab.hosts
     ports = json.dumps({"ports": PORTS + [{"name": "held", "port": 9000}]})
     # Another program already serves TCP 9000 on IPv4: the listener leaves it be and says so.
@@ -213,7 +213,7 @@ def test_listener_is_idempotent_and_probe_tells_drop_reject_and_closed_apart(ver
 
 def test_verify_runs_over_ssh_and_leaves_no_listener(verify_lab, ssh_inventory, tmp_path: Path) -> None:
     hosts = lab_hosts(79, 2)
-    lab = verify_lab("npv3-", hosts)
+    lab = verify_lab(session_prefix("npv", "3"), hosts)
     inventory = ssh_inventory(lab, hosts)
     matrix_file = tmp_path / "matrix.json"
 
