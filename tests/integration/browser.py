@@ -50,7 +50,9 @@ class Elements(HTMLParser):
 
     def __init__(self, tag: str):
         super().__init__()
-        self.tag, self.found, self._open = tag, [], None  # type: str, List[Dict[str, str]], Optional[Dict[str, str]]
+        self.tag = tag
+        self.found: List[Dict[str, str]] = []
+        self._open: Optional[Dict[str, str]] = None
 
     def handle_starttag(self, tag, attrs):
         if tag == self.tag:
