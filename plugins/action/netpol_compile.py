@@ -26,6 +26,7 @@ from ansible_collections.netpol.fleet.plugins.module_utils.engine.ir import Comp
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.parse import load_policies
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.privileged import (
     PrivilegedError,
+    host_bits_warnings,
     lockout_warnings,
     rule_to_dict,
     rules_from_vars,
@@ -116,10 +117,12 @@ class ActionModule(ActionBase):
                                                 cluster.report["pages"]))
         errors += unenforced_bridge_workloads(fleet)
         control_plane = task_vars.get("groups", {}).get(args["control_plane_group"], [])
+        variables = privileged_vars(args, controller, fleet, control_plane)
         try:
-            privileged = rules_from_vars(privileged_vars(args, controller, fleet, control_plane))
+            privileged = rules_from_vars(variables)
         except PrivilegedError as e:
             errors += e.errors
+        warnings += host_bits_warnings(variables)
         if errors:
             return failure(result, errors)
         options = CompileOptions(privileged=privileged, log=log_options(args["log"]))
@@ -235,12 +238,17 @@ def to_plain(value: Any) -> Any:
 
 
 def ssh_client_address(ssh_client: str) -> str:
-    """The client address of an SSH_CLIENT value ("addr port port"), or "" if none."""
+    """The client address of an SSH_CLIENT value ("addr port port"), or "" if none.
+
+    An sshd on a dual-stack socket reports an IPv4 client as ::ffff:192.0.2.1, but its packets are
+    IPv4 ones: the privileged SSH rule must admit 192.0.2.1 (the address grammar rejects the mapped form).
+    """
     address = (ssh_client or "").split(" ")[0].strip()
     try:
-        return str(ipaddress.ip_address(address.split("%")[0]))
+        ip = ipaddress.ip_address(address.split("%")[0])
     except ValueError:
         return ""
+    return str(getattr(ip, "ipv4_mapped", None) or ip)
 
 
 def privileged_vars(args: Mapping[str, Any], controller: Sequence[str], fleet: Fleet,

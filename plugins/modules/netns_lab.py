@@ -98,6 +98,7 @@ import re
 from typing import Dict, List, NamedTuple, Optional, Set
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.netpol.fleet.plugins.module_utils.engine.validate import read_cidr, read_ip
 from ansible_collections.netpol.fleet.plugins.module_utils.tools import ToolError, run
 
 NETNS_RUN_DIR = "/run/netns"
@@ -143,14 +144,18 @@ def check_namespace(where: str, namespace: str) -> str:
 
 
 def normalise_address(host: str, address: object, prefix4: int, prefix6: int) -> str:
+    """ip/prefixlen of an interface address; the grammar is the compile step's (netmasks, '/08',
+    IPv4-mapped IPv6 rejected), so the lab never builds a host the policies could not name."""
     text = str(address).strip()
     try:
-        if "/" not in text:
-            text += "/%d" % (prefix4 if ipaddress.ip_address(text).version == 4 else prefix6)
-        interface = ipaddress.ip_interface(text)
-    except ValueError:
-        raise LabError("host %s: netpol_addresses: %r is not an IPv4 or IPv6 address" % (host, address))
-    return interface.with_prefixlen
+        if "/" in text:
+            read_cidr(text)
+        ip = read_ip(text.partition("/")[0])
+    except ValueError as reason:
+        raise LabError("host %s: netpol_addresses: %r is not an IPv4 or IPv6 address: %s" % (host, address, reason))
+    if "/" not in text:
+        text += "/%d" % (prefix4 if ip.version == 4 else prefix6)
+    return ipaddress.ip_interface(text).with_prefixlen
 
 
 def parse_hosts(params: dict) -> List[Host]:

@@ -16,10 +16,15 @@ import ipaddress
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.ir import PrivilegedRule
+from ansible_collections.netpol.fleet.plugins.module_utils.engine.validate import read_address_or_cidr
 
 DIRECTIONS = ("ingress", "egress")
 PROTOCOLS = ("TCP", "UDP", "SCTP", "ICMPV6", "ALL")
 RULE_FIELDS = ("name", "direction", "protocol", "ports", "cidrs", "icmpv6_types")
+
+# The address-list variables: every one is read by the same grammar as ipBlock.cidr.
+CIDR_VARIABLES = ("netpol_controller_addresses", "netpol_management_cidrs", "netpol_admin_cidrs",
+                  "netpol_dns_resolvers", "netpol_control_plane_addresses", "netpol_node_addresses")
 
 KUBE_APISERVER = (6443, 6443)
 ETCD = (2379, 2380)
@@ -35,13 +40,36 @@ class PrivilegedError(ValueError):
 
 
 def rules_from_vars(variables: Mapping[str, Any]) -> Tuple[PrivilegedRule, ...]:
-    """The privileged rules a run enforces: defaults merged with the user's, by name."""
-    user_rules = _user_rules(variables.get("netpol_privileged_rules") or [])
+    """The privileged rules a run enforces: defaults merged with the user's, by name.
+
+    Raises PrivilegedError with every problem of every variable at once.
+    """
+    errors: List[str] = []
+    user_rules: Tuple[PrivilegedRule, ...] = ()
+    try:
+        address_variables(variables)
+    except PrivilegedError as e:
+        errors += e.errors
+    try:
+        user_rules = _user_rules(variables.get("netpol_privileged_rules") or [])
+    except PrivilegedError as e:
+        errors += e.errors
+    if errors:
+        raise PrivilegedError(errors)
     excluded = set(variables.get("netpol_privileged_exclude") or [])
     defaults = default_rules(variables) if variables.get("netpol_privileged_defaults", True) else ()
     replaced = {rule.name for rule in user_rules}
     kept = tuple(r for r in defaults if r.name not in excluded and r.name not in replaced)
     return kept + user_rules
+
+
+def address_variables(variables: Mapping[str, Any]) -> Dict[str, Tuple[str, ...]]:
+    """Each address-list variable, normalised; PrivilegedError naming every bad entry."""
+    errors: List[str] = []
+    found = {name: _checked_cidrs(variables.get(name) or [], name, errors) for name in CIDR_VARIABLES}
+    if errors:
+        raise PrivilegedError(errors)
+    return found
 
 
 def default_rules(variables: Mapping[str, Any]) -> Tuple[PrivilegedRule, ...]:
@@ -50,11 +78,12 @@ def default_rules(variables: Mapping[str, Any]) -> Tuple[PrivilegedRule, ...]:
     ICMPv6 neighbour discovery is not among them: compile keeps it in every host's base
     chains, before anything a user can configure, because IPv6 breaks without it.
     """
-    admins = _cidrs(variables, "netpol_admin_cidrs")
-    management = _cidrs(variables, "netpol_controller_addresses") + _cidrs(variables, "netpol_management_cidrs")
-    control_plane = _cidrs(variables, "netpol_control_plane_addresses")
-    nodes = _cidrs(variables, "netpol_node_addresses")
-    resolvers = _cidrs(variables, "netpol_dns_resolvers")
+    cidrs = address_variables(variables)
+    admins = cidrs["netpol_admin_cidrs"]
+    management = cidrs["netpol_controller_addresses"] + cidrs["netpol_management_cidrs"]
+    control_plane = cidrs["netpol_control_plane_addresses"]
+    nodes = cidrs["netpol_node_addresses"]
+    resolvers = cidrs["netpol_dns_resolvers"]
     ssh = int(variables.get("netpol_ssh_port", 22))
     rules: List[PrivilegedRule] = []
     if management:
@@ -206,25 +235,52 @@ def _icmpv6_types(values: Sequence[Any], where: str, errors: List[str]) -> Tuple
     return tuple(types)
 
 
-def _cidrs(variables: Mapping[str, Any], name: str) -> Tuple[str, ...]:
-    errors: List[str] = []
-    cidrs = _checked_cidrs(variables.get(name) or [], name, errors)
-    if errors:
-        raise PrivilegedError(errors)
-    return cidrs
-
-
 def _checked_cidrs(values: Any, where: str, errors: List[str]) -> Tuple[str, ...]:
     """Addresses and CIDRs, normalised (host bits cleared, single addresses as /32 or /128)."""
+    return _union(str(network) for network, _host_bits in _read_cidrs(values, where, errors))
+
+
+def host_bits_warnings(variables: Mapping[str, Any]) -> List[str]:
+    """A warning per CIDR with host bits set: the apiserver's default accepts them, and so do we, but
+    "10.0.0.5/24" is often an interface address typed for a host, and admits the whole network."""
+    entries = [(name, variables.get(name)) for name in CIDR_VARIABLES]
+    entries += [("netpol_privileged_rules[%d].cidrs" % i, rule.get("cidrs"))
+                for i, rule in enumerate(variables.get("netpol_privileged_rules") or []) if isinstance(rule, Mapping)]
+    warnings: List[str] = []
+    for where, values in entries:
+        for index, text, network in _host_bits(values):
+            warnings.append("%s[%d]: CIDR value %r has host bits set; using %s (every address of it is admitted)"
+                            % (where, index, text, network))
+    return warnings
+
+
+def _host_bits(values: Any) -> Iterable[Tuple[int, str, Any]]:
+    for index, text in enumerate([values] if isinstance(values, str) else values or []):
+        try:
+            network, host_bits = read_address_or_cidr(text)
+        except (TypeError, ValueError):
+            continue  # reported as an error by rules_from_vars
+        if host_bits:
+            yield index, text, network
+
+
+def _read_cidrs(values: Any, where: str, errors: List[str]) -> List[Tuple[Any, bool]]:
+    """Each entry by the collection's one address grammar (validate.read_address_or_cidr)."""
     if isinstance(values, str):
         values = [values]
-    cidrs: List[str] = []
-    for value in values:
+    if not isinstance(values, (list, tuple)):
+        errors.append("%s: must be a list of IP addresses or CIDRs, not %r" % (where, values))
+        return []
+    found = []
+    for index, value in enumerate(values):
+        if not isinstance(value, str):
+            errors.append("%s[%d]: %r is not an IP address or CIDR: must be a string" % (where, index, value))
+            continue
         try:
-            cidrs.append(str(ipaddress.ip_network(str(value), strict=False)))
-        except ValueError:
-            errors.append("%s: %r is not an IP address or CIDR" % (where, value))
-    return _union(cidrs)
+            found.append(read_address_or_cidr(value))
+        except ValueError as reason:
+            errors.append("%s[%d]: %r is not an IP address or CIDR: %s" % (where, index, value, reason))
+    return found
 
 
 def _union(*groups: Iterable[str]) -> Tuple[str, ...]:

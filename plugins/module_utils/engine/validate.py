@@ -142,6 +142,17 @@ def read_cidr(text: str) -> Tuple[IPNetwork, bool]:
     return network, network.network_address != ip
 
 
+def read_address_or_cidr(text: str) -> Tuple[IPNetwork, bool]:
+    """An address (as its /32 or /128) or a CIDR, by read_ip's and read_cidr's rules.
+
+    The one grammar of every address list outside manifests (privileged rules, management and
+    admin CIDRs, resolvers, controller addresses): what ipBlock rejects is rejected there too.
+    """
+    if "/" in text:
+        return read_cidr(text)
+    return ipaddress.ip_network(read_ip(text)), False
+
+
 def check(rule: Callable[[Any], List[str]], value: Any, field: str, problems: Problems, hint: str = "") -> bool:
     """Apply one rule; every reason it gives becomes one problem for the field."""
     reasons = rule(value)

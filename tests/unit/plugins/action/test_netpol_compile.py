@@ -150,6 +150,25 @@ def test_ssh_client_address():
     assert ssh_client_address("") == "" and ssh_client_address("garbage") == ""
 
 
+def test_an_ipv4_client_seen_by_a_dual_stack_sshd_is_kept_as_ipv4():
+    # The packets are IPv4 ones: an ::ffff: address in an ip6tables rule would admit nothing.
+    assert ssh_client_address("::ffff:192.0.2.1 51234 22") == "192.0.2.1"
+
+
+def test_address_options_are_read_by_ipblocks_grammar_and_named_by_their_variable():
+    result = run({"management_cidrs": ["10.0.0.0/255.0.0.0"], "admin_cidrs": ["10.0.0.0/08"],
+                  "dns_resolvers": ["::ffff:10.0.0.53"], "controller_addresses": ["010.0.0.1"]})[0]
+    assert result["failed"] and [e.split(":")[0] for e in result["errors"]] == [
+        "netpol_controller_addresses[0]", "netpol_management_cidrs[0]", "netpol_admin_cidrs[0]",
+        "netpol_dns_resolvers[0]"]
+
+
+def test_host_bits_in_an_address_option_warn():
+    warnings = run({"policies": [DB_FROM_WEB], "management_cidrs": ["10.0.0.250/24"]})[1]
+    assert "netpol_management_cidrs[0]: CIDR value '10.0.0.250/24' has host bits set; using 10.0.0.0/24" in \
+        "\n".join(warnings)
+
+
 def test_base_tables_are_always_present():
     state = with_base_tables({"host": "h", "sets": [], "tables": [
         {"family": "ipv6", "name": "filter", "chains": [{"name": "NETPOL-X", "rules": []}], "jumps": []}]})

@@ -9,6 +9,7 @@ from ansible_collections.netpol.fleet.plugins.module_utils.engine.ir import Priv
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.privileged import (
     PrivilegedError,
     admits,
+    host_bits_warnings,
     lockout_warnings,
     rules_from_vars,
 )
@@ -104,7 +105,7 @@ def test_rules_are_deterministic():
     ({"name": "a", "direction": "ingress", "ports": 70000}, "netpol_privileged_rules[0].ports: 70000 must"),
     ({"name": "a", "direction": "ingress", "ports": "x"}, "netpol_privileged_rules[0].ports: 'x' is not a port"),
     ({"name": "a", "direction": "ingress", "ports": [9, 3]}, "netpol_privileged_rules[0].ports: [9, 3] must"),
-    ({"name": "a", "direction": "ingress", "cidrs": ["10.0.0.0/33"]}, "netpol_privileged_rules[0].cidrs: '10.0.0.0/33'"),
+    ({"name": "a", "direction": "ingress", "cidrs": ["10.0.0.0/33"]}, "netpol_privileged_rules[0].cidrs[0]: '10.0.0.0/33'"),
     ({"name": "a", "direction": "ingress", "port": 5}, "netpol_privileged_rules[0].port: unknown field"),
     ({"name": "a", "direction": "ingress", "icmpv6_types": [1]}, "icmpv6_types: only with protocol ICMPV6"),
     ({"name": "a", "direction": "ingress", "protocol": "ALL", "ports": 5}, "ports: not allowed with protocol ALL"),
@@ -126,8 +127,44 @@ def test_all_errors_are_reported_together():
 
 
 def test_bad_address_variable_is_named():
-    with pytest.raises(PrivilegedError, match="netpol_management_cidrs: 'ten' is not"):
+    with pytest.raises(PrivilegedError, match=r"netpol_management_cidrs\[0\]: 'ten' is not"):
         rules_from_vars({"netpol_management_cidrs": ["ten"]})
+
+
+# What ipBlock.cidr rejects (test_validate.test_invalid_cidrs), every address variable rejects too.
+AMBIGUOUS = [("10.0.0.0/08", "leading 0s"), ("10.0.0.0/255.0.0.0", "valid CIDR"), ("010.0.0.1", "leading 0s"),
+             ("::ffff:10.0.0.1", "IPv4-mapped"), ("::ffff:10.0.0.0/104", "IPv4-mapped"), ("fe80::1%eth0", "valid IP"),
+             ("10.1", "valid IP"), (167772161, "must be a string")]
+ADDRESS_VARIABLES = ["netpol_controller_addresses", "netpol_management_cidrs", "netpol_admin_cidrs",
+                     "netpol_dns_resolvers", "netpol_control_plane_addresses"]
+
+
+@pytest.mark.parametrize("variable", ADDRESS_VARIABLES)
+@pytest.mark.parametrize("value, reason", AMBIGUOUS)
+def test_every_address_variable_has_ipblocks_grammar(variable, value, reason):
+    with pytest.raises(PrivilegedError) as e:
+        rules_from_vars({variable: ["192.0.2.1", value]})
+    [error] = e.value.errors
+    assert error.startswith("%s[1]: %r is not an IP address or CIDR: " % (variable, value)) and reason in error
+
+
+@pytest.mark.parametrize("value, reason", AMBIGUOUS)
+def test_privileged_rule_cidrs_have_ipblocks_grammar(value, reason):
+    with pytest.raises(PrivilegedError, match=r"netpol_privileged_rules\[0\]\.cidrs\[0\]: .*" + reason):
+        rules_from_vars({"netpol_privileged_rules": [{"name": "a", "direction": "ingress", "cidrs": [value]}]})
+
+
+def test_host_bits_are_cleared_with_a_warning_as_the_apiserver_does():
+    variables = {"netpol_management_cidrs": ["10.0.0.5/24", "10.1.0.0/16"],
+                 "netpol_privileged_rules": [{"name": "a", "direction": "ingress", "cidrs": ["fd00::1/64"]}]}
+    rules = {r.name: r for r in rules_from_vars(variables)}
+    assert rules["a"].cidrs == ("fd00::/64",)
+    assert host_bits_warnings(variables) == [
+        "netpol_management_cidrs[0]: CIDR value '10.0.0.5/24' has host bits set; using 10.0.0.0/24 "
+        "(every address of it is admitted)",
+        "netpol_privileged_rules[0].cidrs[0]: CIDR value 'fd00::1/64' has host bits set; using fd00::/64 "
+        "(every address of it is admitted)",
+    ]
 
 
 def test_lockout_warning_when_the_controller_has_no_ssh_path():

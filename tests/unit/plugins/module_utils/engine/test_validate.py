@@ -132,3 +132,15 @@ def test_cidrs_are_normalised(text, network, host_bits):
 def test_invalid_cidrs(text, reason):
     with pytest.raises(ValueError, match=reason):
         validate.read_cidr(text)
+
+
+@pytest.mark.parametrize("text, network", [("10.0.0.1", "10.0.0.1/32"), ("2001:DB8::1", "2001:db8::1/128"),
+                                           ("10.0.0.0/8", "10.0.0.0/8")])
+def test_an_address_is_its_host_prefix(text, network):
+    assert str(validate.read_address_or_cidr(text)[0]) == network
+
+
+@pytest.mark.parametrize("text", ["10.0.0.0/08", "10.0.0.0/255.0.0.0", "::ffff:10.0.0.1", "010.0.0.1", "10.1", ""])
+def test_addresses_and_cidrs_have_one_grammar(text):
+    with pytest.raises(ValueError):
+        validate.read_address_or_cidr(text)
