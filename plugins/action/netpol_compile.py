@@ -77,6 +77,7 @@ ARGUMENT_SPEC = {
     "admin_cidrs": {"type": "list", "elements": "str", "default": []},
     "dns_resolvers": {"type": "list", "elements": "str", "default": []},
     "ssh_port": {"type": "int", "default": 22},
+    "enforce_jump_position": {"type": "bool", "default": False},
     "log": {"type": "dict", "options": {
         "group": {"type": "int", "default": 100},
         "limit": {"type": "str", "default": "10/min"},
@@ -125,7 +126,8 @@ class ActionModule(ActionBase):
         warnings += host_bits_warnings(variables)
         if errors:
             return failure(result, errors)
-        options = CompileOptions(privileged=privileged, log=log_options(args["log"]))
+        options = CompileOptions(privileged=privileged, log=log_options(args["log"]),
+                                 enforce_jump_position=args["enforce_jump_position"])
         states = compile_fleet(fleet, policies, options, hosts=hosts)
         if self._connection.transport not in LOCAL_CONNECTIONS:
             warnings += lockout_warnings(privileged, controller, args["ssh_port"])

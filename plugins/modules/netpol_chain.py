@@ -78,9 +78,19 @@ options:
         type: str
         default: ""
       position:
-        description: 1-based position in the built-in chain; a position past the end means last.
+        description:
+          - 1-based position in the built-in chain where the jump is inserted; a position past the end means last.
+          - A jump already in the chain stays where it is, with the other owned jumps in the same order, even when
+            another owner has inserted rules above it since (a warning names them). Moving it back would make two
+            owners that both want position 1 swap places on every run. Use O(jumps[].enforce_position) to move it back.
         type: int
         default: 1
+      enforce_position:
+        description:
+          - Move the jump back to O(jumps[].position) on every run, above any foreign rule inserted since.
+          - Another tool that does the same takes the position back on its own run, and both report a change every time.
+        type: bool
+        default: false
   prefix:
     description: The name prefix that marks chains as owned by this module. Nothing else is touched.
     type: str
@@ -235,6 +245,7 @@ ARGUMENT_SPEC = dict(
             target=dict(type="str", required=True),
             match=dict(type="str", default=""),
             position=dict(type="int", default=1),
+            enforce_position=dict(type="bool", default=False),
         ),
     ),
     prefix=dict(type="str", default=CHAIN_PREFIX),
@@ -281,6 +292,9 @@ def main() -> None:
         outcomes = converge(module, desired_tables(module.params), prefix, module.check_mode)
     except (ChainError, ToolError) as e:
         module.fail_json(msg=str(e))
+    for outcome in outcomes:
+        for warning in outcome.warnings:
+            module.warn(warning)
     result = summarize(outcomes)
     if module.check_mode or module._verbosity >= 2:
         result["commands"] = {o.table.family: o.plan.restore for o in outcomes if o.plan.changed}

@@ -125,6 +125,12 @@ options:
     description: The SSH port the management rule keeps open.
     type: int
     default: 22
+  enforce_jump_position:
+    description:
+      - Every jump into the collection's chains gets C(enforce_position) (see M(netpol.fleet.netpol_chain)) - moved
+        back to position 1 on every run instead of left below a foreign rule inserted above it since.
+    type: bool
+    default: false
   log:
     description: NFLOG denied packets with this group and rate limit; omit to log nothing.
     type: dict

@@ -283,3 +283,28 @@ def test_refuses_chain_names_without_the_prefix_or_too_long(ns, tmp_path):
     result = play(ns, tmp_path, {"chains": [{"name": "MINE"}]})
     assert result["failed"] and "must start with 'NETPOL-'" in result["msg"]
     assert "NETPOL" not in save(ns) and "MINE" not in save(ns)
+
+
+def test_a_foreign_rule_inserted_above_our_jump_is_not_fought_over(ns, tmp_path):
+    # Another owner (a host firewall, kube-proxy...) inserts its rule at position 1 after our first
+    # run. Moving ours back every run would make two such owners swap places on every run of each.
+    play(ns, tmp_path, ARGS)
+    sh(ns, "iptables -I INPUT 1 -s 10.9.0.0/16 -j ACCEPT")
+    before = world(ns)
+    again = play(ns, tmp_path, ARGS, trace=True)
+    assert not again["changed"] and calls(tmp_path) == [] and world(ns) == before
+    assert again["warnings"] == [
+        "ipv4 filter INPUT: 1 foreign rule(s) above our jump '-j NETPOL-B' (position 1 wanted, it is at 2) decide "
+        "first; it is left where it is rather than moved back on every run (enforce_position moves it back)"]
+    assert "-A INPUT -s 10.9.0.0/16 -j ACCEPT\n-A INPUT -j NETPOL-B\n" in sh(ns, "iptables-save -t filter")
+
+
+def test_enforce_position_moves_our_jump_back_above_the_foreign_rule(ns, tmp_path):
+    enforced = dict(ARGS, jumps=[{"chain": "INPUT", "target": "NETPOL-B", "enforce_position": True}])
+    play(ns, tmp_path, enforced)
+    sh(ns, "iptables -I INPUT 1 -s 10.9.0.0/16 -j ACCEPT")
+    moved = play(ns, tmp_path, enforced)
+    assert moved["changed"] and moved["jumps"] == {"added": ["-I INPUT 1 -j NETPOL-B"],
+                                                   "removed": ["-I INPUT 2 -j NETPOL-B"]}
+    assert "-A INPUT -j NETPOL-B\n-A INPUT -s 10.9.0.0/16 -j ACCEPT\n" in sh(ns, "iptables-save -t filter")
+    assert not play(ns, tmp_path, enforced)["changed"] and not moved.get("warnings")

@@ -122,7 +122,7 @@ class _Compiler:
             for workload, policies in isolated:
                 rules = self._workload_rules(direction, family, workload, policies, used)
                 chains.append(Chain(_chain_of(direction, workload), tuple(rules)))
-        jumps = tuple(Jump(d.base, d.chain) for d in DIRECTIONS)
+        jumps = tuple(Jump(d.base, d.chain, enforce_position=self.options.enforce_jump_position) for d in DIRECTIONS)
         return Table(TABLE_FAMILY[family], "filter", tuple(chains), jumps)
 
     def _isolating(self, workload: Workload, direction: Direction) -> List[Policy]:

@@ -48,12 +48,18 @@ class Chain:
 
 @dataclass(frozen=True)
 class Jump:
-    """The one rule in a base chain (INPUT, OUTPUT, FORWARD) that enters our chains."""
+    """The one rule in a base chain (INPUT, OUTPUT, FORWARD) that enters our chains.
+
+    `position` is where the jump is inserted. Once there it stays put, even when another owner
+    inserts rules above it later (a warning says so): two owners that both move their rule back
+    to position 1 would swap places on every run. `enforce_position` moves it back every run.
+    """
 
     chain: str
     target: str
     match: str = ""  # extra match spec before "-j", e.g. "-m physdev --physdev-is-bridged"
     position: int = 1
+    enforce_position: bool = False
 
 
 @dataclass(frozen=True)

@@ -218,4 +218,6 @@ class LogOptions:
 class CompileOptions:
     privileged: Tuple[PrivilegedRule, ...] = ()
     log: Optional[LogOptions] = None
+    # Move our jumps back to position 1 on every run, above foreign rules inserted since (hoststate.Jump).
+    enforce_jump_position: bool = False
     extra: Tuple[Tuple[str, str], ...] = field(default_factory=tuple)

@@ -72,6 +72,7 @@ class Outcome:
     before: Owned
     after: Owned
     plan: Plan
+    warnings: Tuple[str, ...] = ()  # displaced jumps: foreign rules inserted above ours
 
 
 def _owns(spec: str, prefix: str) -> bool:
@@ -166,11 +167,43 @@ def expected(table: Table, have: Owned, prefix: str) -> Owned:
 
 
 def _place_jumps(rules: Sequence[str], jumps: Sequence[Jump], prefix: str) -> Tuple[str, ...]:
+    """The built-in chain with our jumps in place: where they are when they are all there, in
+    order (a foreign rule inserted above them since is not fought over), else at their positions."""
+    fresh = _inserted(rules, jumps, prefix)
+    if not any(j.enforce_position for j in jumps) and _ours(rules, prefix) == _ours(fresh, prefix):
+        return tuple(rules)
+    return fresh
+
+
+def _inserted(rules: Sequence[str], jumps: Sequence[Jump], prefix: str) -> Tuple[str, ...]:
     placed = [r for r in rules if not _owns(r, prefix)]
     for jump in sorted(jumps, key=lambda j: j.position):
         # A position beyond the end means "last": iptables refuses to insert past it.
         placed.insert(min(jump.position, len(placed) + 1) - 1, jump_spec(jump))
     return tuple(placed)
+
+
+def _ours(rules: Sequence[str], prefix: str) -> List[str]:
+    return [r for r in rules if _owns(r, prefix)]
+
+
+def displaced_jumps(table: Table, after: Owned, prefix: str) -> List[str]:
+    """A warning for each of our jumps that foreign rules sit above, beyond its position."""
+    jumps = {jump_spec(j): j for j in table.jumps}
+    warnings = []
+    for base in after.base:
+        foreign = 0
+        for index, rule in enumerate(base.rules, 1):
+            if not _owns(rule, prefix):
+                foreign += 1
+                continue
+            jump = jumps.get(rule)
+            if jump is not None and foreign >= jump.position:
+                warnings.append(
+                    "%s %s %s: %d foreign rule(s) above our jump %r (position %d wanted, it is at %d) decide "
+                    "first; it is left where it is rather than moved back on every run (enforce_position "
+                    "moves it back)" % (table.family, table.name, base.name, foreign, rule, jump.position, index))
+    return warnings
 
 
 def _jump_lines(base: Chain, prefix: str) -> List[str]:
@@ -228,7 +261,8 @@ def prepare(module, table: Table, prefix: str) -> Outcome:
     validate(table, prefix)
     have = read(module, table.family, table.name, prefix)
     want = expected(table, have, prefix)
-    return Outcome(table, have, want, plan(table.name, want, have, prefix))
+    warnings = tuple(displaced_jumps(table, want, prefix))
+    return Outcome(table, have, want, plan(table.name, want, have, prefix), warnings)
 
 
 def converge(module, tables: Sequence[Table], prefix: str, check_mode: bool = False) -> List[Outcome]:

@@ -217,3 +217,10 @@ def test_a_missing_relative_policy_path_names_the_inventory_directory_searched(t
     task_vars_dir = str(tmp_path / "inventories" / "prod")
     result = run({"policy_paths": ["policies/"]}, inventory_dir=task_vars_dir)[0]
     assert result["failed"] and "'policies/': no such file or directory in %s" % task_vars_dir in result["msg"]
+
+
+@pytest.mark.parametrize("enforce", [False, True])
+def test_enforce_jump_position_reaches_every_jump(enforce):
+    state = run({"policies": [DB_FROM_WEB], "enforce_jump_position": enforce})[0]["hosts"]["db"]
+    jumps = [j for table in state["tables"] for j in table["jumps"]]
+    assert jumps and all(j["enforce_position"] is enforce for j in jumps)

@@ -8,6 +8,7 @@ import pytest
 from ansible_collections.netpol.fleet.plugins.module_utils.iptables.chains import (
     ChainError,
     Owned,
+    displaced_jumps,
     expected,
     owned_from_save,
     owned_text,
@@ -111,11 +112,43 @@ def test_absent_state_removes_every_owned_chain_and_jump_and_nothing_foreign():
     ]
 
 
-def test_a_jump_pushed_down_by_a_foreign_rule_moves_back_to_its_position():
-    have = kernel(":NETPOL-A - [0:0]", "-A INPUT -j ACCEPT", "-A INPUT -j NETPOL-A", *(f"-A NETPOL-A {r}" for r in A.rules))
-    result = plan("filter", expected(table([A], [JUMP_A]), have, P), have, P)
+PUSHED_DOWN = (":NETPOL-A - [0:0]", "-A INPUT -s 10.9.0.0/16 -j ACCEPT", "-A INPUT -j NETPOL-A",
+               *(f"-A NETPOL-A {r}" for r in A.rules))
+
+
+def test_a_jump_pushed_down_by_a_foreign_rule_stays_and_is_reported():
+    # Another owner inserted its rule at position 1 after ours: moving ours back would make the
+    # two swap places on every run. It stays (no change) and the warning names what is above it.
+    have = kernel(*PUSHED_DOWN)
+    want = expected(table([A], [JUMP_A]), have, P)
+    assert plan("filter", want, have, P).restore == ""
+    assert displaced_jumps(table([A], [JUMP_A]), want, P) == [
+        "ipv4 filter INPUT: 1 foreign rule(s) above our jump '-j NETPOL-A' (position 1 wanted, it is at 2) decide "
+        "first; it is left where it is rather than moved back on every run (enforce_position moves it back)"]
+
+
+def test_a_jump_with_enforce_position_moves_back_above_the_foreign_rule():
+    have = kernel(*PUSHED_DOWN)
+    jump = Jump("INPUT", "NETPOL-A", enforce_position=True)
+    want = expected(table([A], [jump]), have, P)
+    result = plan("filter", want, have, P)
     assert result.restore == "*filter\n-D INPUT -j NETPOL-A\n-I INPUT 1 -j NETPOL-A\nCOMMIT\n"
     assert (result.jumps_added, result.jumps_removed) == (("-I INPUT 1 -j NETPOL-A",), ("-I INPUT 2 -j NETPOL-A",))
+    assert displaced_jumps(table([A], [jump]), want, P) == []
+
+
+def test_a_jump_below_foreign_rules_by_its_own_position_is_no_warning():
+    have = kernel(":NETPOL-A - [0:0]", "-A INPUT -j ACCEPT", "-A INPUT -j NETPOL-A", *(f"-A NETPOL-A {r}" for r in A.rules))
+    desired = table([A], [Jump("INPUT", "NETPOL-A", position=2)])
+    want = expected(desired, have, P)
+    assert plan("filter", want, have, P).restore == "" and displaced_jumps(desired, want, P) == []
+
+
+def test_a_changed_jump_is_inserted_at_its_position_again():
+    have = kernel(*PUSHED_DOWN)
+    moved = Jump("INPUT", "NETPOL-A", match="-i eth0")
+    assert converge_text(table([A], [moved]), have) == (
+        "*filter\n-D INPUT -j NETPOL-A\n-I INPUT 1 -i eth0 -j NETPOL-A\nCOMMIT\n")
 
 
 def test_duplicate_jumps_are_all_deleted_and_one_inserted():
