@@ -1,0 +1,144 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: netpol.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: netpol_conntrack
+short_description: Cut the established connections the collection's rules in force deny
+version_added: 0.1.0
+description:
+  - The collection's chains let packets of established connections through first (C(RELATED,ESTABLISHED)), so a
+    connection allowed when it started survives a policy that denies it now, as long as its conntrack entry lives.
+  - This module reads the owned chains (C(NETPOL-)) and sets (C(netpol4-), C(netpol6-)) the kernel holds, lists the
+    TCP, UDP and SCTP conntrack entries of both families, judges each by its original direction (towards one of the
+    host's addresses is ingress, from one of them egress) as a new connection, and deletes exactly the entries the
+    rules would drop, each by its whole original tuple and zone. The next packet of such a connection is new again
+    and is dropped. Never the whole table; node-local and forwarded entries are left alone.
+  - Run it after the rules are applied. Privileged paths (the controller's SSH...) are allowed by the rules, so
+    their connections are never cut.
+author:
+  - netpol.fleet contributors (@netpol)
+requirements:
+  - conntrack (conntrack-tools), iptables-save, ip6tables-save, ipset, ip (iproute2)
+options:
+  prefix:
+    description: The name prefix of the owned chains.
+    type: str
+    default: NETPOL-
+  set_prefixes:
+    description: The name prefixes of the owned sets.
+    type: list
+    elements: str
+    default: [netpol4-, netpol6-]
+  desired:
+    description:
+      - A host's compiled state (M(netpol.fleet.netpol_compile)'s C(hosts[HOST]), its C(sets) and C(tables)) to judge
+        the connections by instead of the chains and sets in the kernel.
+      - The enforce role passes it in check mode, where the new rules are not in the kernel yet, so C(--check) lists
+        the connections the real run would cut.
+    type: dict
+attributes:
+  check_mode:
+    support: full
+    description: Lists the connections that would be cut without deleting anything.
+  diff_mode:
+    support: full
+    description: Shows the cut connections as removed lines.
+notes:
+  - The enforce role runs it when C(netpol_conntrack_cut) is true (the default) and the sets or chains changed.
+seealso:
+  - name: conntrack(8)
+    description: The connection tracking tool.
+    link: https://manpages.debian.org/bookworm/conntrack/conntrack.8.en.html
+"""
+
+EXAMPLES = r"""
+- name: Cut the connections the new rules deny
+  netpol.fleet.netpol_conntrack:
+"""
+
+RETURN = r"""
+cut:
+  description: The connections cut (in check mode, that would be cut), each with the rule that denies it.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    flow:
+      description: C(PROTOCOL SRC:SPORT -> DST:DPORT zone ZONE), the original direction.
+      type: str
+    direction:
+      description: C(ingress) or C(egress), as the host saw the connection's first packet.
+      type: str
+    chain:
+      description: The owned chain whose rule denies it.
+      type: str
+    rule:
+      description: That rule.
+      type: str
+  sample: [{"flow": "tcp 10.0.0.1:40312 -> 10.0.0.2:5432 zone 0", "direction": "ingress",
+            "chain": "NETPOL-I-vwobv7vkb6w22xsg", "rule": "-m comment --comment \"shop/db isolated for ingress\" -j DROP"}]
+"""
+
+from typing import Any, Dict, List
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.netpol.fleet.plugins.module_utils.conntrack.enforced import enforced_state
+from ansible_collections.netpol.fleet.plugins.module_utils.conntrack.flows import delete, local_addresses, read
+from ansible_collections.netpol.fleet.plugins.module_utils.engine.hoststate import CHAIN_PREFIX, HostState, IpSet
+from ansible_collections.netpol.fleet.plugins.module_utils.engine.tightening import Denied, denied_flows
+from ansible_collections.netpol.fleet.plugins.module_utils.ipset.text import parse_member
+from ansible_collections.netpol.fleet.plugins.module_utils.iptables.chains import ChainError
+from ansible_collections.netpol.fleet.plugins.module_utils.tools import ToolError
+
+ARGUMENT_SPEC = dict(
+    prefix=dict(type="str", default=CHAIN_PREFIX),
+    set_prefixes=dict(type="list", elements="str", default=["netpol4-", "netpol6-"]),
+    desired=dict(type="dict"),
+)
+
+
+def compiled_state(desired: Dict[str, Any]) -> HostState:
+    """netpol_compile's per-host result as a HostState (its sets carry members as compact strings)."""
+    sets = tuple(IpSet(s["name"], s["type"], s["family"], tuple(parse_member(m) for m in s.get("members", ())),
+                       tuple((k, str(v)) for k, v in s.get("options", ()))) for s in desired.get("sets", ()))
+    tables = HostState.from_dict({"host": "", "tables": desired.get("tables", ())}).tables
+    return HostState(host="", sets=sets, tables=tables)
+
+
+def report(denied: List[Denied]) -> List[Dict[str, Any]]:
+    return [dict(flow=str(d.flow), direction=d.direction, chain=d.chain, rule=d.rule) for d in denied]
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    tool = module.get_bin_path
+    try:
+        if module.params["desired"] is not None:
+            state = compiled_state(module.params["desired"])
+        else:
+            state = enforced_state(module, tool("ipset", required=True), module.params["prefix"],
+                                   module.params["set_prefixes"])
+        own = local_addresses(module, tool("ip", required=True))
+        conntrack = tool("conntrack", required=True)
+        denied = denied_flows(state, read(module, conntrack), own)
+        if denied and not module.check_mode:
+            delete(module, conntrack, [d.flow for d in denied])
+    except (ChainError, ToolError, ValueError, KeyError, TypeError) as e:  # EntryError is a ValueError
+        module.fail_json(msg=str(e))
+    cut = report(denied)
+    result: Dict[str, Any] = dict(changed=bool(cut), cut=cut)
+    if module._diff:
+        result["diff"] = dict(before_header="established connections the rules deny",
+                              after_header="after the cut",
+                              before="".join("%(flow)s (%(direction)s, %(chain)s)\n" % c for c in cut), after="")
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
