@@ -36,6 +36,7 @@ from ansible_collections.netpol.fleet.plugins.module_utils.engine.names import (
     EGRESS_CHAIN,
     INGRESS_CHAIN,
     comment_match,
+    label_match,
     nflog_prefix,
     workload_chain,
 )
@@ -129,7 +130,8 @@ class _Compiler:
         return [p for p in self.targets.get(id(workload), ()) if direction.policy_type in p.policy_types]
 
     def _base_rules(self, direction: Direction, family: int) -> List[str]:
-        rules = ["%s lo -j RETURN" % direction.iface, ESTABLISHED]
+        label = label_match("netpol %s entry chain of this host" % direction.label)
+        rules = ["%s lo %s -j RETURN" % (direction.iface, label), ESTABLISHED]
         if family == 6:
             rules += ["-p ipv6-icmp -m icmp6 --icmpv6-type %d -j RETURN" % t for t in VITAL_ICMPV6]
         for privileged in self.options.privileged:
@@ -140,12 +142,14 @@ class _Compiler:
     def _workload_rules(
         self, direction: Direction, family: int, workload: Workload, policies: List[Policy], used: Dict[str, IpSet]
     ) -> List[str]:
-        rules = [INVALID]
+        who = "%s/%s" % (workload.namespace, workload.name)
+        # The first rule says what the hashed chain name stands for: the workload, and the policies isolating it.
+        label = "netpol %s of workload %s: policies %s" % (direction.label, who, ",".join(p.key for p in policies))
+        rules = [INVALID.replace(" -j DROP", " %s -j DROP" % label_match(label))]
         for policy in policies:
             policy_rules, policy_sets = self._policy_rules(direction, family, workload, policy)
             rules += policy_rules
             used.update((s.name, s) for s in policy_sets)
-        who = "%s/%s" % (workload.namespace, workload.name)
         if self.options.log is not None:
             rules.append(_nflog_rule(self.options.log, "netpol drop %s %s" % (direction.label, who)))
         rules.append("%s -j DROP" % comment_match("%s isolated for %s" % (who, direction.label)))

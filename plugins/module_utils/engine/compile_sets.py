@@ -9,13 +9,14 @@ then shared by all hosts whose rules use it. Pure Python, standard library only.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import ipaddress
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.hoststate import IpSet, SetMember
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.ir import IPBlock, LabelSelector, Peer, Workload
-from ansible_collections.netpol.fleet.plugins.module_utils.engine.names import set_name
+from ansible_collections.netpol.fleet.plugins.module_utils.engine.names import set_label, set_name
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.selectors import EVERYTHING, Resolver
 
 DEFAULT_MAXELEM = 65536
@@ -95,7 +96,10 @@ def _ipset(family: int, key: str, kind: str, members: List[SetMember]) -> IpSet:
     options: Tuple[Tuple[str, str], ...] = ()
     if len(members) > DEFAULT_MAXELEM:
         options = (("maxelem", str(1 << (len(members) - 1).bit_length())),)
-    return IpSet(set_name(family, key), kind, SET_FAMILY[family], tuple(sorted(members, key=lambda m: m.entry)), options)
+    ordered = sorted(members, key=lambda m: m.entry)
+    # The first member carries the set's label, the key its name hashes: one comment per set, not per member.
+    labelled = (dataclasses.replace(ordered[0], comment=set_label(key)),) + tuple(ordered[1:])
+    return IpSet(set_name(family, key), kind, SET_FAMILY[family], labelled, options)
 
 
 def _address_members(workloads: Iterable[Workload], family: int) -> List[SetMember]:

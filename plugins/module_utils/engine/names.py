@@ -17,6 +17,9 @@ import re
 
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.hoststate import CHAIN_PREFIX, COMMENT_MAX, SET_PREFIX
 
+# What an owned name stands for, said in the kernel (a chain's first rule, a set's first member):
+# short enough for nft's 128-character comments too, so no iptables flavour ever prints it differently.
+LABEL_MAX = 128
 INGRESS_CHAIN = CHAIN_PREFIX + "INGRESS"
 EGRESS_CHAIN = CHAIN_PREFIX + "EGRESS"
 NFLOG_PREFIX_MAX = 64
@@ -55,6 +58,17 @@ def clamp(text: str, limit: int) -> str:
 def comment_match(text: str) -> str:
     """`-m comment --comment ...` exactly as iptables-save prints it."""
     return "-m comment --comment %s" % quote(clamp(text, COMMENT_MAX - 1))
+
+
+def label_match(text: str) -> str:
+    """The comment that says what an owned chain stands for, within LABEL_MAX."""
+    return "-m comment --comment %s" % quote(clamp(text, LABEL_MAX - 1))
+
+
+def set_label(key: str) -> str:
+    """The comment of a set's first member: the key its name is the hash of (ipset has no set comment).
+    ipset comments are quoted in save text, so only a double quote needs replacing."""
+    return key.replace('"', "'")[:LABEL_MAX - 1]
 
 
 def nflog_prefix(text: str) -> str:

@@ -54,6 +54,7 @@ NAME_MAX = SET_NAME_MAX - len(SET_TEMP_SUFFIX)
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:+-]*$")
 Prefixes = Union[str, Tuple[str, ...]]  # what str.startswith takes: one prefix or several
 _TRUE = ("true", "yes", "on", "1", "")
+FLAGGED_FAST_MAX = 64  # members with flags the fast path normalises one by one
 NOMATCH_TYPES = tuple(t for t in SET_TYPES if t.startswith("hash:net"))
 _FALSE = ("false", "no", "off", "0")
 
@@ -108,11 +109,28 @@ def build_set(name: str, set_type: str = "hash:net", family: str = "inet", membe
     or a list of (name, value) pairs as HostState.to_dict() gives them. `where` names a member in errors."""
     _check_header(name, set_type, family)
     items = list(members or ())
-    if set_type in ("hash:ip", "hash:net") and all_printed(items, family, net=set_type == "hash:net"):
-        entries, commented = sorted(set(items)), False  # the compiled case: plain strings, final already
-    else:
-        entries, commented = _normal_entries(name, set_type, family, items, where)
+    fast = _compiled_entries(name, set_type, family, items)
+    entries, commented = fast if fast is not None else _normal_entries(name, set_type, family, items, where)
     return SavedSet(name, set_type, family, tuple(entries), _options(name, _pairs(options), len(entries), commented))
+
+
+def _compiled_entries(name: str, set_type: str, family: str, items: Sequence[Any]) -> Optional[Tuple[List[str], bool]]:
+    """The compiled case, checked in C: plain strings in `ipset save` form, final already, but for the
+    few with flags (the labelled first member, nomatch excepts), normalised one by one. None when
+    anything else is there: the slow path then says what is wrong, naming the member."""
+    if set_type not in ("hash:ip", "hash:net") or not all(isinstance(i, str) for i in items):
+        return None
+    flagged = [i for i in items if " " in i]
+    plain = [i for i in items if " " not in i] if flagged else items
+    if len(flagged) > FLAGGED_FAST_MAX or not all_printed(plain, family, net=set_type == "hash:net"):
+        return None
+    try:
+        entries, commented = _normal_entries(name, set_type, family, flagged, "%d".__mod__) if flagged else ([], False)
+    except PlanError:
+        return None
+    if {e.split(" ", 1)[0] for e in entries} & set(plain):  # one entry twice, with and without flags
+        return None
+    return sorted(set(plain).union(entries)), commented
 
 
 def _check_header(name: str, set_type: str, family: str) -> None:
@@ -359,6 +377,15 @@ def _header(ipset: SavedSet) -> str:
     return " ".join(words)
 
 
+def _label(ipset: SavedSet) -> str:
+    """What a hashed set name stands for: the comment of its first commented member (ipset has no
+    comment of its own for a set; compile puts the set's key on its first member)."""
+    for entry in ipset.entries:
+        if ' comment "' in entry:
+            return "  # " + parse_member(entry).comment
+    return ""
+
+
 def diff(the_plan: Plan, desired: Sequence[SavedSet], actual: Mapping[str, SavedSet]) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
     """The plan's --diff as (before, after) lines: per changed set its header (as context when
     unchanged), then one line per member removed (before) or added (after), e.g. `netpol4-abc: 10.0.0.5`.
@@ -368,9 +395,9 @@ def diff(the_plan: Plan, desired: Sequence[SavedSet], actual: Mapping[str, Saved
     after: List[str] = []
     for change in sorted(the_plan.changes, key=lambda c: c.name):
         if change.name in actual:
-            before.append("%s: create %s" % (change.name, _header(actual[change.name])))
+            before.append("%s: create %s%s" % (change.name, _header(actual[change.name]), _label(actual[change.name])))
         if change.name in wanted:
-            after.append("%s: create %s" % (change.name, _header(wanted[change.name])))
+            after.append("%s: create %s%s" % (change.name, _header(wanted[change.name]), _label(wanted[change.name])))
         before += [change.name + ": " + entry for entry in change.removed]
         after += [change.name + ": " + entry for entry in change.added]
     return tuple(before), tuple(after)

@@ -338,7 +338,8 @@ def parse_save(text: str, wanted: Callable[[str], bool] = lambda name: True) -> 
     for name, (words, values) in parsed.items():
         if wanted(name) and words:
             family, options = _parse_header(words[1:])
-            entries = values if " " not in "".join(values) else [_saved_entry(v) for v in values]
+            # Only flagged members (a set's label, nomatch excepts) need reading word by word.
+            entries = values if " " not in "".join(values) else [v if " " not in v else _saved_entry(v) for v in values]
             saved[name] = SavedSet(name, words[0], family, tuple(sorted(entries)), options)
     return saved
 

@@ -25,6 +25,7 @@ from ansible_collections.netpol.fleet.plugins.module_utils.iptables.text import 
     jump_spec,
     offending_line,
     parse_save,
+    rule_comment,
     rule_target,
 )
 from ansible_collections.netpol.fleet.plugins.module_utils.tools import ToolError, run
@@ -249,7 +250,9 @@ def owned_text(owned: Owned, prefix: str) -> str:
     """Our chains and jumps as readable save-like lines, for --diff."""
     lines: List[str] = []
     for chain in owned.chains:
-        lines.append(":%s" % chain.name)
+        # A hashed name says nothing; its first rule's comment says what it stands for.
+        label = rule_comment(chain.rules[0]) if chain.rules else ""
+        lines.append(":%s%s" % (chain.name, "  # " + label if label else ""))
         lines += ["-A %s %s" % (chain.name, r) for r in chain.rules]
     for base in owned.base:
         lines += _jump_lines(base, prefix)

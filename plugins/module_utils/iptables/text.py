@@ -40,6 +40,18 @@ def jump_spec(jump: Jump) -> str:
     return ("%s -j %s" % (jump.match.strip(), jump.target)).strip()
 
 
+_COMMENT = re.compile(r'--comment ("(?:[^"\\]|\\.)*"|\S+)')
+
+
+def rule_comment(spec: str) -> str:
+    """The text of a rule's comment match, unquoted; "" when it has none."""
+    found = _COMMENT.search(spec)
+    if not found:
+        return ""
+    text = found.group(1)
+    return re.sub(r"\\(.)", r"\1", text[1:-1]) if text.startswith('"') else text
+
+
 def rule_target(spec: str) -> Optional[str]:
     """The chain or target a rule sends packets to (-j or -g), if any."""
     found = _TARGET.search(_QUOTED.sub('""', spec))  # a comment may itself say "-j X"

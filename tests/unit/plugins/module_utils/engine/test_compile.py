@@ -25,6 +25,8 @@ from ansible_collections.netpol.fleet.plugins.module_utils.engine.hoststate impo
     HostState,
 )
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.ir import CompileOptions, LogOptions
+from ansible_collections.netpol.fleet.plugins.module_utils.engine.names import LABEL_MAX, set_name
+from ansible_collections.netpol.fleet.plugins.module_utils.iptables.text import rule_comment
 
 from engine_cases import CASES, INVENTORY, OPTIONS, fleet, policies, policy, select
 
@@ -155,7 +157,8 @@ def test_families_never_mix_and_an_ipv4_policy_isolates_ipv6():
     rules = [r for c in v6.chains for r in c.rules]
     assert not [r for r in rules if "10." in r or "192.0.2" in r]
     isolated = next(c for c in v6.chains if c.name.startswith("NETPOL-I-"))
-    assert isolated.rules == ("-m conntrack --ctstate INVALID -j DROP",
+    assert isolated.rules == ('-m conntrack --ctstate INVALID -m comment --comment "netpol ingress of workload shop/db: '
+                              'policies shop/db" -j DROP',
                               '-m comment --comment "shop/db isolated for ingress" -j DROP')
     assert all(s.family == "inet" for s in state.sets)
 
@@ -205,7 +208,9 @@ def test_privileged_rules_split_by_family_before_dispatch():
 def test_unisolated_host_gets_only_the_base_chains():
     state = compile_fleet(fleet(), ())["web"]
     assert [c.name for c in state.table("ipv4").chains] == ["NETPOL-INGRESS", "NETPOL-EGRESS"]
-    assert state.table("ipv4").chains[0].rules == ("-i lo -j RETURN", "-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN")
+    assert state.table("ipv4").chains[0].rules == (
+        '-i lo -m comment --comment "netpol ingress entry chain of this host" -j RETURN',
+        "-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN")
     assert [(j.chain, j.target, j.position) for j in state.table("ipv6").jumps] == [
         ("INPUT", "NETPOL-INGRESS", 1), ("OUTPUT", "NETPOL-EGRESS", 1)]
 
@@ -292,3 +297,20 @@ def test_allowed_addresses_of_a_vm_never_widen_peer_sets():
     members = {m.entry for s in compile_fleet(fleet(inventory), drawn, hosts=["db"])["db"].sets for m in s.members}
     assert "10.0.5.5" in members and "10.0.1.1" in members
     assert not members & {"10.0.9.9", "10.0.0.0/8"}
+
+
+@pytest.mark.parametrize("case", sorted(GOLDEN_CASES))
+def test_every_owned_set_and_chain_says_what_its_hashed_name_stands_for(case):
+    """In the kernel, not a state file: a set's first member carries the key its name is the hash of,
+    a chain's first rule a comment naming its workload and policies (or the host's entry chain)."""
+    for state in compile_fleet(fleet(), policies(*GOLDEN_CASES[case]), OPTIONS, hosts=["web", "db"]).values():
+        for ipset in state.sets:
+            label = ipset.members[0].comment
+            assert set_name(6 if ipset.family == "inet6" else 4, label) == ipset.name
+            assert len(label) < LABEL_MAX and not [m for m in ipset.members[1:] if m.comment]
+        for table in state.tables:
+            for chain in table.chains:
+                label = rule_comment(chain.rules[0])
+                assert label.startswith("netpol ") and len(label) < LABEL_MAX, (chain.name, chain.rules[0])
+                if chain.name.startswith("NETPOL-I-"):
+                    assert label.startswith("netpol ingress of workload shop/") and ": policies shop/" in label

@@ -91,6 +91,23 @@ def test_diff_has_the_set_header_as_context_and_one_line_per_member():
     assert after == ("netpol4-web: create hash:net family inet maxelem 65536", "netpol4-web: 10.0.0.2")
 
 
+def test_diff_shows_what_a_hashed_set_name_stands_for():
+    # compile labels a set's first member with the key its name hashes; the header line repeats it.
+    labelled = build_set("netpol4-web", members=['10.0.0.1 comment "pods {app=web|} in namespace shop"', "10.0.0.2"])
+    before, after = diff(plan([labelled], kernel(WEB), {}), [labelled], kernel(WEB))
+    assert after[0] == "netpol4-web: create hash:net family inet comment maxelem 65536  # pods {app=web|} in namespace shop"
+    assert before[0] == "netpol4-web: create hash:net family inet maxelem 65536"
+
+
+def test_a_labelled_first_member_keeps_the_fast_path_and_is_checked_like_the_others():
+    fast = build_set("netpol4-web", "hash:ip", members=["10.0.0.2", '10.0.0.1 comment "pods"'])
+    assert fast.entries == ('10.0.0.1 comment "pods"', "10.0.0.2") and ("comment", "") in fast.options
+    with pytest.raises(PlanError, match="listed twice"):
+        build_set("netpol4-web", "hash:ip", members=["10.0.0.1", '10.0.0.1 comment "pods"'])
+    with pytest.raises(PlanError, match=r"members\[1\]"):
+        build_set("netpol4-web", "hash:ip", members=["10.0.0.2", '10.0.0.300 comment "pods"'])
+
+
 def test_a_nomatch_or_comment_change_is_a_member_change():
     flagged = build_set("netpol4-web", members=[{"entry": "10.0.0.1", "comment": "db"},
                                                 {"entry": "10.1.0.0/16", "nomatch": True}])

@@ -164,6 +164,13 @@ def test_positions_past_the_end_mean_last_and_several_jumps_keep_their_order():
     assert text.splitlines()[-3:] == ["-I INPUT 2 -j NETPOL-A", "-I INPUT 3 -i eth0 -j NETPOL-B", "COMMIT"]
 
 
+def test_diff_names_what_a_hashed_chain_stands_for_from_its_first_rule():
+    labelled = Chain("NETPOL-I-abc", ('-m conntrack --ctstate INVALID -m comment --comment "netpol ingress of '
+                                      'workload shop/db: policies shop/db" -j DROP', "-j DROP"))
+    assert owned_text(Owned((labelled,)), P).splitlines()[0] == (
+        ":NETPOL-I-abc  # netpol ingress of workload shop/db: policies shop/db")
+
+
 def test_diff_text_lists_owned_chains_and_jumps_with_their_positions():
     assert owned_text(kernel(*APPLIED), P) == (
         ":NETPOL-A\n"
