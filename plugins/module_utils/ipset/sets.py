@@ -378,12 +378,10 @@ def _header(ipset: SavedSet) -> str:
 
 
 def _label(ipset: SavedSet) -> str:
-    """What a hashed set name stands for: the comment of its first commented member (ipset has no
-    comment of its own for a set; compile puts the set's key on its first member)."""
-    for entry in ipset.entries:
-        if ' comment "' in entry:
-            return "  # " + parse_member(entry).comment
-    return ""
+    """What a hashed set name stands for: the comment of its first member (ipset has no comment of
+    its own for a set; compile puts the set's key on its first member). Other members' comments are theirs."""
+    first = ipset.entries[0] if ipset.entries else ""
+    return "  # " + parse_member(first).comment if ' comment "' in first else ""
 
 
 def diff(the_plan: Plan, desired: Sequence[SavedSet], actual: Mapping[str, SavedSet]) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:

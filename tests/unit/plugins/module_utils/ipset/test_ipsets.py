@@ -97,6 +97,8 @@ def test_diff_shows_what_a_hashed_set_name_stands_for():
     before, after = diff(plan([labelled], kernel(WEB), {}), [labelled], kernel(WEB))
     assert after[0] == "netpol4-web: create hash:net family inet comment maxelem 65536  # pods {app=web|} in namespace shop"
     assert before[0] == "netpol4-web: create hash:net family inet maxelem 65536"
+    member_comment = build_set("netpol4-web", members=["10.0.0.0", '10.0.0.2 comment "only mine"'])
+    assert diff(plan([member_comment], kernel(WEB), {}), [member_comment], kernel(WEB))[1][0].endswith("maxelem 65536")
 
 
 def test_a_labelled_first_member_keeps_the_fast_path_and_is_checked_like_the_others():
