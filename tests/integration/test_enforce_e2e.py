@@ -140,9 +140,10 @@ class E2E:
         return "\n".join(line for line in out.splitlines() if not line.startswith("#"))
 
     def members(self, ns: str) -> Dict[str, List[str]]:
+        """Each owned set's entries (with nomatch, without the label its first member carries)."""
         sets: Dict[str, List[str]] = {}
         for line in self.kernel(ns, "ipset save").splitlines():
-            words = line.split()
+            words = line.split(' comment "')[0].split()
             if words[0] == "create" and words[1].startswith("netpol"):
                 sets[words[1]] = []
             elif words[0] == "add" and words[1] in sets:
