@@ -104,7 +104,7 @@ test-deps:  ## install what the integration tests need besides the kernel tools 
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(TEST_APT_PACKAGES); \
 	fi
 
-integration: deps test-deps venv  ## integration tests: real namespaces, real traffic (root)
+integration: deps test-deps venv kube-apiserver  ## integration tests: real namespaces, real traffic, a real kube-apiserver (root)
 	$(PYTEST) -q -n $(JOBS) tests/integration $(PYTEST_ARGS)
 
 # Each scenario prints its verdict on a line of its own (.ci/run's summary shows them).
