@@ -9,6 +9,8 @@ import copy
 
 import pytest
 
+from kubernetes_recorded import RecordedServer
+
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.compile import compile_fleet
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.fleet import load_fleet
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.ir import NamedPort, PortSpec
@@ -23,6 +25,11 @@ HOSTVARS = {
     "web-host": {"netpol_addresses": ["10.244.1.6", "fd00:10:244:1::6"]},
     "node-a": {"netpol_addresses": ["192.0.2.10"]},
 }
+
+
+@pytest.fixture
+def server() -> RecordedServer:
+    return RecordedServer()
 
 
 def inputs(server, hostvars=None, declared=()):

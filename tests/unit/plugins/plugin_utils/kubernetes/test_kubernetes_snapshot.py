@@ -9,6 +9,8 @@ from typing import Any, Mapping, Optional
 
 import pytest
 
+from kubernetes_recorded import RecordedServer
+
 from ansible_collections.netpol.fleet.plugins.plugin_utils.kubernetes.snapshot import (
     NAMESPACES,
     PODS,
@@ -17,6 +19,11 @@ from ansible_collections.netpol.fleet.plugins.plugin_utils.kubernetes.snapshot i
     SnapshotError,
     take_snapshot,
 )
+
+
+@pytest.fixture
+def server() -> RecordedServer:
+    return RecordedServer()
 
 
 def names(snapshot, resource):

@@ -5,12 +5,20 @@
 
 from __future__ import annotations
 
+import pytest
+from kubernetes_recorded import RecordedServer
+
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.fleet import load_fleet
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.parse import load_policies
 from ansible_collections.netpol.fleet.plugins.plugin_utils.kubernetes.snapshot import take_snapshot
 from ansible_collections.netpol.fleet.plugins.plugin_utils.kubernetes.source import merged, read_cluster
 
 EMPTY = load_fleet({}, {})
+
+
+@pytest.fixture
+def server() -> RecordedServer:
+    return RecordedServer()
 
 
 def inventory_policy(name):

@@ -2,15 +2,14 @@
 # Copyright: netpol.fleet contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """API responses in the shape current Kubernetes releases serve (responses/README.md), served page
-by page to the snapshot reader as the API server would."""
+by page to the snapshot reader as the API server would. (Not a conftest.py: tests/integration's
+modules import their own conftest by that name.)"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
-
-import pytest
 
 from ansible_collections.netpol.fleet.plugins.plugin_utils.kubernetes.snapshot import RESOURCES, ApiFailure
 
@@ -43,7 +42,3 @@ class RecordedServer:
                 return pages[index + 1]
         raise ApiFailure(410, "Gone", "The provided continue parameter is too old")
 
-
-@pytest.fixture
-def server() -> RecordedServer:
-    return RecordedServer()
