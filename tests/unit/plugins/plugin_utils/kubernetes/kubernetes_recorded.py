@@ -41,4 +41,3 @@ class RecordedServer:
             if page["metadata"].get("continue") == token:
                 return pages[index + 1]
         raise ApiFailure(410, "Gone", "The provided continue parameter is too old")
-
