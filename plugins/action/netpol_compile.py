@@ -10,18 +10,20 @@ and returns each host's desired HostState for the enforce role to apply.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 from dataclasses import asdict
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from ansible import constants as C
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.compile import compile_fleet
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.errors import InputErrors
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.fleet import load_fleet
-from ansible_collections.netpol.fleet.plugins.module_utils.engine.hoststate import HostState
-from ansible_collections.netpol.fleet.plugins.module_utils.ipset.text import render_restore, set_arguments
+from ansible_collections.netpol.fleet.plugins.module_utils.engine.hoststate import HostState, IpSet
+from ansible_collections.netpol.fleet.plugins.module_utils.ipset.text import render_restore
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.ir import CompileOptions, Fleet, LogOptions, Policy
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.parse import load_policies
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.privileged import (
@@ -91,7 +93,12 @@ ARGUMENT_SPEC = {
         "port": {"type": "raw", "required": True},
         "protocol": {"type": "str", "default": "TCP"},
     }},
+    "set_store": {"type": "path"},
 }
+# Each distinct set's content, once per play: the per-process temporary directory of ansible-playbook
+# (removed when it exits; its workers share it).
+SET_STORE = "netpol-sets"
+SET_SUFFIX = ".ipset"
 
 
 class ActionModule(ActionBase):
@@ -133,13 +140,15 @@ class ActionModule(ActionBase):
             warnings += lockout_warnings(privileged, controller, args["ssh_port"])
         for warning in warnings:
             self._display.warning(str(warning))
-        hosts_result = {host: host_result(state) for host, state in states.items()}
+        store = SetStore(args["set_store"] or os.path.join(C.DEFAULT_LOCAL_TMP, SET_STORE))
+        hosts_result = {host: host_result(state, store) for host, state in states.items()}
         result.update(
             changed=False,
             hosts=hosts_result,
             summary={host: summary(state) for host, state in hosts_result.items()},
             privileged=[rule_to_dict(r) for r in privileged],
             controller_addresses=controller,
+            set_store=store.path,
         )
         if args["expected"]:
             probes = probes_between(hostvars, hosts, args["probe_ports"] or [])
@@ -270,16 +279,41 @@ def log_options(log: Optional[Mapping[str, Any]]) -> Optional[LogOptions]:
     return LogOptions(group=log["group"], limit=log["limit"], burst=log["burst"]) if log else None
 
 
-def host_result(state: HostState) -> Dict[str, Any]:
-    """A host's state as the modules take it: its sets both as netpol.fleet.ipset's `sets` (members in
-    the compact string form) and as one `ipset save` text (`content`: one string for Ansible to carry
-    instead of one per member), then a table entry for every base table."""
+def host_result(state: HostState, store: "SetStore") -> Dict[str, Any]:
+    """A host's state as netpol_host takes it: the names of its sets, each with the digest under which
+    its content is in the store (never the members: a fleet-wide set is written once, not once per
+    host), then a table entry for every base table."""
     return with_base_tables({
         "host": state.host,
-        "sets": [set_arguments(s) for s in state.sets],
-        "ipset_content": render_restore(state.sets),
+        "sets": {s.name: store.digest(s) for s in state.sets},
         "tables": [asdict(t) for t in state.tables],
     })
+
+
+class SetStore:
+    """Each distinct set once, as a file in `ipset save` form named by the digest of its content."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._digests: Dict[int, str] = {}  # id(IpSet) -> digest: compile shares one object per set
+        self._keep: List[IpSet] = []  # keeps the ids above from being reused
+
+    def digest(self, ipset: IpSet) -> str:
+        if id(ipset) not in self._digests:
+            self._keep.append(ipset)
+            self._digests[id(ipset)] = self._write(render_restore([ipset]))
+        return self._digests[id(ipset)]
+
+    def _write(self, text: str) -> str:
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+        path = os.path.join(self.path, digest + SET_SUFFIX)
+        if not os.path.exists(path):  # content-addressed: an existing file already holds this text
+            os.makedirs(self.path, mode=0o700, exist_ok=True)
+            partial = "%s.%d.partial" % (path, os.getpid())
+            with open(partial, "w", encoding="utf-8") as out:
+                out.write(text)
+            os.replace(partial, path)
+        return digest
 
 
 def with_base_tables(state: Dict[str, Any]) -> Dict[str, Any]:

@@ -177,6 +177,14 @@ options:
         description: V(TCP), V(UDP) or V(SCTP) (any case).
         type: str
         default: TCP
+  set_store:
+    description:
+      - The controller directory where each distinct set's content is written once, in C(ipset save) form, as
+        C(DIGEST.ipset) (DIGEST the first 32 hex digits of the SHA-256 of that text). A file that exists is
+        not written again.
+      - Default a C(netpol-sets) directory in ansible-playbook's own temporary directory (removed when it
+        exits), so each set exists once per play on the controller.
+    type: path
 attributes:
   check_mode:
     support: full
@@ -192,6 +200,7 @@ notes:
   - Run it with C(run_once) and register the result; each host applies C(result.hosts[inventory_hostname]).
   - Hosts outside a C(--limit) without C(netpol_addresses) need cached facts to be resolved.
 seealso:
+  - module: netpol.fleet.netpol_host
   - module: netpol.fleet.ipset
   - module: netpol.fleet.netpol_chain
 """
@@ -207,22 +216,39 @@ EXAMPLES = r"""
   run_once: true
   register: netpol_compiled
 
-- name: Create the sets this host's rules use
-  netpol.fleet.ipset:
-    content: "{{ netpol_compiled.hosts[inventory_hostname].ipset_content }}"
+- name: Apply each host's state as one transaction; its sets travel from the store as one file
+  netpol.fleet.netpol_host:
+    tables: "{{ netpol_compiled.hosts[inventory_hostname].tables }}"
+    sets: "{{ netpol_compiled.hosts[inventory_hostname].sets }}"
+    set_store: "{{ netpol_compiled.set_store }}"
 """
 
 RETURN = r"""
 hosts:
   description:
-    - Host name to its desired state (C(host), C(sets), C(ipset_content), C(tables) with C(chains) and C(jumps)).
-    - 'The C(sets) are as the O(netpol.fleet.ipset#module:sets) option takes them, each member one string in the
-      compact form C(ENTRY [nomatch] [comment "TEXT"]).'
-    - C(ipset_content) holds the same sets as one text in C(ipset save) form, as the
-      O(netpol.fleet.ipset#module:content) option takes it. For large sets it is the cheaper one to pass on,
-      one string instead of one value per member.
+    - Host name to its desired state, O(its own rules + the names of its sets).
+    - C(host), the host name.
+    - C(sets), set name to the digest of the set's content in RV(set_store), for every set the host's
+      rules use (no members: a set used by many hosts is written once, in RV(set_store)).
+    - C(tables), a list of C({family, name, chains, jumps}) with an entry for the IPv4 and IPv6 filter
+      tables at least, as M(netpol.fleet.netpol_host) takes them.
   returned: success
   type: dict
+  sample:
+    web1:
+      host: web1
+      sets: {"netpol4-2b1c0e9d4a": "8d5e0c1f9a7b3e2d4c6b8a0f1e3d5c7b"}
+      tables:
+        - family: ipv4
+          name: filter
+          chains: [{"name": "NETPOL-INGRESS", "rules": ["-j NETPOL-PRIV-IN"]}]
+          jumps: [{"chain": "INPUT", "target": "NETPOL-INGRESS", "match": "", "position": 1}]
+set_store:
+  description:
+    - The controller directory holding each distinct set once as C(DIGEST.ipset) in C(ipset save) form
+      (O(set_store), or its default). M(netpol.fleet.netpol_host) reads the sets of a host from it.
+  returned: success
+  type: str
 summary:
   description: Host name to counts of sets, chains and rules.
   returned: success

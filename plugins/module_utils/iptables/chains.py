@@ -339,3 +339,44 @@ def _mismatch(want: Owned, have: Owned) -> str:
         if len(chain.rules) != len(actual):
             lines.append("  %s: %d rules desired, kernel has %d" % (chain.name, len(chain.rules), len(actual)))
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- the surface a transaction drives
+# netpol_host drives every backend through the same few calls: read the owned state, prepare (validate
+# and plan against what is there, touching nothing), test, apply, and restore what was.
+
+
+def read_all(module, family: str, prefix: str) -> Dict[str, Owned]:
+    """The owned state of every table this backend manages, from one iptables-save of all tables.
+    A table that does not exist yet has its built-in chains, empty, as `iptables-save -t` prints them."""
+    saved = parse_save(run(module, [_tool(module, TOOLS[family][0])])[1])
+    return {name: _with_builtins(name, owned_from_save(saved.get(name, ()), prefix)) for name in BUILTIN_CHAINS}
+
+
+def _with_builtins(table: str, owned: Owned) -> Owned:
+    present = {b.name: b for b in owned.base}
+    return Owned(owned.chains, tuple(present.get(name, Chain(name)) for name in BUILTIN_CHAINS[table]))
+
+
+def prepare_from(table: Table, have: Owned, prefix: str) -> Outcome:
+    """prepare() for a table whose owned state was already read (read_all)."""
+    validate(table, prefix)
+    want = expected(table, have, prefix)
+    return Outcome(table, have, want, plan(table.name, want, have, prefix))
+
+
+def test(module, outcome: Outcome) -> None:
+    """`iptables-restore --test` of the outcome's restore text: nothing is written."""
+    if outcome.plan.changed:
+        _restore(module, outcome.table.family, outcome.plan.restore, test=True)
+
+
+def apply(module, outcome: Outcome, prefix: str) -> None:
+    """Write the outcome in one restore and check the kernel prints it back as desired."""
+    if outcome.plan.changed:
+        _apply(module, outcome, prefix)
+
+
+def restore(module, outcome: Outcome, prefix: str) -> None:
+    """Put the owned state of the outcome's table back as it was read before (foreign rules untouched)."""
+    _restore_before(module, outcome, prefix)

@@ -3,6 +3,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
 from typing import Any, Dict, List
 from unittest.mock import MagicMock
 
@@ -15,7 +17,7 @@ from ansible_collections.netpol.fleet.plugins.action.netpol_compile import (
     ssh_client_address,
     with_base_tables,
 )
-from ansible_collections.netpol.fleet.plugins.module_utils.ipset.sets import build_set, sets_from_text
+from ansible_collections.netpol.fleet.plugins.module_utils.ipset.sets import sets_from_text
 
 INVENTORY = {
     "web": {"netpol_namespace": "shop", "netpol_labels": {"app": "web"},
@@ -55,19 +57,37 @@ def rules_of(state: Dict[str, Any], family: str = "ipv4") -> List[str]:
     return [r for chain in table["chains"] for r in chain["rules"]]
 
 
-def test_only_the_batch_is_returned_but_peers_come_from_the_whole_inventory():
-    result = run({"policies": [DB_FROM_WEB]})[0]
+def stored_sets(result: Dict[str, Any], host: str) -> List[Any]:
+    """The host's sets as netpol_host's action reads them: from the store, by digest."""
+    store = Path(result["set_store"])
+    return [s for digest in result["hosts"][host]["sets"].values()
+            for s in sets_from_text((store / (digest + ".ipset")).read_text())]
+
+
+def test_only_the_batch_is_returned_but_peers_come_from_the_whole_inventory(tmp_path):
+    result = run({"policies": [DB_FROM_WEB], "set_store": str(tmp_path)})[0]
     assert not result.get("failed"), result
     assert list(result["hosts"]) == ["db"]
-    members = [m.split()[0] for s in result["hosts"]["db"]["sets"] for m in s["members"]]  # compact form
+    members = [entry for s in stored_sets(result, "db") for entry in s.entries]
     assert "10.0.0.1" in members and "fd00::1" in members  # web is outside the batch
     assert result["summary"]["db"]["sets"] == len(result["hosts"]["db"]["sets"])
 
 
-def test_the_sets_as_one_ipset_save_text_are_the_same_sets_as_the_list():
-    state = run({"policies": [DB_FROM_WEB]})[0]["hosts"]["db"]
-    listed = [build_set(s["name"], s["type"], s["family"], s["members"], s["options"]) for s in state["sets"]]
-    assert listed and sets_from_text(state["ipset_content"]) == listed
+def test_a_host_result_names_its_sets_and_each_set_is_stored_once_by_its_content(tmp_path):
+    everyone = {"policies": [dict(DB_FROM_WEB, spec=dict(DB_FROM_WEB["spec"], podSelector={}))],
+                "set_store": str(tmp_path)}
+    result = run(everyone, batch=("db", "web"))[0]
+    db, web = result["hosts"]["db"]["sets"], result["hosts"]["web"]["sets"]
+    assert db and db == web  # the same selector: the same sets, by name and content digest
+    assert all(isinstance(digest, str) for digest in db.values())  # names and digests, no members
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == sorted(d + ".ipset" for d in db.values())  # one file per distinct set
+    for name, digest in db.items():
+        text = (tmp_path / (digest + ".ipset")).read_text()
+        assert hashlib.sha256(text.encode()).hexdigest()[:32] == digest
+        assert [s.name for s in sets_from_text(text)] == [name]
+    again = run(everyone, batch=("db", "web"))[0]
+    assert again["hosts"]["db"]["sets"] == db  # same input, same names and digests
 
 
 def test_every_input_error_is_reported_at_once_and_names_its_place():

@@ -1,0 +1,163 @@
+# -*- coding: utf-8 -*-
+# Copyright: netpol.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The steps of one host's transaction, each wrapping one kernel backend behind the same four calls.
+
+A step is planned before anything is written (its constructor reads nothing and decides everything
+from the state the transaction read); then `test()` checks it without writing, `apply()` writes it,
+and `undo()` puts back what the step found, reading the kernel again so that it also repairs a step
+that failed half way. Standard library only, Python 3.9: netpol_host imports this on managed hosts.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Sequence, Tuple
+
+from ansible_collections.netpol.fleet.plugins.module_utils.ipset import sets as ipsets
+from ansible_collections.netpol.fleet.plugins.module_utils.ipset.text import SavedSet, render_saved
+
+
+class TableStep:
+    """One (family, table) of a chain backend: module_utils/iptables/chains.py, or any backend with
+    the same surface (prepare_from, test, apply, restore, owned_text)."""
+
+    def __init__(self, module, backend, outcome, prefix: str):
+        self.module, self.backend, self.outcome, self.prefix = module, backend, outcome, prefix
+        self.label = "%s %s" % (outcome.table.family, outcome.table.name)
+
+    @property
+    def changed(self) -> bool:
+        return self.outcome.plan.changed
+
+    def test(self) -> None:
+        self.backend.test(self.module, self.outcome)
+
+    def apply(self) -> None:
+        self.backend.apply(self.module, self.outcome, self.prefix)
+
+    def undo(self) -> None:
+        self.backend.restore(self.module, self.outcome, self.prefix)
+
+    def commands(self) -> str:
+        return self.outcome.plan.restore
+
+    def report(self) -> Dict[str, List[str]]:
+        plan = self.outcome.plan
+        return dict(created=list(plan.created), updated=list(plan.updated), removed=list(plan.removed),
+                    jumps_added=list(plan.jumps_added), jumps_removed=list(plan.jumps_removed))
+
+    def diff(self) -> List[Dict[str, str]]:
+        """One entry per chain that changes, and one for the jumps when they move."""
+        before = {c.name: c.rules for c in self.outcome.before.chains}
+        after = {c.name: c.rules for c in self.outcome.after.chains}
+        plan = self.outcome.plan
+        entries = [_entry("%s chain %s" % (self.label, name), _chain_text(name, before.get(name)),
+                          _chain_text(name, after.get(name)))
+                   for name in sorted(plan.created + plan.updated + plan.removed)]
+        if plan.jumps_added or plan.jumps_removed:
+            entries.append(_entry("%s jumps" % self.label, _jumps_text(self.outcome.before, self.prefix, self.backend),
+                                  _jumps_text(self.outcome.after, self.prefix, self.backend)))
+        return entries
+
+
+def _chain_text(name: str, rules) -> str:
+    if rules is None:
+        return ""
+    return "".join(["-N %s\n" % name] + ["-A %s %s\n" % (name, rule) for rule in rules])
+
+
+def _jumps_text(owned, prefix: str, backend) -> str:
+    """The jump lines of owned_text(): every line that is not a chain of ours."""
+    text = backend.owned_text(type(owned)(base=owned.base), prefix)
+    return text
+
+
+def _entry(header: str, before: str, after: str) -> Dict[str, str]:
+    return dict(before_header=header, after_header=header, before=before, after=after)
+
+
+class SetFillStep:
+    """New and changed sets, built complete before they are swapped in (ipset/sets.py plan)."""
+
+    def __init__(self, module, ipset_bin: str, desired: Sequence[SavedSet], actual: Mapping[str, SavedSet],
+                 references: Mapping[str, int], label: str = "sets"):
+        self.module, self.ipset_bin, self.desired, self.actual = module, ipset_bin, desired, actual
+        self.label = label
+        self.plan = ipsets.plan(desired, actual, references)
+        wanted = {s.name for s in desired}
+        self.touched = [c.name for c in self.plan.changes if c.name in wanted]
+
+    @property
+    def changed(self) -> bool:
+        return self.plan.changed
+
+    def test(self) -> None:
+        """Sets have no --test: their dry check is the plan (names, types, entries, references)."""
+
+    def apply(self) -> None:
+        ipsets.apply(self.module, self.ipset_bin, self.plan)
+
+    def undo(self) -> None:
+        """Changed sets get their old members back through a swap; sets this run created go again."""
+        now, references = ipsets.read_state(self.module, self.ipset_bin, self.touched)
+        previous = [self.actual[n] for n in self.touched if n in self.actual]
+        created = [n for n in self.touched if n not in self.actual and n in now]
+        back = ipsets.plan(previous, now, references, absent=created)
+        if back.changed:
+            ipsets.apply(self.module, self.ipset_bin, back)
+
+    def commands(self) -> List[str]:
+        return list(self.plan.script)
+
+    def changes(self) -> Dict[str, Any]:
+        return {c.name: c.to_dict() for c in self.plan.changes}
+
+    def diff(self) -> List[Dict[str, str]]:
+        wanted = {s.name: s for s in self.desired}
+        return [_entry("set %s" % name, _set_text(self.actual.get(name)), _set_text(wanted.get(name)))
+                for name in sorted(self.touched)]
+
+
+class SetPurgeStep:
+    """Our sets that nothing wants any more, destroyed once no chain of ours uses them."""
+
+    label = "stale sets"
+
+    def __init__(self, module, ipset_bin: str, wanted: Sequence[str], actual: Mapping[str, SavedSet],
+                 foreign_references: Mapping[str, int], prefixes: Tuple[str, ...]):
+        self.module, self.ipset_bin = module, ipset_bin
+        self.actual = {n: s for n, s in actual.items() if n not in set(wanted)}
+        # Planned against the references left once our chains no longer use the sets: what only
+        # foreign rules (or list:set sets) still reference is kept, with a warning.
+        self.plan = ipsets.plan([], self.actual, foreign_references, purge_prefix=prefixes, keep=wanted)
+        self.destroyed = [c.name for c in self.plan.changes if c.destroyed]
+
+    @property
+    def changed(self) -> bool:
+        return self.plan.changed
+
+    def test(self) -> None:
+        """Nothing to test: destroying an unreferenced set cannot be refused."""
+
+    def apply(self) -> None:
+        ipsets.apply(self.module, self.ipset_bin, self.plan)
+
+    def undo(self) -> None:
+        """Destroyed sets come back with the members they had (a failed destroy leaves others done)."""
+        now, references = ipsets.read_state(self.module, self.ipset_bin, self.destroyed)
+        back = ipsets.plan([self.actual[n] for n in self.destroyed if n not in now], now, references)
+        if back.changed:
+            ipsets.apply(self.module, self.ipset_bin, back)
+
+    def commands(self) -> List[str]:
+        return list(self.plan.script)
+
+    def changes(self) -> Dict[str, Any]:
+        return {c.name: c.to_dict() for c in self.plan.changes}
+
+    def diff(self) -> List[Dict[str, str]]:
+        return [_entry("set %s" % name, _set_text(self.actual[name]), "") for name in sorted(self.destroyed)]
+
+
+def _set_text(saved) -> str:
+    return render_saved([saved]) if saved is not None else ""
