@@ -8,12 +8,17 @@ A host state of CHAINS policy chains (each entered from a dispatch chain, each m
 set) and MEMBERS set members in total is applied, each time into a fresh network namespace:
 
   raw       `ipset restore` + `iptables-restore --noflush` of the same text (the floor)
-  modules   ansible-playbook running netpol.fleet.ipset (the sets as that same text, `content`)
-            then netpol.fleet.netpol_chain, as the enforce role does
+  host      ansible-playbook running netpol.fleet.netpol_host once (the sets as that same text,
+            the chains as its `tables`), as the enforce role does: one transaction
+  modules   ansible-playbook running netpol.fleet.ipset (`content`) then netpol.fleet.netpol_chain,
+            the standalone modules
   backends  the same two modules' work called in process, from the same arguments (Ansible's own
             cost removed)
   no-op     the playbook again on the applied host; kernel writes counted by tracing shims
   builtin   ansible.builtin.iptables, one module invocation per rule (loop), sets made raw first
+
+Every row reports wall time, CPU time (user+sys of the process tree) and the load average; ratios
+are taken on CPU time, within one run (bench/measure.py).
 
 Run as root from the repository root:  .venv/bin/python bench/apply_bench.py [--quick]
 """
@@ -23,17 +28,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "collection"))
+sys.path.insert(0, str(ROOT / "bench"))
 
 # pylint: disable=wrong-import-position
 from ansible_collections.netpol.fleet.plugins.module_utils.iptables import chains
@@ -47,6 +51,8 @@ from ansible_collections.netpol.fleet.plugins.module_utils.engine.hoststate impo
 )
 from ansible_collections.netpol.fleet.plugins.module_utils.ipset.text import render_restore as sets_text  # noqa: E402
 from ansible_collections.netpol.fleet.plugins.module_utils.iptables.text import render_restore  # noqa: E402
+from ansible_collections.netpol.fleet.plugins.module_utils.transaction import host as transaction  # noqa: E402
+from measure import Sample, Table as Results, measured, median, sample  # noqa: E402
 
 PYTHON = sys.executable
 BIN = Path(PYTHON).parent
@@ -134,12 +140,6 @@ class Namespace:
         return out
 
 
-def timed(action: Callable[[], Any]) -> float:
-    start = time.perf_counter()
-    action()
-    return time.perf_counter() - start
-
-
 def raw_apply(ns: Namespace, bench: Bench) -> None:
     ns.tool(["ipset", "restore"], sets_text(bench.sets))
     ns.tool(["iptables-restore", "--noflush", "--wait"], render_restore(bench.table))
@@ -159,6 +159,15 @@ def sets_backend(ns: Namespace, bench: Bench) -> int:
 def chains_backend(ns: Namespace, bench: Bench) -> int:
     """netpol.fleet.netpol_chain's backend in process; returns how many restores it ran."""
     return int(chains.converge(ns, [bench.table], "NETPOL-")[0].plan.changed)
+
+
+def host_transaction(ns: Namespace, bench: Bench) -> int:
+    """netpol.fleet.netpol_host's transaction in process (not detached); 1 when it wrote anything."""
+    desired = transaction.Desired(ipsets.sets_from_text(bench.content), [bench.table])
+    planned = transaction.prepare(ns, "ipset", desired, "NETPOL-", ("netpol4-", "netpol6-"))
+    if planned.changed:
+        planned.run()
+    return int(planned.changed)
 
 
 MODULE_VARS = ("bench_content", "bench_chains", "bench_jumps")  # also loaded by the start-up rows
@@ -183,7 +192,7 @@ class Playbooks:
             shim.chmod(0o755)
         return shims
 
-    def run(self, ns: Namespace, tasks: List[Dict[str, Any]], names: Sequence[str] = MODULE_VARS) -> float:
+    def run(self, ns: Namespace, tasks: List[Dict[str, Any]], names: Sequence[str] = MODULE_VARS) -> Sample:
         """Run the tasks with the variables `names` in a vars file: only those, because ansible-core 2.19
         goes over a play's vars files again for every task, so unused bulk would slow every task."""
         variables = self.work / ("vars-%s.json" % "-".join(names))
@@ -195,12 +204,11 @@ class Playbooks:
         env = dict(os.environ, PATH="%s:%s" % (self.shims, os.environ["PATH"]), ANSIBLE_NOCOLOR="1")
         argv = ["ip", "netns", "exec", ns.name, str(BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local",
                 "-e", "ansible_python_interpreter=%s" % PYTHON, str(playbook)]
-        start = time.perf_counter()
-        done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
-        elapsed = time.perf_counter() - start
+        taken, done = measured(lambda: subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True,
+                                                      check=False))
         if done.returncode:
             raise RuntimeError(done.stdout[-3000:] + done.stderr[-3000:])
-        return elapsed
+        return taken
 
     def writes(self) -> int:
         calls = self.work / "calls"
@@ -220,6 +228,8 @@ def _is_write(words: List[str]) -> bool:
 
 CHAIN_TASKS = [{"netpol.fleet.netpol_chain": {"chains": "{{ bench_chains }}", "jumps": "{{ bench_jumps }}"}}]
 MODULE_TASKS = [{"netpol.fleet.ipset": {"content": "{{ bench_content }}"}}] + CHAIN_TASKS
+HOST_TASKS = [{"netpol.fleet.netpol_host": {"set_content": "{{ bench_content }}", "tables": [
+    {"family": "ipv4", "name": "filter", "chains": "{{ bench_chains }}", "jumps": "{{ bench_jumps }}"}]}}]
 LIST_TASKS = [{"netpol.fleet.ipset": {"sets": "{{ bench_sets }}"}}] + CHAIN_TASKS  # members one value each
 BUILTIN_TASKS = [{"ansible.builtin.iptables": dict({k: "{{ item.%s | default(omit) }}" % k for k in (
     "chain", "protocol", "destination_port", "match_set", "match_set_flags", "comment", "jump",
@@ -228,37 +238,23 @@ EMPTY_TASKS = [{"ansible.builtin.meta": "noop"}]
 TRIVIAL_TASKS = [{"ansible.builtin.ping": {}}, {"ansible.builtin.stat": {"path": "/"}}]  # any two module tasks
 
 
-def median_fresh(action: Callable[[Namespace], Any], repeat: int) -> float:
-    """The median time of `action`, each time in a fresh namespace."""
-    return statistics.median(fresh(action) for attempt in range(repeat))
+def median_fresh(action: Callable[[Namespace], Any], repeat: int) -> Sample:
+    """The median wall and CPU time of `action`, each time in a fresh namespace."""
+    return median([fresh(action) for attempt in range(repeat)])
 
 
-def fresh(action: Callable[[Namespace], Any]) -> float:
+def fresh(action: Callable[[Namespace], Any]) -> Sample:
     with Namespace() as ns:
-        return timed(lambda: action(ns))
+        return sample(lambda: action(ns))
 
 
 def progress(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-class Results:
-    def __init__(self):
-        self.rows: List[Tuple[str, str, str]] = []
-        self.raw = 1.0
-
-    def add(self, label: str, seconds: float, note: str = "", floor: Optional[float] = None) -> float:
-        ratio = "%.2fx" % (seconds / floor) if floor else ""
-        self.rows.append((label, "%.2f s%s" % (seconds, note), ratio))
-        progress("%s: %.2f s%s" % (label, seconds, note))
-        return seconds
-
-
-def noop(ns: Namespace, action: Callable[[], Any]) -> Tuple[float, Any]:
-    """Time a re-run on an already applied namespace, and what it returned."""
-    box: List[Any] = []
-    seconds = timed(lambda: box.append(action()))
-    return seconds, box[0]
+def noop(ns: Namespace, action: Callable[[], Any]) -> Tuple[Sample, Any]:
+    """Measure a re-run on an already applied namespace, and what it returned."""
+    return measured(action)
 
 
 def main() -> None:
@@ -276,53 +272,51 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="npnbench") as tmp:
         plays = Playbooks(Path(tmp), bench)
         raw = res.add("apply: raw `ipset restore` + `iptables-restore` (floor)",
-                      median_fresh(lambda ns: raw_apply(ns, bench), args.repeat), floor=None)
+                      median_fresh(lambda ns: raw_apply(ns, bench), args.repeat))
         with Namespace() as ns:
             ns.tool(["ipset", "restore"], sets_text(bench.sets))
-            res.add("apply: raw `iptables-restore` alone", timed(
+            res.add("apply: raw `iptables-restore` alone", sample(
                 lambda: ns.tool(["iptables-restore", "--noflush", "--wait"], render_restore(bench.table))))
-        res.add("apply: both backends in process", median_fresh(
+        res.add("apply: netpol_host's transaction in process", median_fresh(
+            lambda ns: host_transaction(ns, bench), args.repeat), floor=raw)
+        res.add("apply: ipset + netpol_chain backends in process", median_fresh(
             lambda ns: (sets_backend(ns, bench), chains_backend(ns, bench)), args.repeat), floor=raw)
         with Namespace() as ns:
-            res.add("apply: ipset backend in process", timed(lambda: sets_backend(ns, bench)))
-            res.add("apply: netpol_chain backend in process", timed(lambda: chains_backend(ns, bench)))
-            seconds, restores = noop(ns, lambda: sets_backend(ns, bench))
-            res.add("no-op: ipset backend in process", seconds, " (%d restores)" % restores)
-            seconds, restores = noop(ns, lambda: chains_backend(ns, bench))
-            res.add("no-op: netpol_chain backend in process", seconds, " (%d restores)" % restores)
+            host_transaction(ns, bench)
+            taken, restores = noop(ns, lambda: host_transaction(ns, bench))
+            res.add("no-op: netpol_host's transaction in process", taken, " (%d writes)" % restores)
         baseline = res.add("ansible-playbook start-up (an empty play)", median_fresh(
             lambda ns: plays.run(ns, EMPTY_TASKS), args.repeat))
+        trivial = median_fresh(lambda ns: plays.run(ns, TRIVIAL_TASKS), args.repeat)
         res.add("two trivial builtin tasks (ping, stat) minus start-up: Ansible's floor for any two tasks",
-                median_fresh(lambda ns: plays.run(ns, TRIVIAL_TASKS), args.repeat) - baseline)
+                trivial - baseline)
+        hosted = res.add("apply: ansible-playbook, one netpol_host task", median_fresh(
+            lambda ns: plays.run(ns, HOST_TASKS), args.repeat), floor=raw)
+        res.add("apply: the same minus start-up", hosted - baseline, floor=raw)
         modules = res.add("apply: ansible-playbook, ipset + netpol_chain tasks", median_fresh(
             lambda ns: plays.run(ns, MODULE_TASKS), args.repeat), floor=raw)
-        res.add("apply: the same minus start-up", modules - baseline, floor=raw)
         plays.writes()
         with Namespace() as ns:
-            plays.run(ns, MODULE_TASKS)
+            plays.run(ns, HOST_TASKS)
             plays.writes()
-            seconds = plays.run(ns, MODULE_TASKS)
-            res.add("no-op: ansible-playbook, both tasks", seconds, " (%d kernel writes)" % plays.writes())
-            res.add("no-op: both tasks minus start-up", seconds - baseline)
-            seconds = plays.run(ns, CHAIN_TASKS)
-            res.add("no-op: ansible-playbook, netpol_chain task only", seconds, " (%d kernel writes)" % plays.writes())
-            res.add("no-op: netpol_chain task minus start-up", seconds - baseline)
-            seconds = plays.run(ns, LIST_TASKS, LIST_VARS)
-            res.add("no-op: ansible-playbook, both tasks, the sets as `sets:` (one value per member)", seconds,
-                    " (%d kernel writes)" % plays.writes())
+            taken = plays.run(ns, HOST_TASKS)
+            res.add("no-op: ansible-playbook, one netpol_host task", taken, " (%d kernel writes)" % plays.writes())
+            res.add("no-op: the netpol_host task minus start-up", taken - baseline)
+            taken = plays.run(ns, MODULE_TASKS)
+            res.add("no-op: ansible-playbook, ipset + netpol_chain tasks", taken, " (%d kernel writes)" % plays.writes())
         if not args.skip_builtin:
             with Namespace() as ns:
                 ns.tool(["ipset", "restore"], sets_text(bench.sets))  # not timed: it has no ipset module
                 builtin = plays.run(ns, BUILTIN_TASKS, ("rules",))
             res.add("apply: ansible.builtin.iptables, one invocation per rule/chain (sets made raw, untimed)",
                     builtin, floor=raw)
-            res.rows.append(("  ratio to the modules' ansible-playbook apply", "", "%.1fx" % (builtin / modules)))
+            res.note("  CPU ratio of builtin to the netpol_host ansible-playbook apply", "%.1fx" % (builtin.cpu / hosted.cpu))
+            res.note("  CPU ratio of builtin to the ipset + netpol_chain ansible-playbook apply",
+                     "%.1fx" % (builtin.cpu / modules.cpu))
     print("Host state: %d policy chains + 1 dispatch chain, %d rules and jumps, %d sets, %d set members; "
-          "apply rows are the median of %d fresh namespace(s); ratios are to the raw floor\n"
+          "apply rows are the median of %d fresh namespace(s); ratios are CPU time to the raw floor's\n"
           % (args.chains, bench.rule_count, len(bench.sets), bench.member_count, args.repeat))
-    print("| run | time | ratio |\n|---|---|---|")
-    for row in res.rows:
-        print("| %s | %s | %s |" % row)
+    print(res.markdown("CPU ratio to raw"))
 
 
 if __name__ == "__main__":

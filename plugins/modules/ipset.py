@@ -122,9 +122,9 @@ options:
         counters and timeouts of members).'
       - Means the same as O(sets) with every set present, and is validated the same way; an error names the
         set and the line.
-      - 'The cheap way to pass large sets, and what the C(netpol.fleet.enforce) role passes
-        (C(ipset_content) of M(netpol.fleet.netpol_compile)): Ansible carries one string instead of one
-        value per member.'
+      - 'The cheap way to pass large sets: Ansible carries one string instead of one value per member. (The
+        C(netpol.fleet.enforce) role applies sets with M(netpol.fleet.netpol_host), which reads each host's sets
+        from the set store of M(netpol.fleet.netpol_compile) in this same form.)'
       - The action plugin sends the text to the host as a file in the task's temporary directory (removed
         afterwards), not inside the module's arguments, and the module reads it there as O(src).
       - Mutually exclusive with O(name), O(sets) and O(src).
@@ -218,9 +218,11 @@ EXAMPLES = r"""
     sets: "{{ netpol_host_state.sets }}"
     purge_prefix: [netpol4-, netpol6-]
 
-- name: The same sets as one text in ipset save form (what the enforce role passes; cheapest for large sets)
+- name: A set that netpol_compile stored, as one text in ipset save form (cheapest for large sets)
   netpol.fleet.ipset:
-    content: "{{ netpol_host_state.ipset_content }}"
+    content: "{{ lookup('ansible.builtin.file', netpol_compiled.set_store ~ '/' ~ digest ~ '.ipset') }}"
+  vars:
+    digest: "{{ netpol_compiled.hosts[inventory_hostname].sets['netpol4-web'] }}"
 
 - name: Sets kept in a file in ipset save form on the controller, e.g. saved from another host
   netpol.fleet.ipset:

@@ -1,0 +1,160 @@
+#!/usr/bin/env python
+# -*- coding: utf-8 -*-
+# Copyright: netpol.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The compile step of site.yml through ansible-playbook, on inventories of thousands of hosts.
+
+    .venv/bin/python bench/compile_play_bench.py [--sizes 5000 10000] [--policies 1000]
+
+The inventory and the policies are bench/compile_bench.py's synthetic fleet (100 namespaces,
+20 apps, dual stack, named ports), written as inventory host variables and NetworkPolicy
+manifests. For each size, in one run:
+
+  empty     a play over the inventory with one `meta: noop` task (loading the inventory and the
+            variables: what any play over it costs)
+  compile   the same play running the enforce role's compile step (tasks_from: compile, run_once,
+            registered as netpol_compiled for every host, as site.yml does)
+
+Rows report wall time, CPU time of the process tree (ansible-playbook and its worker: controller
+and workers), the peak RSS of ansible-playbook, and the load average; the compile step's own CPU is
+the difference of the two rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "collection"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+# pylint: disable=wrong-import-position
+from compile_bench import make_fleet, make_policies  # noqa: E402
+from measure import Sample, Table, measured  # noqa: E402
+
+BIN = Path(sys.executable).parent
+
+
+def selector(sel) -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    if sel.match_labels:
+        out["matchLabels"] = dict(sel.match_labels)
+    if sel.match_expressions:
+        out["matchExpressions"] = [{"key": r.key, "operator": r.operator, "values": list(r.values)}
+                                   for r in sel.match_expressions]
+    return out
+
+
+def peer(p) -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    if p.pod_selector is not None:
+        out["podSelector"] = selector(p.pod_selector)
+    if p.namespace_selector is not None:
+        out["namespaceSelector"] = selector(p.namespace_selector)
+    if p.ip_block is not None:
+        # compile_bench draws the except independently of the cidr (its engine input is not validated);
+        # as a manifest it must be inside the cidr: the cidr's second /24
+        inside = p.ip_block.cidr.rsplit(".", 2)[0] + ".1.0/24"
+        out["ipBlock"] = {"cidr": p.ip_block.cidr, "except": [inside] if p.ip_block.excepts else []}
+    return out
+
+
+def port(spec) -> Dict[str, Any]:
+    out: Dict[str, Any] = {"protocol": spec.protocol, "port": spec.port}
+    if spec.end_port is not None:
+        out["endPort"] = spec.end_port
+    return out
+
+
+def manifest(policy) -> Dict[str, Any]:
+    def rules(items, key):
+        return [{key: [peer(p) for p in r.peers], "ports": [port(s) for s in r.ports]} for r in items]
+    spec: Dict[str, Any] = {"podSelector": selector(policy.pod_selector), "policyTypes": list(policy.policy_types),
+                            "ingress": rules(policy.ingress, "from")}
+    if policy.egress:
+        spec["egress"] = rules(policy.egress, "to")
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": policy.name, "namespace": policy.namespace}, "spec": spec}
+
+
+def write_inputs(directory: Path, size: int, policies: int) -> Path:
+    fleet = make_fleet(size)
+    hosts = {w.host: {"netpol_namespace": w.namespace, "netpol_labels": dict(w.labels),
+                      "netpol_addresses": list(w.addresses),
+                      "netpol_ports": [{"name": p.name, "port": p.port, "protocol": p.protocol} for p in w.ports]}
+             for w in fleet.workloads}
+    namespaces = {n.name: {"labels": {k: v for k, v in n.labels if k != "kubernetes.io/metadata.name"}}
+                  for n in fleet.namespaces}
+    inventory = {"all": {"vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+                                  "netpol_namespaces": namespaces},
+                         "hosts": hosts}}
+    (directory / "inventory.json").write_text(json.dumps(inventory))  # JSON is YAML, and far faster to read
+    (directory / "policies.json").write_text(json.dumps({"netpol_policies": [manifest(p) for p in make_policies(policies)]}))
+    return directory
+
+
+PLAYS = {
+    "empty": [{"hosts": "all", "gather_facts": False, "tasks": [{"ansible.builtin.meta": "noop"}]}],
+    "compile": [{"hosts": "all", "gather_facts": False, "tasks": [
+        {"ansible.builtin.import_role": {"name": "netpol.fleet.enforce", "tasks_from": "compile"}}]}],
+}
+
+
+def run(directory: Path, play: str) -> Sample:
+    path = directory / ("%s.json" % play)
+    path.write_text(json.dumps(PLAYS[play]))
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_COLLECTIONS_PATH=str(ROOT / "collection"),
+               ANSIBLE_NOCOLOR="1")
+    argv = [str(BIN / "ansible-playbook"), "-i", str(directory / "inventory.json"), "-e",
+            "@%s" % (directory / "policies.json"), str(path)]
+    taken, done = measured(lambda: subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, check=False))
+    if done.returncode:
+        raise RuntimeError(done.stdout[-3000:] + done.stderr[-2000:])
+    return taken
+
+
+def one(size: int, policies: int, play: str) -> Dict[str, float]:
+    """One play in this (fresh) process, so ru_maxrss of its children is that play's ansible-playbook."""
+    with tempfile.TemporaryDirectory(prefix="npcbench") as tmp:
+        taken = run(write_inputs(Path(tmp), size, policies), play)
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"wall": taken.wall, "cpu": taken.cpu, "load": taken.load, "peak_mib": peak}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[5000, 10000])
+    parser.add_argument("--policies", type=int, default=1000)
+    parser.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(one(int(args.one[0]), args.policies, args.one[1])))
+        return
+    table = Table()
+    compile_cpu: List[float] = []
+    for size in args.sizes:
+        rows = {}
+        for play in ("empty", "compile"):
+            out = subprocess.run([sys.executable, __file__, "--one", str(size), play, "--policies", str(args.policies)],
+                                 check=True, capture_output=True, text=True).stdout
+            rows[play] = json.loads(out)
+            r = rows[play]
+            table.add("%d hosts, %d policies: %s play" % (size, args.policies, play),
+                      Sample(r["wall"], r["cpu"], r["load"]), ", peak RSS %.0f MiB" % r["peak_mib"])
+        compile_cpu.append(rows["compile"]["cpu"] - rows["empty"]["cpu"])
+        table.note("%d hosts: the compile step's CPU (compile play minus empty play)" % size, "%.2f s" % compile_cpu[-1])
+    for (small, a), (large, b) in zip(zip(args.sizes, compile_cpu), zip(args.sizes[1:], compile_cpu[1:])):
+        table.note("compile step CPU, %d hosts against %d" % (large, small), "%.2fx" % (b / a))
+    print(table.markdown("compile step"))
+
+
+if __name__ == "__main__":
+    main()
