@@ -229,7 +229,7 @@ hosts:
     - Host name to its desired state, O(its own rules + the names of its sets).
     - C(host), the host name.
     - C(sets), set name to the digest of the set's content in RV(set_store), for every set the host's
-      rules use (no members: a set used by many hosts is written once, in RV(set_store)).
+      rules use. No members are in it; a set that many hosts use is written once, in RV(set_store).
     - C(tables), a list of C({family, name, chains, jumps}) with an entry for the IPv4 and IPv6 filter
       tables at least, as M(netpol.fleet.netpol_host) takes them.
   returned: success
