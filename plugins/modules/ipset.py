@@ -123,7 +123,7 @@ options:
       - Means the same as O(sets) with every set present, and is validated the same way; an error names the
         set and the line.
       - 'The cheap way to pass large sets: Ansible carries one string instead of one value per member. (The
-        C(netpol.fleet.enforce) role applies sets with M(netpol.fleet.netpol_host), which reads each host's sets
+        C(netpol.fleet.enforce) role applies sets with M(netpol.fleet.netpol_host), which reads the sets of each host
         from the set store of M(netpol.fleet.netpol_compile) in this same form.)'
       - The action plugin sends the text to the host as a file in the task's temporary directory (removed
         afterwards), not inside the module's arguments, and the module reads it there as O(src).
