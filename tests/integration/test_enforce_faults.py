@@ -31,8 +31,8 @@ from conftest import LAB_PLAYBOOK, ansible_env, delete_netns, run_playbook, writ
 from test_enforce_e2e import session_token
 
 FAST = ("-e", "netpol_report=false")
-KILL_TRIALS = 5
-KILL_BUDGET_S = 150  # the trials stop early past this, so the test stays bounded however loaded the machine is
+KILL_TRIALS = 4
+KILL_BUDGET_S = 420  # no new trial starts past this, so the test stays bounded however loaded the machine is
 WRITE_TOOLS = ("iptables-restore", "ip6tables-restore", "ipset")
 WRITES_PER_HOST = 4  # a switch between the two policies: new sets, IPv4, IPv6, stale sets
 
@@ -269,5 +269,5 @@ def test_kills_at_random_kernel_writes_leave_no_host_between_two_states(fleet, t
         trials += 1
         target = "A" if target == "B" else "B"
     print("kill trials: %d, module processes killed: %d, hosts between two states: %d" % (trials, kills, between))
-    assert trials >= 3 and kills >= 1
+    assert trials >= 2 and kills >= 1
     assert between == 0
