@@ -36,9 +36,10 @@ def wait_for(path: Path, cap: float = 120.0) -> bool:
 
 def owned_sets(ns: str) -> str:
     save = subprocess.run(["ip", "netns", "exec", ns, "ipset", "save"], check=True, capture_output=True, text=True)
-    # initval is the kernel's random hash seed, different for every set it creates
-    return "\n".join(re.sub(r" initval 0x[0-9a-f]+", "", line) for line in save.stdout.splitlines()
-                     if line.split()[1].startswith("netpol"))
+    # initval is the kernel's random hash seed, different for every set it creates; members come
+    # out in hash order, which differs between two sets of the same members
+    return "\n".join(sorted(re.sub(r" initval 0x[0-9a-f]+", "", line) for line in save.stdout.splitlines()
+                            if line.split()[1].startswith("netpol")))
 
 
 def in_ns(ns: str, *argv: str) -> None:
