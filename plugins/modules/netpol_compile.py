@@ -226,7 +226,7 @@ EXAMPLES = r"""
 RETURN = r"""
 hosts:
   description:
-    - Host name to its desired state, O(its own rules + the names of its sets).
+    - Host name to its desired state, of a size in the order of its own rules plus the names of its sets.
     - C(host), the host name.
     - C(sets), set name to the digest of the set's content in RV(set_store), for every set the host's
       rules use. No members are in it; a set that many hosts use is written once, in RV(set_store).

@@ -114,7 +114,7 @@ options:
     description:
       - With O(restore_from), wait this many seconds first, and restore only if the file O(restore_from) still
         exists then (deleting it disarms the restore). The file is renamed to C(FILE.rolled-back) once restored.
-      - Meant for C(async) with C(poll: 0), as the enforce role's rollback timer.
+      - Meant for C(async) with C(poll=0), as the enforce role's rollback timer.
     type: int
     default: 0
   lock_file:
