@@ -298,7 +298,7 @@ def _apply(module, outcome: Outcome, prefix: str) -> None:
     family, text = outcome.table.family, outcome.plan.restore
     _restore(module, family, text)  # one transaction: a failure leaves this table as it was
     now = read(module, family, outcome.table.name, prefix)
-    if _ours(now, prefix) != _ours(outcome.after, prefix):
+    if _owned_view(now, prefix) != _owned_view(outcome.after, prefix):
         raise ChainError(
             "%s %s: the kernel prints the applied rules differently from the desired text, so every "
             "run would report a change; write them in iptables-save form:\n%s"
@@ -306,7 +306,7 @@ def _apply(module, outcome: Outcome, prefix: str) -> None:
         )
 
 
-def _ours(owned: Owned, prefix: str) -> Tuple[Tuple[Chain, ...], Tuple[Tuple[str, str], ...]]:
+def _owned_view(owned: Owned, prefix: str) -> Tuple[Tuple[Chain, ...], Tuple[Tuple[str, str], ...]]:
     """What the read-back compares: our chains, and our jumps in order per base chain. Foreign rules
     are left out: someone may add one while we apply, and that is not ours to refuse."""
     jumps = tuple((base.name, rule) for base in owned.base for rule in base.rules if _owns(rule, prefix))
