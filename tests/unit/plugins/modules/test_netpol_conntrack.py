@@ -3,7 +3,9 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 from __future__ import annotations
 
-from ansible_collections.netpol.fleet.plugins.action.netpol_compile import host_result
+from dataclasses import asdict
+
+from ansible_collections.netpol.fleet.plugins.module_utils.ipset.text import set_arguments
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.tightening import Flow, denied_flows
 from ansible_collections.netpol.fleet.plugins.modules.netpol_conntrack import compiled_state
 
@@ -19,6 +21,7 @@ def test_check_mode_judges_by_the_compiled_state_as_the_role_passes_it():
     state = db_state(DB_FROM_WEB)
     flows = [Flow(4, "TCP", "10.0.0.1", "10.0.0.2", 1, 5432), Flow(4, "TCP", "10.0.0.1", "10.0.0.2", 2, 22),
              Flow(6, "TCP", "fd00::7", "fd00::2", 3, 5432)]
-    passed = compiled_state(host_result(state))
+    # a host state with its sets' members (netpol_compile's hosts[h] names sets only, by digest)
+    passed = compiled_state({"sets": [set_arguments(x) for x in state.sets], "tables": [asdict(t) for t in state.tables]})
     assert denied_flows(passed, flows, DB_LOCAL) == denied_flows(state, flows, DB_LOCAL)
     assert [d.flow.sport for d in denied_flows(passed, flows, DB_LOCAL)] == [2, 3]
