@@ -36,10 +36,10 @@ options:
     default: [netpol4-, netpol6-]
   desired:
     description:
-      - A host's compiled state (M(netpol.fleet.netpol_compile)'s C(hosts[HOST]), its C(sets) and C(tables)) to judge
+      - A host state (C(sets) with their members, as M(netpol.fleet.ipset) takes them, and C(tables)) to judge
         the connections by instead of the chains and sets in the kernel.
-      - The enforce role passes it in check mode, where the new rules are not in the kernel yet, so C(--check) lists
-        the connections the real run would cut.
+      - The enforce role does not run the module in check mode for now (netpol_compile names the sets of a host by
+        digest, their members are in its set store).
     type: dict
 attributes:
   check_mode:
