@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.hoststate import IpSet, SetMember
@@ -107,6 +107,7 @@ def printed_by_ipset(text: str) -> str:
 FAMILIES = {"inet": (32, ipaddress.IPv4Address), "inet6": (128, ipaddress.IPv6Address)}
 
 
+@settings(deadline=None)  # no timing in a test: speed lives in bench/
 @given(st.sampled_from(sorted(FAMILIES)), st.data())
 def test_the_fast_path_for_printed_entries_agrees_with_full_normalisation(family, data):
     bits, address_type = FAMILIES[family]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.hoststate import HostState, IpSet, SetMember
@@ -260,6 +260,7 @@ def test_purge_takes_several_prefixes_and_spares_lookalikes():
 CIDRS = st.tuples(st.ip_addresses(v=4), st.integers(1, 32)).map(lambda a: str(ipaddress.ip_network(a, strict=False)))
 
 
+@settings(deadline=None)  # no timing in a test: speed lives in bench/
 @given(st.sampled_from(["hash:ip", "hash:net"]), st.lists(st.ip_addresses(v=4).map(str) | CIDRS, max_size=20))
 def test_plain_strings_take_the_fast_path_to_the_same_set_as_members_one_by_one(set_type, entries):
     entries = [e for e in entries if not e.startswith("0.0.0.0") and (set_type == "hash:net" or "/" not in e)]
@@ -293,6 +294,7 @@ ENTRIES = {"hash:ip": ["10.0.0.1", "10.0.0.2"], "hash:net": ["10.0.0.0/8", '10.6
            "hash:ip,port": ["10.0.0.1,udp:53"]}
 
 
+@settings(deadline=None)  # no timing in a test: speed lives in bench/
 @given(st.lists(st.tuples(st.sampled_from(sorted(ENTRIES)), st.integers(0, 2)), max_size=4))
 def test_the_plain_layout_split_in_c_reads_what_the_line_reader_reads(shapes):
     sets = [build_set("netpol4-s%d" % i, set_type, members=ENTRIES[set_type][:count])
