@@ -16,6 +16,14 @@ description:
     they are usable at once).
   - The switch port of a host is named after the host's namespace, so the lab's members are read back
     from the kernel; hosts that left the description are removed.
+  - A hypervisor (a host with O(hosts[].bridges)) has no O(interface); it gets those Linux bridges instead,
+    its addresses on the first one (its management bridge, as on Harvester). The first bridge is uplinked
+    to the switch's O(bridge) by a veth whose switch end is named after the hypervisor's namespace; every
+    other bridge to a switch bridge of its own name (one L2 network per bridge name, across hypervisors).
+    The global C(bridge-nf-call-iptables) and C(bridge-nf-call-ip6tables) of a hypervisor are 0, as
+    Harvester forces them, so only per-bridge flags let iptables see its bridged traffic.
+  - A VM (a host with O(hosts[].attach)) is a namespace whose O(interface), with a fixed MAC, is a veth
+    whose other end is a port of one of its hypervisor's bridges.
   - Every host is validated before anything changes; errors name the inventory host and the field.
   - Used by the P(netpol.fleet.lab#role) role; runs on the controller.
 version_added: 0.1.0
@@ -69,6 +77,31 @@ options:
         description: The host's C(netpol_addresses), IPv4 and IPv6, each with or without a prefix length.
         type: list
         elements: str
+      bridges:
+        description: A hypervisor's bridges (C(lab_bridges)); the first one holds its addresses.
+        type: list
+        elements: str
+        default: []
+      attach:
+        description: Where a VM is plugged in (C(lab_vm)).
+        type: dict
+        suboptions:
+          hypervisor:
+            description: The inventory name of the hypervisor.
+            type: str
+            required: true
+          bridge:
+            description: The hypervisor's bridge.
+            type: str
+            required: true
+          port:
+            description: The name of the bridge port, the VM's C(interface) in C(netpol_workloads).
+            type: str
+            required: true
+          mac:
+            description: The MAC address of the VM's interface.
+            type: str
+            required: true
 notes:
   - Needs root and the iproute2 C(ip) command on the controller.
 """
@@ -80,6 +113,16 @@ EXAMPLES = r"""
     hosts:
       - {name: lab-web1, namespace: lab-web1, addresses: [10.42.0.11/24, fd42::11/64]}
       - {name: lab-db, namespace: lab-db, addresses: [10.42.0.21/24, fd42::21/64]}
+
+- name: A hypervisor with two bridges and a VM on the second one
+  netpol.fleet.netns_lab:
+    switch: lab-sw
+    hosts:
+      - {name: lab-hv1, namespace: lab-hv1, addresses: [10.42.0.101/24], bridges: [mgmt-br, vlan20]}
+      - name: lab-vm1
+        namespace: lab-vm1
+        addresses: [10.20.0.1/24, fd20::1/64]
+        attach: {hypervisor: lab-hv1, bridge: vlan20, port: vm1, mac: "52:54:00:00:20:01"}
 """
 
 RETURN = r"""
@@ -91,11 +134,12 @@ commands:
   sample: ["ip netns add lab-web1", "ip -n lab-web1 link set lo up"]
 """
 
+import hashlib
 import ipaddress
 import json
 import os
 import re
-from typing import Dict, List, NamedTuple, Optional, Set
+from typing import Dict, List, NamedTuple, Optional, Set, Tuple
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.validate import read_cidr, read_ip
@@ -104,24 +148,39 @@ from ansible_collections.netpol.fleet.plugins.module_utils.tools import ToolErro
 NETNS_RUN_DIR = "/run/netns"
 IFNAMSIZ = 15  # usable characters of a Linux interface name (16 with the terminating NUL)
 VALID_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+VALID_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+NF_CALL_OFF = ["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=0", "net.bridge.bridge-nf-call-ip6tables=0"]
 
 
 class LabError(Exception):
     """The lab description is wrong; the message names the host and the field."""
 
 
+class Attach(NamedTuple):
+    """Where a VM is plugged in: a port of a bridge of a hypervisor (by namespace)."""
+
+    hypervisor: str  # the hypervisor's namespace
+    bridge: str
+    port: str
+    mac: str
+
+
 class Host(NamedTuple):
     name: str
     namespace: str
     addresses: Set[str]  # normalised "ip/prefixlen"
+    bridges: Tuple[str, ...] = ()  # a hypervisor's bridges; the first holds its addresses
+    attach: Optional[Attach] = None  # a VM's bridge port
 
 
 class Observed(NamedTuple):
     namespaces: Set[str]
     bridge: bool
     ports: Set[str]  # switch ports, i.e. namespace names of attached hosts
-    links: Dict[str, bool]  # namespace -> its interface exists and is up
-    addresses: Dict[str, Set[str]]  # namespace -> global addresses on its interface
+    links: Dict[str, bool]  # namespace -> its address device (interface, or first bridge) exists and is up
+    addresses: Dict[str, Set[str]]  # namespace -> global addresses on that device
+    interfaces: Dict[str, Dict[str, dict]] = {}  # namespace (switch, hypervisors, VMs) -> ifname -> ip -j link
+    nf_call_off: Set[str] = set()  # hypervisor namespaces whose global bridge-nf-call-* are 0
 
 
 class Step(NamedTuple):
@@ -182,8 +241,56 @@ def parse_hosts(params: dict) -> List[Host]:
                                    % (name, ip, owner_of_ip[ip]))
                 owner_of_ip[ip] = name
                 addresses.add(interface)
-        hosts.append(Host(name, namespace, addresses))
-    return hosts
+        bridges = tuple(check_ifname("host %s: lab_bridges" % name, b) for b in spec.get("bridges") or ())
+        if len(set(bridges)) != len(bridges):
+            raise LabError("host %s: lab_bridges: %s lists a bridge twice" % (name, list(bridges)))
+        hosts.append(Host(name, namespace, addresses, bridges))
+    return attach_vms(hosts, params["hosts"])
+
+
+def check_ifname(where: str, name: object) -> str:
+    if not isinstance(name, str) or not VALID_NAME.match(name) or len(name) > IFNAMSIZ or name in (".", ".."):
+        raise LabError("%s: %r is not a usable interface name (letters, digits, '.', '_', '-'; at most %d)"
+                       % (where, name, IFNAMSIZ))
+    return name
+
+
+def attach_vms(hosts: List[Host], specs: List[dict]) -> List[Host]:
+    """Hosts with their attach resolved: the hypervisor exists and has the bridge; ports and MACs unique."""
+    by_name = {h.name: h for h in hosts}
+    seen_ports: Dict[Tuple[str, str], str] = {}
+    seen_macs: Dict[str, str] = {}
+    result = []
+    for host, spec in zip(hosts, specs):
+        given = spec.get("attach")
+        if not given:
+            result.append(host)
+            continue
+        where = "host %s: lab_vm" % host.name
+        hypervisor = by_name.get(given["hypervisor"])
+        if host.bridges:
+            raise LabError("%s: a host is a VM or a hypervisor (lab_bridges), not both" % where)
+        if hypervisor is None or given["bridge"] not in hypervisor.bridges:
+            raise LabError("%s.bridge: %r is not a bridge of a lab hypervisor %r (its lab_bridges)"
+                           % (where, given["bridge"], given["hypervisor"]))
+        port = check_ifname(where + ".port", given["port"])
+        mac = str(given["mac"]).lower()
+        if not VALID_MAC.match(mac):
+            raise LabError("%s.mac: %r is not a MAC address like 52:54:00:12:34:56" % (where, given["mac"]))
+        for key, table, what in (((hypervisor.name, port), seen_ports, "port"), (mac, seen_macs, "mac")):
+            if key in table:
+                raise LabError("%s.%s: %r is also the %s of host %s" % (where, what, given[what], what, table[key]))
+            table[key] = host.name
+        result.append(host._replace(attach=Attach(hypervisor.namespace, given["bridge"], port, mac)))
+    return result
+
+
+def uplink_name(namespace: str, bridge: str, index: int) -> str:
+    """The veth between a hypervisor's bridge and the switch: its first bridge's is named after the
+    namespace (so the switch's ports still name the lab's members), the others by a short hash."""
+    if index == 0:
+        return namespace
+    return "u" + hashlib.sha256(("%s/%s" % (namespace, bridge)).encode()).hexdigest()[:12]
 
 
 # ---- planning: pure, desired vs observed -> commands ----------------------------------------
@@ -196,11 +303,73 @@ def plan_present(hosts: List[Host], seen: Observed, switch: str, bridge: str, in
     if not seen.bridge:
         steps += [Step("the switch", ["-n", switch, "link", "add", bridge, "type", "bridge", "mcast_snooping", "0"]),
                   Step("the switch", ["-n", switch, "link", "set", bridge, "up"])]
+    for name in sorted({b for host in hosts for b in host.bridges[1:]}):
+        if name not in seen.interfaces.get(switch, {}):
+            steps += [Step("the switch", ["-n", switch, "link", "add", name, "type", "bridge", "mcast_snooping", "0"]),
+                      Step("the switch", ["-n", switch, "link", "set", name, "up"])]
     wanted = {host.namespace for host in hosts}
     steps += plan_removal(sorted(seen.ports - wanted), seen, switch)
-    for host in hosts:
-        steps += plan_host(host, seen, switch, bridge, interface)
+    for host in sorted(hosts, key=lambda h: h.attach is not None):  # hypervisors before their VMs
+        if host.bridges:
+            steps += plan_hypervisor(host, seen, switch, bridge)
+        elif host.attach:
+            steps += plan_vm(host, seen, interface)
+        else:
+            steps += plan_host(host, seen, switch, bridge, interface)
     return steps
+
+
+def plan_namespace(ns: str, seen: Observed) -> List[List[str]]:
+    return [] if ns in seen.namespaces else [["netns", "add", ns], ["-n", ns, "link", "set", "lo", "up"]]
+
+
+def plan_addresses(host: Host, device: str, present: Set[str]) -> List[List[str]]:
+    steps = [["-n", host.namespace, "address", "del", a, "dev", device] for a in sorted(present - host.addresses)]
+    for address in sorted(host.addresses - present):
+        nodad = ["nodad"] if ":" in address else []  # usable at once, no 1s duplicate detection
+        steps.append(["-n", host.namespace, "address", "add", address, "dev", device] + nodad)
+    return steps
+
+
+def plan_hypervisor(host: Host, seen: Observed, switch: str, lab_bridge: str) -> List[Step]:
+    ns, steps = host.namespace, plan_namespace(host.namespace, seen)
+    mine, theirs = seen.interfaces.get(ns, {}), seen.interfaces.get(switch, {})
+    if ns not in seen.nf_call_off:
+        steps.append(["netns", "exec", ns] + NF_CALL_OFF)
+    present = seen.addresses.get(ns, set()) if seen.links.get(ns) else set()
+    for index, name in enumerate(host.bridges):
+        if name not in mine:
+            steps += [["-n", ns, "link", "add", name, "type", "bridge", "mcast_snooping", "0"],
+                      ["-n", ns, "link", "set", name, "up"]]
+        uplink, network = uplink_name(ns, name, index), lab_bridge if index == 0 else name
+        if mine.get(uplink, {}).get("master") != name or theirs.get(uplink, {}).get("master") != network:
+            steps += [["-n", ns, "link", "del", uplink]] if uplink in mine else []
+            steps += [["-n", switch, "link", "del", uplink]] if uplink in theirs else []
+            steps += [["-n", ns, "link", "add", uplink, "type", "veth", "peer", "name", uplink, "netns", switch],
+                      ["-n", ns, "link", "set", uplink, "master", name, "up"],
+                      ["-n", switch, "link", "set", uplink, "master", network, "up"]]
+    steps += plan_addresses(host, host.bridges[0], present)
+    return [Step(host.name, argv) for argv in steps]
+
+
+def plan_vm(host: Host, seen: Observed, interface: str) -> List[Step]:
+    ns, at = host.namespace, host.attach
+    assert at is not None
+    steps = plan_namespace(ns, seen)
+    mine, hypervisor = seen.interfaces.get(ns, {}), seen.interfaces.get(at.hypervisor, {})
+    present = seen.addresses.get(ns, set())
+    if interface not in mine or hypervisor.get(at.port, {}).get("master") != at.bridge:
+        steps += [["-n", ns, "link", "del", interface]] if interface in mine else []
+        steps += [["-n", at.hypervisor, "link", "del", at.port]] if at.port in hypervisor else []
+        steps += [["-n", ns, "link", "add", interface, "address", at.mac, "type", "veth",
+                   "peer", "name", at.port, "netns", at.hypervisor],
+                  ["-n", at.hypervisor, "link", "set", at.port, "master", at.bridge, "up"],
+                  ["-n", ns, "link", "set", interface, "up"]]
+        present = set()
+    elif mine[interface].get("address") != at.mac:
+        steps.append(["-n", ns, "link", "set", interface, "address", at.mac])
+    steps += plan_addresses(host, interface, present)
+    return [Step(host.name, argv) for argv in steps]
 
 
 def plan_host(host: Host, seen: Observed, switch: str, bridge: str, interface: str) -> List[Step]:
@@ -258,23 +427,47 @@ def observe(module: AnsibleModule, ip: str, hosts: List[Host], switch: str, brid
     has_switch = switch in namespaces
     bridge_links = ip_json(module, ip, ["-n", switch, "link", "show", "dev", bridge]) if has_switch else None
     ports = ip_json(module, ip, ["-n", switch, "link", "show", "master", bridge]) if bridge_links else None
-    links, addresses = {}, {}
+    links, addresses, interfaces, nf_call_off = {}, {}, {}, set()
+    bridged = any(h.bridges for h in hosts)
+    if has_switch and bridged:
+        interfaces[switch] = links_of(module, ip, switch)
     for host in hosts:
         if host.namespace not in namespaces:
             continue
-        shown = ip_json(module, ip, ["-n", host.namespace, "address", "show", "dev", interface])
+        if host.bridges or host.attach:
+            interfaces[host.namespace] = links_of(module, ip, host.namespace)
+        if host.bridges and nf_call_is_off(module, ip, host.namespace):
+            nf_call_off.add(host.namespace)
+        device = host.bridges[0] if host.bridges else interface
+        shown = ip_json(module, ip, ["-n", host.namespace, "address", "show", "dev", device])
         if shown:
             links[host.namespace] = "UP" in shown[0].get("flags", [])
             addresses[host.namespace] = {
                 "%s/%d" % (ipaddress.ip_address(a["local"]), a["prefixlen"])
                 for a in shown[0].get("addr_info", []) if a.get("scope") == "global"
             }
-    return Observed(namespaces, bool(bridge_links), {p["ifname"] for p in ports or []}, links, addresses)
+    return Observed(namespaces, bool(bridge_links), {p["ifname"] for p in ports or []}, links, addresses,
+                    interfaces, nf_call_off)
+
+
+def links_of(module: AnsibleModule, ip: str, namespace: str) -> Dict[str, dict]:
+    return {link["ifname"]: link for link in ip_json(module, ip, ["-n", namespace, "link", "show"]) or []}
+
+
+def nf_call_is_off(module: AnsibleModule, ip: str, namespace: str) -> bool:
+    argv = [ip, "netns", "exec", namespace, "sysctl", "-n", "net.bridge.bridge-nf-call-iptables",
+            "net.bridge.bridge-nf-call-ip6tables"]
+    rc, out, _err = run(module, argv, check=False)
+    return rc == 0 and out.split() == ["0", "0"]
 
 
 def main() -> None:
+    attach_options = dict(hypervisor=dict(type="str", required=True), bridge=dict(type="str", required=True),
+                          port=dict(type="str", required=True), mac=dict(type="str", required=True))
     host_options = dict(name=dict(type="str", required=True), namespace=dict(type="str", required=True),
-                        addresses=dict(type="list", elements="str"))
+                        addresses=dict(type="list", elements="str"),
+                        bridges=dict(type="list", elements="str", default=[]),
+                        attach=dict(type="dict", options=attach_options))
     module = AnsibleModule(
         argument_spec=dict(
             state=dict(type="str", choices=["present", "absent"], default="present"),

@@ -5,10 +5,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from ansible_collections.netpol.fleet.plugins.modules.netns_lab import (
-    Host, LabError, Observed, parse_hosts, plan_absent, plan_present)
+    Host, LabError, Observed, parse_hosts, plan_absent, plan_present, uplink_name)
 
 WEB = Host("lab-web", "lab-web", {"10.42.0.11/24", "fd42::11/64"})
 BUILT = Observed(namespaces={"lab-sw", "lab-web"}, bridge=True, ports={"lab-web"},
@@ -17,7 +19,8 @@ NOTHING = Observed(namespaces=set(), bridge=False, ports=set(), links={}, addres
 
 
 def params(*hosts, state="present"):
-    return {"state": state, "switch": "lab-sw", "prefix4": 24, "prefix6": 64, "hosts": list(hosts)}
+    return {"state": state, "switch": "lab-sw", "prefix4": 24, "prefix6": 64, "hosts": [
+        dict({"bridges": [], "attach": None}, **h) for h in hosts]}
 
 
 def commands(steps):
@@ -102,3 +105,80 @@ def test_absent_removes_hosts_also_those_only_the_switch_remembers():
         "netns del lab-sw",
     ]
     assert plan_absent([WEB], NOTHING, "lab-sw") == []
+
+
+# ---- hypervisors with bridges, VMs on their ports ---------------------------------------------
+
+HV = {"name": "lab-hv1", "namespace": "lab-hv1", "addresses": ["10.42.0.101/24"], "bridges": ["mgmt-br", "vlan20"]}
+VM = {"name": "lab-vm1", "namespace": "lab-vm1", "addresses": ["10.20.0.1/24"],
+      "attach": {"hypervisor": "lab-hv1", "bridge": "vlan20", "port": "vm1", "mac": "52:54:00:00:20:01"}}
+
+
+def test_a_hypervisor_gets_its_bridges_uplinks_and_addresses_and_a_vm_its_port():
+    hosts = parse_hosts(params(VM, HV))
+    uplink = uplink_name("lab-hv1", "vlan20", 1)
+    assert commands(plan_present(hosts, NOTHING, "lab-sw", "br0", "eth0")) == [
+        "netns add lab-sw",
+        "-n lab-sw link add br0 type bridge mcast_snooping 0",
+        "-n lab-sw link set br0 up",
+        "-n lab-sw link add vlan20 type bridge mcast_snooping 0",
+        "-n lab-sw link set vlan20 up",
+        "netns add lab-hv1",
+        "-n lab-hv1 link set lo up",
+        "netns exec lab-hv1 sysctl -qw net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-ip6tables=0",
+        "-n lab-hv1 link add mgmt-br type bridge mcast_snooping 0",
+        "-n lab-hv1 link set mgmt-br up",
+        "-n lab-hv1 link add lab-hv1 type veth peer name lab-hv1 netns lab-sw",
+        "-n lab-hv1 link set lab-hv1 master mgmt-br up",
+        "-n lab-sw link set lab-hv1 master br0 up",
+        "-n lab-hv1 link add vlan20 type bridge mcast_snooping 0",
+        "-n lab-hv1 link set vlan20 up",
+        "-n lab-hv1 link add %s type veth peer name %s netns lab-sw" % (uplink, uplink),
+        "-n lab-hv1 link set %s master vlan20 up" % uplink,
+        "-n lab-sw link set %s master vlan20 up" % uplink,
+        "-n lab-hv1 address add 10.42.0.101/24 dev mgmt-br",
+        "netns add lab-vm1",
+        "-n lab-vm1 link set lo up",
+        "-n lab-vm1 link add eth0 address 52:54:00:00:20:01 type veth peer name vm1 netns lab-hv1",
+        "-n lab-hv1 link set vm1 master vlan20 up",
+        "-n lab-vm1 link set eth0 up",
+        "-n lab-vm1 address add 10.20.0.1/24 dev eth0",
+    ]
+
+
+def test_a_built_hypervisor_and_vm_plan_nothing_and_a_changed_mac_is_set():
+    hosts = parse_hosts(params(HV, VM))
+    uplink = uplink_name("lab-hv1", "vlan20", 1)
+    built = Observed(
+        namespaces={"lab-sw", "lab-hv1", "lab-vm1"}, bridge=True, ports={"lab-hv1"},
+        links={"lab-hv1": True, "lab-vm1": True},
+        addresses={"lab-hv1": {"10.42.0.101/24"}, "lab-vm1": {"10.20.0.1/24"}},
+        interfaces={"lab-sw": {"br0": {}, "vlan20": {}, "lab-hv1": {"master": "br0"}, uplink: {"master": "vlan20"}},
+                    "lab-hv1": {"mgmt-br": {}, "vlan20": {}, "lab-hv1": {"master": "mgmt-br"},
+                                uplink: {"master": "vlan20"}, "vm1": {"master": "vlan20"}},
+                    "lab-vm1": {"eth0": {"address": "52:54:00:00:20:01"}}},
+        nf_call_off={"lab-hv1"})
+    assert plan_present(hosts, built, "lab-sw", "br0", "eth0") == []
+    moved = built._replace(interfaces=dict(built.interfaces, **{"lab-vm1": {"eth0": {"address": "52:54:00:00:20:99"}}}))
+    assert commands(plan_present(hosts, moved, "lab-sw", "br0", "eth0")) == [
+        "-n lab-vm1 link set eth0 address 52:54:00:00:20:01"]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"attach": dict(VM["attach"], bridge="vlan30")}, "host lab-vm1: lab_vm.bridge: 'vlan30' is not a bridge of"),
+    ({"attach": dict(VM["attach"], hypervisor="lab-nope")}, "host lab-vm1: lab_vm.bridge: 'vlan20' is not a bridge"),
+    ({"attach": dict(VM["attach"], mac="52:54:00:00:20")}, "host lab-vm1: lab_vm.mac: '52:54:00:00:20' is not a MAC"),
+    ({"attach": dict(VM["attach"], port="a-very-long-port-name")}, "host lab-vm1: lab_vm.port: 'a-very-long-port-name'"),
+    ({"bridges": ["x"]}, "host lab-vm1: lab_vm: a host is a VM or a hypervisor"),
+])
+def test_bad_vms_are_named_with_their_field(change, message):
+    with pytest.raises(LabError, match="^" + re.escape(message)):
+        parse_hosts(params(HV, dict(VM, **change)))
+
+
+def test_two_vms_may_not_share_a_port_or_a_mac():
+    second = dict(VM, name="lab-vm2", namespace="lab-vm2", addresses=["10.20.0.2/24"])
+    with pytest.raises(LabError, match=r"^host lab-vm2: lab_vm.port: 'vm1' is also the port of host lab-vm1"):
+        parse_hosts(params(HV, VM, second))
+    with pytest.raises(LabError, match=r"^host lab-vm2: lab_vm.mac: '52:54:00:00:20:01' is also the mac"):
+        parse_hosts(params(HV, VM, dict(second, attach=dict(VM["attach"], port="vm2"))))
