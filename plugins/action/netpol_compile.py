@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from ansible import constants as C
 from ansible.plugins.action import ActionBase
 
+from ansible_collections.netpol.fleet.plugins.module_utils.bridge.ports import FACTS_VARIABLE, check_ports
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.compile import compile_fleet
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.errors import InputErrors
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.fleet import load_fleet
@@ -40,10 +41,13 @@ from ansible_collections.netpol.fleet.plugins.plugin_utils.kubernetes.source imp
 # Every (family, table) a host always gets a call for, so chains we owned there before are
 # removed even when the new policy set compiles nothing into them.
 BASE_TABLES = (("ipv4", "filter"), ("ipv6", "filter"))
+# A host that declares netpol_workloads (even an empty list) may hold bridge-mode chains in raw and nat.
+BRIDGE_TABLES = (("ipv4", "nat"), ("ipv4", "raw"), ("ipv6", "nat"), ("ipv6", "raw"))
 # The per-host variables the fleet is made of (and its address fallbacks): only these are
 # templated for each inventory host, so a big inventory costs hosts x 8 lookups, not more.
 HOST_VARIABLES = ("netpol_namespace", "netpol_labels", "netpol_addresses", "netpol_ports", "netpol_workloads",
-                  "netpol_node_name", "ansible_all_ipv4_addresses", "ansible_all_ipv6_addresses", "ansible_host")
+                  "netpol_node_name", "ansible_all_ipv4_addresses", "ansible_all_ipv6_addresses", "ansible_host",
+                  FACTS_VARIABLE)
 # The controller reaches these hosts without the network: no SSH path to keep.
 LOCAL_CONNECTIONS = ("local", "ansible.builtin.local", "netpol.fleet.netns")
 EMPTY_FLEET = Fleet(workloads=(), namespaces=())
@@ -123,7 +127,8 @@ class ActionModule(ActionBase):
             self._display.display("netpol: Kubernetes snapshot of %s, credentials from %s, resourceVersions %s, "
                                   "pages %s" % (cluster.host, cluster.source, cluster.report["resource_versions"],
                                                 cluster.report["pages"]))
-        errors += unenforced_bridge_workloads(fleet)
+        bridge_errors, port_bridges = check_ports(fleet, hostvars) if not errors else ([], {})
+        errors += bridge_errors
         control_plane = task_vars.get("groups", {}).get(args["control_plane_group"], [])
         variables = privileged_vars(args, controller, fleet, control_plane)
         try:
@@ -135,13 +140,14 @@ class ActionModule(ActionBase):
             return failure(result, errors)
         options = CompileOptions(privileged=privileged, log=log_options(args["log"]),
                                  enforce_jump_position=args["enforce_jump_position"])
-        states = compile_fleet(fleet, policies, options, hosts=hosts)
+        states = compile_fleet(fleet, policies, options, hosts=hosts, port_bridges=port_bridges)
         if self._connection.transport not in LOCAL_CONNECTIONS:
             warnings += lockout_warnings(privileged, controller, args["ssh_port"])
         for warning in warnings:
             self._display.warning(str(warning))
         store = SetStore(args["set_store"] or os.path.join(C.DEFAULT_LOCAL_TMP, SET_STORE))
-        hosts_result = {host: host_result(state, store) for host, state in states.items()}
+        hosts_result = {host: host_result(state, store, "netpol_workloads" in hostvars.get(host, {}))
+                        for host, state in states.items()}
         result.update(
             changed=False,
             hosts=hosts_result,
@@ -192,15 +198,6 @@ def load_inputs(args: Mapping[str, Any], hostvars: Mapping[str, Any],
     except InputErrors as e:
         errors += [str(error) for error in e.errors]
     return policies, fleet, list(warnings), errors
-
-
-def unenforced_bridge_workloads(fleet: Fleet) -> List[str]:
-    """One error per hypervisor that lists VMs: bridge mode is not enforced yet, and a workload
-    that is accepted but not filtered is worse than a run that stops."""
-    hypervisors = sorted({w.host for w in fleet.workloads if w.interface is not None})
-    return ["inventory host %s: netpol_workloads: bridge mode (VMs on bridge ports) is not enforced by this "
-            "release: their bridged traffic would pass unfiltered. Remove netpol_workloads from this host "
-            "until bridge mode lands" % host for host in hypervisors]
 
 
 def probes_between(hostvars: Mapping[str, Mapping[str, Any]], hosts: Sequence[str],
@@ -279,15 +276,17 @@ def log_options(log: Optional[Mapping[str, Any]]) -> Optional[LogOptions]:
     return LogOptions(group=log["group"], limit=log["limit"], burst=log["burst"]) if log else None
 
 
-def host_result(state: HostState, store: "SetStore") -> Dict[str, Any]:
+def host_result(state: HostState, store: "SetStore", hypervisor: bool = False) -> Dict[str, Any]:
     """A host's state as netpol_host takes it: the names of its sets, each with the digest under which
     its content is in the store (never the members: a fleet-wide set is written once, not once per
-    host), then a table entry for every base table."""
+    host), then a table entry for every base table (and, on a hypervisor, for every bridge-mode
+    table), and the bridges whose br_netfilter flags must be on."""
     return with_base_tables({
         "host": state.host,
         "sets": {s.name: store.digest(s) for s in state.sets},
         "tables": [asdict(t) for t in state.tables],
-    })
+        "bridges": list(state.bridges),
+    }, BASE_TABLES + (BRIDGE_TABLES if hypervisor or state.bridges else ()))
 
 
 class SetStore:
@@ -316,10 +315,10 @@ class SetStore:
         return digest
 
 
-def with_base_tables(state: Dict[str, Any]) -> Dict[str, Any]:
+def with_base_tables(state: Dict[str, Any], base_tables=BASE_TABLES) -> Dict[str, Any]:
     """The state with an (empty) entry for every base table it lacks."""
     present = {(t["family"], t["name"]) for t in state.get("tables", ())}
-    missing = [{"family": f, "name": n, "chains": [], "jumps": []} for f, n in BASE_TABLES if (f, n) not in present]
+    missing = [{"family": f, "name": n, "chains": [], "jumps": []} for f, n in base_tables if (f, n) not in present]
     return dict(state, tables=list(state.get("tables", ())) + missing)
 
 

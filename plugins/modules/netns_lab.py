@@ -43,6 +43,13 @@ options:
     description: Name of the bridge inside the switch namespace.
     type: str
     default: br0
+  routers:
+    description:
+      - Addresses of a router in the switch namespace, per switch bridge (C(lab_routers)), a list of
+        addresses for each bridge name. With any, the switch forwards IPv4 and IPv6 between its bridges,
+        as the router between VLAN networks outside the hypervisors does.
+    type: dict
+    default: {}
   interface:
     description: Name of each host's interface to the bridge.
     type: str
@@ -77,6 +84,11 @@ options:
         description: The host's C(netpol_addresses), IPv4 and IPv6, each with or without a prefix length.
         type: list
         elements: str
+      gateways:
+        description: Default routes of the host, one address per family (C(lab_gateways)).
+        type: list
+        elements: str
+        default: []
       bridges:
         description: A hypervisor's bridges (C(lab_bridges)); the first one holds its addresses.
         type: list
@@ -171,6 +183,7 @@ class Host(NamedTuple):
     addresses: Set[str]  # normalised "ip/prefixlen"
     bridges: Tuple[str, ...] = ()  # a hypervisor's bridges; the first holds its addresses
     attach: Optional[Attach] = None  # a VM's bridge port
+    gateways: Tuple[str, ...] = ()  # default routes, one per family
 
 
 class Observed(NamedTuple):
@@ -181,6 +194,8 @@ class Observed(NamedTuple):
     addresses: Dict[str, Set[str]]  # namespace -> global addresses on that device
     interfaces: Dict[str, Dict[str, dict]] = {}  # namespace (switch, hypervisors, VMs) -> ifname -> ip -j link
     nf_call_off: Set[str] = set()  # hypervisor namespaces whose global bridge-nf-call-* are 0
+    routes: Dict[str, Set[str]] = {}  # namespace -> gateways of its default routes
+    router: Dict[str, Set[str]] = {}  # switch bridge -> its addresses; key "" present when forwarding is on
 
 
 class Step(NamedTuple):
@@ -244,8 +259,26 @@ def parse_hosts(params: dict) -> List[Host]:
         bridges = tuple(check_ifname("host %s: lab_bridges" % name, b) for b in spec.get("bridges") or ())
         if len(set(bridges)) != len(bridges):
             raise LabError("host %s: lab_bridges: %s lists a bridge twice" % (name, list(bridges)))
-        hosts.append(Host(name, namespace, addresses, bridges))
+        try:
+            gateways = tuple(str(ipaddress.ip_address(g)) for g in spec.get("gateways") or ())
+        except ValueError as e:
+            raise LabError("host %s: lab_gateways: %s" % (name, e))
+        hosts.append(Host(name, namespace, addresses, bridges, gateways=gateways))
     return attach_vms(hosts, params["hosts"])
+
+
+def parse_routers(params: dict) -> Dict[str, Set[str]]:
+    """lab_routers: switch bridge -> normalised addresses, or LabError naming the bridge."""
+    routers = {}
+    for name, addresses in (params.get("routers") or {}).items():
+        check_ifname("lab_routers", name)
+        if not isinstance(addresses, list):
+            raise LabError("lab_routers: %s: a list of addresses, got %r" % (name, addresses))
+        try:
+            routers[name] = {normalise_address("", a, params["prefix4"], params["prefix6"]) for a in addresses}
+        except LabError:
+            raise LabError("lab_routers: %s: %r are not all IPv4 or IPv6 addresses" % (name, addresses))
+    return routers
 
 
 def check_ifname(where: str, name: object) -> str:
@@ -296,7 +329,8 @@ def uplink_name(namespace: str, bridge: str, index: int) -> str:
 # ---- planning: pure, desired vs observed -> commands ----------------------------------------
 
 
-def plan_present(hosts: List[Host], seen: Observed, switch: str, bridge: str, interface: str) -> List[Step]:
+def plan_present(hosts: List[Host], seen: Observed, switch: str, bridge: str, interface: str,
+                 routers: Optional[Dict[str, Set[str]]] = None) -> List[Step]:
     steps: List[Step] = []
     if switch not in seen.namespaces:
         steps.append(Step("the switch", ["netns", "add", switch]))
@@ -307,6 +341,7 @@ def plan_present(hosts: List[Host], seen: Observed, switch: str, bridge: str, in
         if name not in seen.interfaces.get(switch, {}):
             steps += [Step("the switch", ["-n", switch, "link", "add", name, "type", "bridge", "mcast_snooping", "0"]),
                       Step("the switch", ["-n", switch, "link", "set", name, "up"])]
+    steps += plan_router(routers or {}, seen, switch)
     wanted = {host.namespace for host in hosts}
     steps += plan_removal(sorted(seen.ports - wanted), seen, switch)
     for host in sorted(hosts, key=lambda h: h.attach is not None):  # hypervisors before their VMs
@@ -316,7 +351,26 @@ def plan_present(hosts: List[Host], seen: Observed, switch: str, bridge: str, in
             steps += plan_vm(host, seen, interface)
         else:
             steps += plan_host(host, seen, switch, bridge, interface)
+        steps += [Step(host.name, argv) for argv in plan_routes(host, seen)]
     return steps
+
+
+def plan_router(routers: Dict[str, Set[str]], seen: Observed, switch: str) -> List[Step]:
+    """The switch's addresses on its bridges, and forwarding between them."""
+    steps = []
+    for name, addresses in sorted(routers.items()):
+        present = seen.router.get(name, set())
+        steps += [["-n", switch, "address", "add", a, "dev", name] + (["nodad"] if ":" in a else [])
+                  for a in sorted(addresses - present)]
+    if routers and "" not in seen.router:
+        steps.append(["netns", "exec", switch, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"])
+    return [Step("the switch", argv) for argv in steps]
+
+
+def plan_routes(host: Host, seen: Observed) -> List[List[str]]:
+    present = seen.routes.get(host.namespace, set())
+    return [["-n", host.namespace] + (["-6"] if ":" in g else []) + ["route", "replace", "default", "via", g]
+            for g in host.gateways if g not in present]
 
 
 def plan_namespace(ns: str, seen: Observed) -> List[List[str]]:
@@ -354,7 +408,8 @@ def plan_hypervisor(host: Host, seen: Observed, switch: str, lab_bridge: str) ->
 
 def plan_vm(host: Host, seen: Observed, interface: str) -> List[Step]:
     ns, at = host.namespace, host.attach
-    assert at is not None
+    if at is None:
+        raise LabError("host %s: lab_vm is missing" % host.name)
     steps = plan_namespace(ns, seen)
     mine, hypervisor = seen.interfaces.get(ns, {}), seen.interfaces.get(at.hypervisor, {})
     present = seen.addresses.get(ns, set())
@@ -446,8 +501,30 @@ def observe(module: AnsibleModule, ip: str, hosts: List[Host], switch: str, brid
                 "%s/%d" % (ipaddress.ip_address(a["local"]), a["prefixlen"])
                 for a in shown[0].get("addr_info", []) if a.get("scope") == "global"
             }
+    routes = {h.namespace: default_routes(module, ip, h.namespace) for h in hosts
+              if h.gateways and h.namespace in namespaces}
     return Observed(namespaces, bool(bridge_links), {p["ifname"] for p in ports or []}, links, addresses,
-                    interfaces, nf_call_off)
+                    interfaces, nf_call_off, routes, router_of(module, ip, switch) if has_switch else {})
+
+
+def default_routes(module: AnsibleModule, ip: str, namespace: str) -> Set[str]:
+    found = set()
+    for family in ("-4", "-6"):
+        for route in ip_json(module, ip, ["-n", namespace, family, "route", "show", "default"]) or []:
+            if route.get("gateway"):
+                found.add(str(ipaddress.ip_address(route["gateway"])))
+    return found
+
+
+def router_of(module: AnsibleModule, ip: str, switch: str) -> Dict[str, Set[str]]:
+    router = {link["ifname"]: {"%s/%d" % (ipaddress.ip_address(a["local"]), a["prefixlen"])
+                               for a in link.get("addr_info", []) if a.get("scope") == "global"}
+              for link in ip_json(module, ip, ["-n", switch, "address", "show"]) or []}
+    rc, out, _err = run(module, [ip, "netns", "exec", switch, "sysctl", "-n", "net.ipv4.ip_forward",
+                                 "net.ipv6.conf.all.forwarding"], check=False)
+    if rc == 0 and out.split() == ["1", "1"]:
+        router[""] = set()
+    return router
 
 
 def links_of(module: AnsibleModule, ip: str, namespace: str) -> Dict[str, dict]:
@@ -467,12 +544,14 @@ def main() -> None:
     host_options = dict(name=dict(type="str", required=True), namespace=dict(type="str", required=True),
                         addresses=dict(type="list", elements="str"),
                         bridges=dict(type="list", elements="str", default=[]),
+                        gateways=dict(type="list", elements="str", default=[]),
                         attach=dict(type="dict", options=attach_options))
     module = AnsibleModule(
         argument_spec=dict(
             state=dict(type="str", choices=["present", "absent"], default="present"),
             switch=dict(type="str", required=True),
             bridge=dict(type="str", default="br0"),
+            routers=dict(type="dict", default={}),
             interface=dict(type="str", default="eth0"),
             ip_executable=dict(type="str", default="ip"),
             prefix4=dict(type="int", default=24),
@@ -494,7 +573,7 @@ def main() -> None:
                              % (p["ip_executable"], ", ".join(h.name for h in hosts)))
     seen = observe(module, ip, hosts, p["switch"], p["bridge"], p["interface"])
     if p["state"] == "present":
-        steps = plan_present(hosts, seen, p["switch"], p["bridge"], p["interface"])
+        steps = plan_present(hosts, seen, p["switch"], p["bridge"], p["interface"], parse_routers(p))
     else:
         steps = plan_absent(hosts, seen, p["switch"])
     commands = [" ".join(["ip"] + step.argv) for step in steps]

@@ -31,7 +31,7 @@ options:
   table:
     description: The table holding the chains.
     type: str
-    choices: [filter, raw, mangle]
+    choices: [filter, raw, mangle, nat]
     default: filter
   family:
     description:
@@ -225,7 +225,7 @@ from ansible_collections.netpol.fleet.plugins.module_utils.nftables.tables impor
 from ansible_collections.netpol.fleet.plugins.module_utils.tools import ToolError
 
 ARGUMENT_SPEC = dict(
-    table=dict(type="str", default="filter", choices=["filter", "raw", "mangle"]),
+    table=dict(type="str", default="filter", choices=["filter", "raw", "mangle", "nat"]),
     family=dict(type="str", default="ipv4", choices=["ipv4", "ipv6", "both"]),
     chains=dict(
         type="list",

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: netpol.fleet contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Compile the whole fleet once into each host's desired kernel state (host mode).
+"""Compile the whole fleet once into each host's desired kernel state.
 
 Per family, in the filter table: INPUT -> NETPOL-INGRESS and OUTPUT -> NETPOL-EGRESS at
 position 1. Those chains let loopback, replies, vital ICMPv6 and privileged paths
@@ -9,14 +9,18 @@ RETURN, then dispatch to the chain of the workload when it is isolated in that
 direction. A workload chain RETURNs what its policies allow and DROPs the rest. We never
 ACCEPT, so the host's own firewall still has its say. Peers are ipsets, so a host's rule
 count follows the policies selecting it, not the number of peers. Pure Python.
+
+Bridge mode (VMs on a hypervisor's bridge ports, Workload.interface set) reuses the same
+per-workload chains and sets; bridge/dataplane.py lays out how bridged packets reach them.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from dataclasses import dataclass, replace
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from ansible_collections.netpol.fleet.plugins.module_utils.bridge.dataplane import BridgePort, bridge_tables
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.compile_sets import SetBook
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.hoststate import Chain, HostState, IpSet, Jump, Table
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.ir import (
@@ -80,6 +84,7 @@ DIRECTIONS = (
     Direction(INGRESS, "INPUT", INGRESS_CHAIN, "-i", "src", "-d", "ingress"),
     Direction(EGRESS, "OUTPUT", EGRESS_CHAIN, "-o", "dst", "-s", "egress"),
 )
+DIRECTION_BY_LABEL = {d.label: d for d in DIRECTIONS}
 
 
 def compile_fleet(
@@ -87,44 +92,101 @@ def compile_fleet(
     policies: Sequence[Policy],
     options: CompileOptions = CompileOptions(),
     hosts: Optional[Iterable[str]] = None,
+    port_bridges: Optional[Mapping[str, Mapping[str, str]]] = None,
 ) -> Dict[str, HostState]:
-    """Each host's HostState; `hosts` limits the output, peers still resolve fleet-wide."""
+    """Each host's HostState; `hosts` limits the output, peers still resolve fleet-wide.
+
+    port_bridges: hypervisor -> VM bridge port -> the bridge it is a port of, as read from the
+    hypervisor (bridge mode); a VM whose port is missing there is a ValueError.
+    """
     resolver = Resolver(fleet)
     compiler = _Compiler(resolver, SetBook(resolver), sorted(policies, key=lambda p: p.key), options)
+    compiler.node_addresses = dict(fleet.node_addresses)
     by_host: Dict[str, List[Workload]] = {}
     for workload in sorted(fleet.workloads, key=lambda w: (w.namespace, w.name)):
         by_host.setdefault(workload.enforcer, []).append(workload)
     wanted = sorted(by_host) if hosts is None else sorted(set(hosts))
-    return {host: compiler.host_state(host, by_host.get(host, [])) for host in wanted}
+    bridges = port_bridges or {}
+    return {host: compiler.host_state(host, by_host.get(host, []), bridges.get(host, {})) for host in wanted}
 
 
 class _Compiler:
     def __init__(self, resolver: Resolver, book: SetBook, policies: List[Policy], options: CompileOptions):
         self.book, self.options = book, options
+        self.node_addresses: Dict[str, Tuple[str, ...]] = {}
         self.targets: Dict[int, List[Policy]] = {}  # id(workload) -> policies selecting it, by key
         self._memo: Dict[Tuple, Tuple[List[str], List[IpSet]]] = {}
         for policy in policies:
             for workload in resolver.select(policy.pod_selector, policy.namespace):
                 self.targets.setdefault(id(workload), []).append(policy)
 
-    def host_state(self, host: str, workloads: List[Workload]) -> HostState:
+    def host_state(self, host: str, workloads: List[Workload], port_bridges: Mapping[str, str]) -> HostState:
         used: Dict[str, IpSet] = {}
-        tables = tuple(self._table(family, workloads, used) for family in FAMILIES)
-        return HostState(host=host, sets=tuple(used[name] for name in sorted(used)), tables=tables)
+        own = [w for w in workloads if w.interface is None]
+        ports = _bridge_ports(host, [w for w in workloads if w.interface is not None], port_bridges)
+        tables: List[Table] = []
+        for family in FAMILIES:
+            filter_table = self._table(family, own, used, [p.workload for p in ports])
+            if ports:
+                node_set = self._node_set(host, family, used)
+                bridged = bridge_tables(family, ports, self._vm_chain(used), self._privileged, VITAL_ICMPV6, node_set)
+                filter_table = replace(filter_table, chains=filter_table.chains + bridged.filter_chains,
+                                       jumps=filter_table.jumps + bridged.filter_jumps)
+                tables += [filter_table, bridged.raw, bridged.nat]
+            else:
+                tables.append(filter_table)
+        return HostState(host=host, sets=tuple(used[name] for name in sorted(used)),
+                         tables=tuple(sorted(tables, key=lambda t: (t.family, t.name != "filter", t.name))),
+                         bridges=tuple(sorted({p.bridge for p in ports})))
 
-    def _table(self, family: int, workloads: List[Workload], used: Dict[str, IpSet]) -> Table:
+    def _node_set(self, host: str, family: int, used: Dict[str, IpSet]) -> Optional[str]:
+        """The set of the hypervisor's own addresses: its traffic to its VMs is always allowed, also
+        when it comes back routed through the bridge (then it crosses FORWARD)."""
+        node_set = self.book.address_set(family, "addresses of node %s" % host, self.node_addresses.get(host, ()))
+        if node_set is None:
+            return None
+        used[node_set.name] = node_set
+        return node_set.name
+
+    def _vm_chain(self, used: Dict[str, IpSet]):
+        """A VM's policy chain in one direction (None when nothing isolates it), as in host mode."""
+        def build(label: str, family: int, workload: Workload) -> Optional[Chain]:
+            direction = DIRECTION_BY_LABEL[label]
+            policies = self._isolating(workload, direction)
+            if not policies:
+                return None
+            return Chain(_chain_of(direction, workload), tuple(self._workload_rules(direction, family, workload, policies, used)))
+        return build
+
+    def _privileged(self, label: str, family: int) -> List[str]:
+        direction = DIRECTION_BY_LABEL[label]
+        return [rule for p in self.options.privileged if p.direction == label
+                for rule in _privileged_rules(p, direction, family)]
+
+    def _table(self, family: int, workloads: List[Workload], used: Dict[str, IpSet], vms: Sequence[Workload] = ()) -> Table:
         chains: List[Chain] = []
         for direction in DIRECTIONS:
             isolated = [(w, self._isolating(w, direction)) for w in workloads]
             isolated = [(w, ps) for w, ps in isolated if ps]
             dispatch = [rule for w, policies in isolated for rule in _dispatch(direction, w, family, len(workloads))]
-            base = self._base_rules(direction, family) + dispatch
+            base = self._base_rules(direction, family) + self._node_to_vms(direction, family, workloads, vms, used) + dispatch
             chains.append(Chain(direction.chain, tuple(base)))
             for workload, policies in isolated:
                 rules = self._workload_rules(direction, family, workload, policies, used)
                 chains.append(Chain(_chain_of(direction, workload), tuple(rules)))
         jumps = tuple(Jump(d.base, d.chain, enforce_position=self.options.enforce_jump_position) for d in DIRECTIONS)
         return Table(TABLE_FAMILY[family], "filter", tuple(chains), jumps)
+
+    def _node_to_vms(self, direction: Direction, family: int, workloads: List[Workload], vms: Sequence[Workload],
+                     used: Dict[str, IpSet]) -> List[str]:
+        """A hypervisor that is a workload itself reaching its own VMs: node traffic, always allowed."""
+        if direction.policy_type != EGRESS or not vms or not workloads:
+            return []
+        vm_set = self.book.workload_set(family, "vms of node %s" % vms[0].enforcer, vms)
+        if vm_set is None:
+            return []
+        used[vm_set.name] = vm_set
+        return ["-m set --match-set %s dst %s -j RETURN" % (vm_set.name, comment_match("node to its own VMs"))]
 
     def _isolating(self, workload: Workload, direction: Direction) -> List[Policy]:
         return [p for p in self.targets.get(id(workload), ()) if direction.policy_type in p.policy_types]
@@ -216,6 +278,14 @@ class _Compiler:
                 used[port_set.name] = port_set
                 lines.append("-p %s -m set --match-set %s dst,dst %s -j RETURN" % (protocol.lower(), port_set.name, comment))
         return lines
+
+
+def _bridge_ports(host: str, vms: Sequence[Workload], port_bridges: Mapping[str, str]) -> List[BridgePort]:
+    missing = [w for w in vms if w.interface not in port_bridges]
+    if missing:
+        raise ValueError("host %s: no bridge known for the port of %s" % (
+            host, ", ".join("%s/%s (%s)" % (w.namespace, w.name, w.interface) for w in missing)))
+    return [BridgePort(w, port_bridges[w.interface or ""]) for w in vms]
 
 
 def _nflog_rule(log: LogOptions, prefix: str) -> str:

@@ -83,6 +83,15 @@ class SetBook:
         workloads = self.resolver.peer(policy_namespace, peer)
         return self._memo(family, peer_key(policy_namespace, peer), "hash:ip", lambda: _address_members(workloads, family))
 
+    def workload_set(self, family: int, key: str, workloads: Iterable[Workload]) -> Optional[IpSet]:
+        """hash:ip of the given workloads' addresses, named by key."""
+        return self._memo(family, key, "hash:ip", lambda: _address_members(workloads, family))
+
+    def address_set(self, family: int, key: str, addresses: Iterable[str]) -> Optional[IpSet]:
+        """hash:ip of the given addresses (of both families; the set keeps this family's), named by key."""
+        wanted = [a for a in addresses if (":" in a) == (family == 6)]
+        return self._memo(family, key, "hash:ip", lambda: [SetMember(host_entry(a)) for a in sorted(set(wanted))])
+
     def named_port_set(
         self, family: int, policy_namespace: str, peer: Optional[Peer], protocol: str, port_name: str
     ) -> Optional[IpSet]:

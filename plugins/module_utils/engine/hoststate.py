@@ -72,9 +72,13 @@ class Table:
 
 @dataclass(frozen=True)
 class HostState:
+    """bridges: the Linux bridges whose br_netfilter flags (nf_call_iptables, nf_call_ip6tables)
+    must be on, because they carry ports of VMs this host enforces for (bridge mode)."""
+
     host: str
     sets: Tuple[IpSet, ...] = ()
     tables: Tuple[Table, ...] = ()
+    bridges: Tuple[str, ...] = ()
 
     def to_dict(self) -> Dict[str, Any]:
         """Plain lists and dicts, to travel as module arguments and facts."""
@@ -86,6 +90,7 @@ class HostState:
             host=data["host"],
             sets=tuple(_ipset(s) for s in data.get("sets", ())),
             tables=tuple(_table(t) for t in data.get("tables", ())),
+            bridges=tuple(data.get("bridges", ())),
         )
 
     def table(self, family: str, name: str = "filter") -> Table:

@@ -94,7 +94,7 @@ def matrix(
     src/dst as host names, optional src_address), exactly those, filled in.
     """
     simulator = Simulator(fleet, policies, options)
-    by_host = {w.enforcer: w for w in fleet.workloads}
+    by_host = {w.enforcer: w for w in fleet.workloads if w.interface is None}  # a host's own workload, no VM
     if probes is None:
         wanted = None if hosts is None else set(hosts)
         workloads = [w for w in fleet.workloads if wanted is None or w.enforcer in wanted]
@@ -149,11 +149,15 @@ class Simulator:
             return _End(None, "")
 
     def _node_local(self, source: _End, destination: _End) -> bool:
-        """Self, the same host, or the node's own addresses: never cut."""
+        """Self, the node that hosts the destination (its host-mode workload or its own
+        addresses): never cut. A VM is no node: VM to VM on one hypervisor, and VM to its
+        hypervisor, are judged like any other flow."""
         if destination.workload is None:
             return False
-        host = destination.workload.host or destination.workload.name
-        if source.workload is not None and (source.workload.host or source.workload.name) == host:
+        if source.workload is destination.workload:
+            return True
+        host = destination.workload.enforcer
+        if source.workload is not None and source.workload.interface is None and source.workload.enforcer == host:
             return True
         return bool(source.address) and _ip(source.address) in self.node_addresses.get(host, ())
 

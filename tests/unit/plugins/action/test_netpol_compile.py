@@ -209,13 +209,61 @@ def test_nothing_is_executed_on_hosts_when_the_controller_is_known(transport):
     assert result["controller_addresses"] == ["10.0.0.250"]
 
 
-def test_a_hypervisor_with_vms_stops_the_run_until_bridge_mode_enforces(monkeypatch):
-    vm = {"name": "vm1", "namespace": "shop", "addresses": ["10.0.1.5"], "interface": "vnet0", "mac": "52:54:00:00:01:05"}
-    monkeypatch.setitem(INVENTORY, "hv1", {"netpol_addresses": ["10.0.0.50"], "netpol_workloads": [vm]})
-    result = run({"policies": [DB_FROM_WEB]})[0]
+VM1 = {"name": "vm1", "namespace": "shop", "labels": {"app": "db"}, "addresses": ["10.0.1.5"], "interface": "vnet0",
+       "mac": "52:54:00:00:00:01"}
+VM2 = {"name": "vm2", "namespace": "shop", "labels": {"app": "web"}, "addresses": ["10.0.1.6"], "interface": "vnet1",
+       "mac": "52:54:00:00:00:02"}
+READ = {"ports": {"vnet0": "br10", "vnet1": "br10"}, "missing": [], "br_netfilter": True}
+
+
+def hypervisor(monkeypatch, facts=READ, vms=(VM1, VM2)):
+    host_vars = {"netpol_addresses": ["10.0.0.50"], "netpol_workloads": list(vms)}
+    if facts is not None:
+        host_vars["netpol_bridge_facts"] = facts
+    monkeypatch.setitem(INVENTORY, "hv1", host_vars)
+
+
+def test_a_hypervisor_gets_bridge_chains_zones_no_nat_and_its_bridges(monkeypatch):
+    hypervisor(monkeypatch)
+    result = run({"policies": [DB_FROM_WEB]}, batch=("hv1",))[0]
+    assert not result.get("failed"), result
+    state = result["hosts"]["hv1"]
+    assert state["bridges"] == ["br10"]
+    tables = {(t["family"], t["name"]): t for t in state["tables"]}
+    assert sorted(tables) == [("ipv4", "filter"), ("ipv4", "nat"), ("ipv4", "raw"),
+                              ("ipv6", "filter"), ("ipv6", "nat"), ("ipv6", "raw")]
+    jumps = [(j["chain"], j["target"], j["match"]) for j in tables[("ipv4", "filter")]["jumps"]]
+    assert ("FORWARD", "NETPOL-BRIDGE", "-m physdev --physdev-is-bridged") in jumps
+    rules = rules_of(state)
+    assert any(r.startswith("-m physdev --physdev-out vnet0 -j NETPOL-I-") for r in rules)  # vm1 is isolated
+    assert not any("--physdev-out vnet1 -j NETPOL-I-" in r for r in rules)  # vm2 is not
+    assert [c["rules"] for c in tables[("ipv4", "raw")]["chains"]][0][0].startswith("-i br10 ")
+
+
+def test_a_host_that_declares_no_vms_any_more_still_gets_its_bridge_tables_cleaned(monkeypatch):
+    hypervisor(monkeypatch, vms=())
+    state = run({"policies": [DB_FROM_WEB]}, batch=("hv1",))[0]["hosts"]["hv1"]
+    assert state["bridges"] == [] and len(state["tables"]) == 6
+    assert all(not t["chains"] for t in state["tables"] if t["name"] != "filter")
+
+
+@pytest.mark.parametrize("facts, vms, error", [
+    (None, (VM1,), "inventory host hv1: netpol_workloads: the host's bridge ports were not read"),
+    (dict(READ, br_netfilter=False), (VM1,), "inventory host hv1: netpol_workloads: br_netfilter is not loaded"),
+    (dict(READ, ports={}, missing=["vnet0"]), (VM1,),
+     "inventory host hv1: netpol_workloads[0].interface: port vnet0 of VM shop/vm1 does not exist on the host"),
+    (dict(READ, ports={"vnet0": None}), (VM1,),
+     "inventory host hv1: netpol_workloads[0].interface: vnet0 of VM shop/vm1 is not a port of any bridge"),
+    (READ, (VM1, dict(VM2, mac=VM1["mac"])),
+     "inventory host hv1: netpol_workloads[1].mac: MAC 52:54:00:00:00:01 is also the MAC of shop/vm1"),
+    (READ, (VM1, dict(VM2, interface="vnet0")),
+     "inventory host hv1: netpol_workloads[1].interface: port vnet0 is also the port of shop/vm1"),
+])
+def test_bad_bridge_input_stops_the_run_naming_host_and_field(monkeypatch, facts, vms, error):
+    hypervisor(monkeypatch, facts, vms)
+    result = run({"policies": [DB_FROM_WEB]}, batch=("hv1", "db"))[0]
     assert result["failed"] and "no host was changed" in result["msg"]
-    assert result["errors"] == [e for e in result["errors"] if e.startswith("inventory host hv1: netpol_workloads:")]
-    assert "not enforced" in result["errors"][0]
+    assert any(e.startswith(error) for e in result["errors"]), result["errors"]
 
 
 @pytest.mark.parametrize("given, task_vars, expected", [

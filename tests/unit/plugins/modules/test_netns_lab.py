@@ -10,7 +10,7 @@ import re
 import pytest
 
 from ansible_collections.netpol.fleet.plugins.modules.netns_lab import (
-    Host, LabError, Observed, parse_hosts, plan_absent, plan_present, uplink_name)
+    Host, LabError, Observed, parse_hosts, parse_routers, plan_absent, plan_present, uplink_name)
 
 WEB = Host("lab-web", "lab-web", {"10.42.0.11/24", "fd42::11/64"})
 BUILT = Observed(namespaces={"lab-sw", "lab-web"}, bridge=True, ports={"lab-web"},
@@ -182,3 +182,15 @@ def test_two_vms_may_not_share_a_port_or_a_mac():
         parse_hosts(params(HV, VM, second))
     with pytest.raises(LabError, match=r"^host lab-vm2: lab_vm.mac: '52:54:00:00:20:01' is also the mac"):
         parse_hosts(params(HV, VM, dict(second, attach=dict(VM["attach"], port="vm2"))))
+
+
+def test_a_router_in_the_switch_and_default_routes_through_it():
+    hosts = parse_hosts(params(HV, dict(VM, gateways=["10.20.0.254"])))
+    routers = parse_routers({"routers": {"vlan20": ["10.20.0.254"], "br0": ["fd42::fe"]}, "prefix4": 24, "prefix6": 64})
+    planned = commands(plan_present(hosts, NOTHING, "lab-sw", "br0", "eth0", routers))
+    assert planned[5:8] == ["-n lab-sw address add fd42::fe/64 dev br0 nodad",
+                            "-n lab-sw address add 10.20.0.254/24 dev vlan20",
+                            "netns exec lab-sw sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1"]
+    assert planned[-1] == "-n lab-vm1 route replace default via 10.20.0.254"
+    with pytest.raises(LabError, match=r"^lab_routers: br0: \['10.0.0.300'\] are not all"):
+        parse_routers({"routers": {"br0": ["10.0.0.300"]}, "prefix4": 24, "prefix6": 64})

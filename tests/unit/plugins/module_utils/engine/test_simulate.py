@@ -71,3 +71,23 @@ def test_matrix_for_chosen_hosts_ports_and_protocols():
     assert {(r["src"], r["dst"], r["family"], r["protocol"], r["reachable"]) for r in records} == {
         (src, dst, family, protocol, dst == "web" or protocol == "tcp")
         for src, dst in (("web", "db"), ("db", "web")) for family in (4, 6) for protocol in ("tcp", "udp")}
+
+
+def test_vms_on_one_hypervisor_are_not_node_local_but_the_hypervisor_is():
+    from ansible_collections.netpol.fleet.plugins.module_utils.engine.fleet import load_fleet
+
+    def vm(name, number):
+        return {"name": name, "namespace": "shop", "labels": {"app": name}, "addresses": ["10.0.1.%d" % number],
+                "interface": "vnet%d" % number}
+    the_fleet = load_fleet({"hv1": {"netpol_addresses": ["10.0.0.1"], "netpol_namespace": "infra",
+                                    "netpol_workloads": [vm("web", 1), vm("db", 2)]}}, None)
+    deny = policies(policy("shop", "deny", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}))
+    web, db = (next(w for w in the_fleet.workloads if w.name == n) for n in ("web", "db"))
+    hypervisor = next(w for w in the_fleet.workloads if w.name == "hv1")
+    assert not verdict(the_fleet, deny, web, db, 80).allowed
+    assert not verdict(the_fleet, deny, web, "10.0.0.1", 80).allowed  # a VM's egress covers its hypervisor
+    assert verdict(the_fleet, deny, hypervisor, db, 80).egress.reason == "node-local"
+    assert verdict(the_fleet, deny, "10.0.0.1", db, 80).allowed
+    records = matrix(the_fleet, deny, [{"src": "hv1", "dst": "x", "address": "10.0.1.2", "family": 4,
+                                        "protocol": "tcp", "port": 80}])
+    assert records[0]["reachable"]  # the hypervisor by name is its own workload, not one of its VMs

@@ -1,0 +1,189 @@
+# -*- coding: utf-8 -*-
+# Copyright: netpol.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Bridge mode: the chains that enforce policy for VMs on a hypervisor's bridge ports.
+
+The per-VM policy chains (NETPOL-I-/NETPOL-E-<hash>) and their sets are host mode's, built by
+engine/compile.py and handed in as callables; this module only lays out how bridged packets
+reach them (docs/bridge.md has the order of checks for one packet):
+
+    filter FORWARD  -m physdev --physdev-is-bridged -> NETPOL-BRIDGE: is a managed port involved?
+                    -> NETPOL-BR-CHECK: replies ACCEPT, vital ICMPv6 ACCEPT, INVALID DROP,
+                       NETPOL-BR-EGRESS (source VM by --physdev-in), NETPOL-BR-INGRESS
+                       (destination VM by --physdev-out), then ACCEPT: allowed bridged traffic
+                       passes even when FORWARD's policy is DROP (Docker), as in Neutron/libvirt.
+    filter INPUT    -m physdev --physdev-is-in -> NETPOL-BR-INPUT: VM -> hypervisor is the VM's
+                    egress (--physdev-is-bridged never matches in INPUT); RETURN, never ACCEPT.
+    raw PREROUTING  NETPOL-BR-ZONES: one conntrack zone per bridge (L2 domain), never per port.
+    nat PREROUTING  NETPOL-BR-NAT: packets from managed ports skip the host's DNAT (kube-proxy).
+
+Pure Python, standard library only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from ansible_collections.netpol.fleet.plugins.module_utils.engine.hoststate import Chain, Jump, Table
+from ansible_collections.netpol.fleet.plugins.module_utils.engine.ir import Workload
+from ansible_collections.netpol.fleet.plugins.module_utils.engine.names import comment_match, stable_hash
+
+BRIDGE_CHAIN = "NETPOL-BRIDGE"
+CHECK_CHAIN = "NETPOL-BR-CHECK"
+EGRESS_CHAIN = "NETPOL-BR-EGRESS"
+INGRESS_CHAIN = "NETPOL-BR-INGRESS"
+INPUT_CHAIN = "NETPOL-BR-INPUT"
+ZONES_CHAIN = "NETPOL-BR-ZONES"
+NAT_CHAIN = "NETPOL-BR-NAT"
+TABLE_FAMILY = {4: "ipv4", 6: "ipv6"}
+
+# Zones 1..ZONE_SPACE-1 are drawn from the bridge's name; 0 is the kernel's default zone.
+ZONE_BASE = 0x1000
+ZONE_SPACE = 0xE000
+
+BRIDGED = "-m physdev --physdev-is-bridged"
+FROM_BRIDGE_PORT = "-m physdev --physdev-is-in"
+REPLIES_ACCEPT = "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
+REPLIES_RETURN = "-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN"
+INVALID_DROP = "-m conntrack --ctstate INVALID -j DROP"
+# The hypervisor's own traffic over a bridge stays in zone 0: its replies leave by OUTPUT.
+NOT_LOCAL = "-m addrtype ! --dst-type LOCAL"
+
+# direction label ("ingress"/"egress"), family, VM -> the VM's policy chain, or None when no
+# policy isolates it in that direction.
+WorkloadChain = Callable[[str, int, Workload], Optional[Chain]]
+# direction label, family -> the privileged RETURN rules of that direction.
+PrivilegedRules = Callable[[str, int], List[str]]
+
+
+@dataclass(frozen=True)
+class BridgePort:
+    """A VM's bridge port and the bridge it is a port of (read from the hypervisor)."""
+
+    workload: Workload
+    bridge: str
+
+    @property
+    def interface(self) -> str:
+        return self.workload.interface or ""
+
+    @property
+    def who(self) -> str:
+        return "%s/%s" % (self.workload.namespace, self.workload.name)
+
+
+@dataclass(frozen=True)
+class BridgeTables:
+    """One family's bridge-mode state: chains and jumps to add to filter, and the raw and nat tables."""
+
+    filter_chains: Tuple[Chain, ...]
+    filter_jumps: Tuple[Jump, ...]
+    raw: Table
+    nat: Table
+
+
+def zones(bridges: Sequence[str]) -> Dict[str, int]:
+    """A conntrack zone per bridge: drawn from its name (stable when other bridges come and go),
+    the next free one on a collision, in name order."""
+    taken: Dict[int, str] = {}
+    for bridge in sorted(set(bridges)):
+        zone = ZONE_BASE + int(stable_hash("bridge " + bridge), 36) % (ZONE_SPACE - ZONE_BASE)
+        while zone in taken:
+            zone = ZONE_BASE + (zone - ZONE_BASE + 1) % (ZONE_SPACE - ZONE_BASE)
+        taken[zone] = bridge
+    return {bridge: zone for zone, bridge in taken.items()}
+
+
+def bridge_tables(
+    family: int,
+    ports: Sequence[BridgePort],
+    workload_chain: WorkloadChain,
+    privileged: PrivilegedRules,
+    vital_icmpv6: Sequence[int],
+    node_set: Optional[str] = None,
+) -> BridgeTables:
+    """Everything one family needs for the VMs of one hypervisor; node_set names the set of the
+    hypervisor's own addresses (its traffic to its VMs is node traffic, always allowed)."""
+    ordered = sorted(ports, key=lambda p: p.interface)
+    egress = [(p, workload_chain("egress", family, p.workload)) for p in ordered]
+    ingress = [(p, workload_chain("ingress", family, p.workload)) for p in ordered]
+    policy_chains = [c for _p, c in egress + ingress if c is not None]
+    vital = _vital(family, vital_icmpv6)
+    chains = (
+        Chain(BRIDGE_CHAIN, tuple(_managed_dispatch(ordered))),
+        Chain(CHECK_CHAIN, tuple(_check_rules(vital))),
+        Chain(EGRESS_CHAIN, tuple(privileged("egress", family) + _dispatch("--physdev-in", egress))),
+        Chain(INGRESS_CHAIN, tuple(_from_node(node_set) + privileged("ingress", family) + _dispatch("--physdev-out", ingress))),
+        Chain(INPUT_CHAIN, tuple(_input_rules(vital, privileged("egress", family), egress))),
+    )
+    jumps = (Jump("FORWARD", BRIDGE_CHAIN, BRIDGED, 1), Jump("INPUT", INPUT_CHAIN, FROM_BRIDGE_PORT, 2))
+    return BridgeTables(
+        filter_chains=chains + tuple(_unique(policy_chains)),
+        filter_jumps=jumps,
+        raw=_raw_table(family, ordered),
+        nat=_nat_table(family, ordered),
+    )
+
+
+def _vital(family: int, types: Sequence[int]) -> List[str]:
+    """ICMPv6 that IPv6 needs (ND, MLD, PMTU), before the INVALID drop: conntrack leaves ND untracked."""
+    if family != 6:
+        return []
+    return ["-p ipv6-icmp -m icmp6 --icmpv6-type %d" % t for t in types]
+
+
+def _managed_dispatch(ports: Sequence[BridgePort]) -> List[str]:
+    """A bridged packet concerns us when it enters or leaves by a managed port; others fall through."""
+    return [
+        "-m physdev %s %s -j %s" % (flag, p.interface, CHECK_CHAIN)
+        for p in ports
+        for flag in ("--physdev-in", "--physdev-out")
+    ]
+
+
+def _check_rules(vital: List[str]) -> List[str]:
+    rules = [REPLIES_ACCEPT] + ["%s -j ACCEPT" % v for v in vital] + [INVALID_DROP]
+    rules += ["-j %s" % EGRESS_CHAIN, "-j %s" % INGRESS_CHAIN]
+    rules.append("%s -j ACCEPT" % comment_match("netpol bridge: allowed by source egress and destination ingress"))
+    return rules
+
+
+def _from_node(node_set: Optional[str]) -> List[str]:
+    """The hypervisor's own addresses reach its VMs through FORWARD too, when routed back to the bridge."""
+    if node_set is None:
+        return []
+    return ["-m set --match-set %s src %s -j RETURN" % (node_set, comment_match("node to its own VMs"))]
+
+
+def _dispatch(flag: str, chains: Sequence[Tuple[BridgePort, Optional[Chain]]]) -> List[str]:
+    return ["-m physdev %s %s -j %s" % (flag, p.interface, c.name) for p, c in chains if c is not None]
+
+
+def _input_rules(vital: List[str], privileged: List[str], egress: Sequence[Tuple[BridgePort, Optional[Chain]]]) -> List[str]:
+    """VM -> hypervisor: the VM's egress; RETURN so the hypervisor's own INPUT still decides."""
+    return [REPLIES_RETURN] + ["%s -j RETURN" % v for v in vital] + privileged + _dispatch("--physdev-in", egress)
+
+
+def _raw_table(family: int, ports: Sequence[BridgePort]) -> Table:
+    by_bridge = zones([p.bridge for p in ports])
+    rules = tuple(
+        "-i %s %s %s -j CT --zone %d" % (bridge, NOT_LOCAL, comment_match("netpol zone of bridge %s" % bridge), zone)
+        for bridge, zone in sorted(by_bridge.items())
+    )
+    return Table(TABLE_FAMILY[family], "raw", (Chain(ZONES_CHAIN, rules),), (Jump("PREROUTING", ZONES_CHAIN),))
+
+
+def _nat_table(family: int, ports: Sequence[BridgePort]) -> Table:
+    rules = tuple(
+        "-m physdev --physdev-in %s %s -j ACCEPT" % (p.interface, comment_match("netpol %s: no host NAT" % p.who))
+        for p in ports
+    )
+    return Table(TABLE_FAMILY[family], "nat", (Chain(NAT_CHAIN, rules),), (Jump("PREROUTING", NAT_CHAIN),))
+
+
+def _unique(chains: Sequence[Chain]) -> List[Chain]:
+    seen: Dict[str, Chain] = {}
+    for chain in chains:
+        seen.setdefault(chain.name, chain)
+    return list(seen.values())

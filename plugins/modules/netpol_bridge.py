@@ -1,0 +1,181 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: netpol.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: netpol_bridge
+short_description: Per-bridge br_netfilter flags for bridge mode, and where VM ports are
+description:
+  - Bridge mode (VMs on a hypervisor's bridge ports) needs iptables to see bridged packets. This module
+    switches on the per-bridge flags C(nf_call_iptables) and C(nf_call_ip6tables) of the bridges that
+    carry managed VM ports; it never touches the global C(net.bridge.bridge-nf-call-*) sysctls.
+  - Only flags that were 0 are switched on, and which ones were is recorded in the kernel, in the ipset
+    C(netpol-bridges). A bridge that no longer carries managed ports, and O(state=absent), switch back
+    off exactly those flags, so the host ends as it was.
+  - O(state=query) changes nothing and reports which bridge each of O(ports) is a port of, whether
+    br_netfilter is loaded and whether the global switches already filter every bridge.
+  - Used by the P(netpol.fleet.enforce#role) and P(netpol.fleet.remove#role) roles.
+version_added: 0.2.0
+author:
+  - netpol.fleet contributors (@netpol)
+options:
+  state:
+    description:
+      - V(present) switches on the flags of O(bridges) and back off those of bridges no longer listed.
+      - V(absent) switches back off every flag the collection switched on.
+      - V(query) only reads.
+    type: str
+    choices: [present, absent, query]
+    default: present
+  bridges:
+    description: The bridges whose flags must be on (V(present)).
+    type: list
+    elements: str
+    default: []
+  ports:
+    description: VM bridge ports to report on (V(query)).
+    type: list
+    elements: str
+    default: []
+  ipset_executable:
+    description: The C(ipset) command that keeps the record, by name or path.
+    type: str
+    default: ipset
+notes:
+  - Needs root, and br_netfilter loaded or built in when O(bridges) is not empty.
+  - Supports check mode and diff mode.
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+"""
+
+EXAMPLES = r"""
+- name: Where are the VM ports, does the kernel filter bridges already?
+  netpol.fleet.netpol_bridge:
+    state: query
+    ports: [vnet0, vnet1]
+  register: bridge_facts
+
+- name: Let iptables see the bridged packets of br-vlan10
+  netpol.fleet.netpol_bridge:
+    bridges: [br-vlan10]
+
+- name: Put every flag back as it was
+  netpol.fleet.netpol_bridge:
+    state: absent
+"""
+
+RETURN = r"""
+ports:
+  description: Each port of O(ports) that exists, with the bridge it is a port of (null when on none).
+  returned: always
+  type: dict
+  sample: {vnet0: br-vlan10, vnet1: null}
+missing:
+  description: Ports of O(ports) that do not exist on the host.
+  returned: always
+  type: list
+  elements: str
+br_netfilter:
+  description: Whether br_netfilter is loaded (C(/proc/sys/net/bridge) exists).
+  returned: always
+  type: bool
+global_flags:
+  description: The global C(bridge-nf-call-iptables) and C(bridge-nf-call-ip6tables); 1 filters every bridge.
+  returned: when br_netfilter is loaded
+  type: dict
+  sample: {nf_call_iptables: 0, nf_call_ip6tables: 0}
+switched_on:
+  description: C(BRIDGE FLAG) of each flag switched on (or, in check mode, that would be).
+  returned: always
+  type: list
+  elements: str
+  sample: ["br-vlan10 nf_call_iptables"]
+switched_off:
+  description: C(BRIDGE FLAG) of each flag put back to 0.
+  returned: always
+  type: list
+  elements: str
+record:
+  description: The flags the collection has switched on, per bridge, after the run.
+  returned: always
+  type: dict
+  sample: {br-vlan10: [nf_call_iptables, nf_call_ip6tables]}
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.netpol.fleet.plugins.module_utils.bridge.netfilter import (
+    FLAGS,
+    BridgeError,
+    Plan,
+    Sysfs,
+    ToolError,
+    apply,
+    check_bridges,
+    plan,
+    port_facts,
+    read_record,
+)
+
+
+def flag_lines(flags: dict) -> str:
+    return "".join("%s %s=%d\n" % (b, f, v[f]) for b, v in sorted(flags.items()) for f in FLAGS)
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=dict(
+            state=dict(type="str", choices=["present", "absent", "query"], default="present"),
+            bridges=dict(type="list", elements="str", default=[]),
+            ports=dict(type="list", elements="str", default=[]),
+            ipset_executable=dict(type="str", default="ipset"),
+        ),
+        supports_check_mode=True,
+    )
+    p, sysfs = module.params, Sysfs()
+    facts = port_facts(sysfs, p["ports"])
+    result = dict(changed=False, ports=facts.bridges, missing=list(facts.missing), br_netfilter=sysfs.br_netfilter(),
+                  switched_on=[], switched_off=[], record={})
+    if result["br_netfilter"]:
+        result["global_flags"] = sysfs.global_flags()
+    ipset = module.get_bin_path(p["ipset_executable"], required=True)
+    try:
+        record = read_record(module, ipset)
+        result["record"] = {b: list(f) for b, f in record.items()}
+        if p["state"] == "query":
+            module.exit_json(**result)
+        wanted = p["bridges"] if p["state"] == "present" else []
+        check_bridges(sysfs, wanted)
+        known = sorted(set(wanted) | set(record))
+        exists = {b: sysfs.is_bridge(b) for b in known}
+        flags = {b: sysfs.bridge_flags(b) for b in known if exists[b]}
+        the_plan: Plan = plan(wanted, record, flags, exists)
+        if (the_plan.changed or the_plan.record != record) and not module.check_mode:
+            apply(module, sysfs, ipset, the_plan, record)
+    except (BridgeError, ToolError) as e:
+        module.fail_json(msg="netpol_bridge: %s" % e, **result)
+    after = {b: dict(v) for b, v in flags.items()}
+    for bridge, flag in the_plan.switch_on:
+        after[bridge][flag] = 1
+    for bridge, flag in the_plan.switch_off:
+        after[bridge][flag] = 0
+    result.update(
+        changed=the_plan.changed or the_plan.record != record,
+        switched_on=["%s %s" % s for s in the_plan.switch_on],
+        switched_off=["%s %s" % s for s in the_plan.switch_off],
+        record={b: list(f) for b, f in the_plan.record.items()},
+    )
+    if module._diff:
+        result["diff"] = dict(before=flag_lines(flags), after=flag_lines(after),
+                              before_header="bridge flags", after_header="bridge flags")
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

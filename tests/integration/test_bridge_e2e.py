@@ -1,0 +1,344 @@
+# -*- coding: utf-8 -*-
+# Copyright: netpol.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Bridge mode end to end: VMs (namespaces) on the bridge of one, then of two, hypervisor namespaces.
+
+The hypervisors' global bridge-nf-call-* are 0 (as Harvester forces them): only the per-bridge flags
+netpol.fleet switches on make iptables see the VMs' traffic. Each layout runs the host-mode e2e
+scenarios (test_enforce_e2e's policy rounds) with demo.yml: enforce, then real TCP/UDP over IPv4 and
+IPv6 from every VM namespace, the hypervisors and an outside host, compared flow for flow with the
+simulator's matrix. A hypervisor's address is on its bridge, so VM -> hypervisor crosses INPUT.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional
+
+import pytest
+
+from ansible_collections.netpol.fleet.plugins.module_utils.bridge.dataplane import zones
+from ansible_collections.netpol.fleet.plugins.module_utils.engine.names import workload_chain
+from conftest import LAB_PLAYBOOK, delete_netns, run_playbook, write_lab_inventory
+from test_enforce_e2e import (
+    FAST,
+    HOSTS,
+    NAMESPACES,
+    ROUND_BLOCKS_AND_PORTS,
+    ROUND_EGRESS,
+    ROUND_SELECTORS,
+    changed_counts,
+    policy,
+    pods,
+    session_token,
+)
+
+BRIDGE = "br-net"
+# VM short name -> its hypervisor in each layout.
+LAYOUTS = {
+    "one": {name: "hv1" for name in HOSTS},
+    "two": {"a-web": "hv1", "a-api": "hv1", "b-db": "hv1", "b-cli": "hv2", "g-mon": "hv2"},
+}
+OUTSIDE = {"netpol_addresses": ["10.77.0.200/24", "fd77::200/64"], "netpol_ports": [
+    {"name": "http", "port": 80, "protocol": "TCP"}]}
+
+
+def vm_port(name: str) -> str:
+    return "vm-" + name
+
+
+def vm_mac(index: int) -> str:
+    return "52:54:00:77:00:%02x" % index
+
+
+def inventory_hosts(prefix: str, layout: Dict[str, str], hosts: Optional[Dict[str, dict]] = None) -> Dict[str, dict]:
+    """VM hosts (probed from, with lab_vm), hypervisor hosts (with netpol_workloads), the outside host."""
+    hosts = hosts or HOSTS
+    inventory: Dict[str, dict] = {}
+    for number, hypervisor in enumerate(sorted(set(layout.values())), 101):
+        inventory[hypervisor] = {"netpol_addresses": ["10.77.0.%d/24" % number, "fd77::%d/64" % number],
+                                 "lab_bridges": [BRIDGE], "netpol_workloads": []}
+    for index, (name, host_vars) in enumerate(hosts.items(), 1):
+        hypervisor = layout[name]
+        inventory[name] = {"netpol_addresses": host_vars["netpol_addresses"], "netpol_ports": host_vars["netpol_ports"],
+                           "lab_vm": {"hypervisor": prefix + hypervisor, "bridge": BRIDGE, "port": vm_port(name),
+                                      "mac": vm_mac(index)}}
+        inventory[hypervisor]["netpol_workloads"].append({
+            "name": name, "namespace": host_vars["netpol_namespace"], "labels": host_vars["netpol_labels"],
+            "addresses": [a.split("/")[0] for a in host_vars["netpol_addresses"]], "ports": host_vars["netpol_ports"],
+            "interface": vm_port(name), "mac": vm_mac(index)})
+    inventory["ext"] = dict(OUTSIDE)
+    return inventory
+
+
+class BridgeLab:
+    def __init__(self, prefix: str, directory: Path, layout: Dict[str, str]):
+        self.prefix, self.directory, self.layout = prefix, directory, layout
+        self.inventory = write_lab_inventory(directory / "inv", prefix, inventory_hosts(prefix, layout),
+                                             {"netpol_namespaces": NAMESPACES})
+        self.hypervisors = [prefix + h for h in sorted(set(layout.values()))]
+        self.pristine: Dict[str, str] = {}
+
+    def __getitem__(self, name: str) -> str:
+        return self.prefix + name
+
+    def rewrite(self, hosts: Dict[str, dict], layout: Optional[Dict[str, str]] = None) -> None:
+        write_lab_inventory(self.inventory.parent, self.prefix, inventory_hosts(self.prefix, layout or self.layout, hosts),
+                            {"netpol_namespaces": NAMESPACES})
+
+    def vars_file(self, policies: List[dict], **extra) -> str:
+        path = self.directory / "vars.json"
+        path.write_text(json.dumps({"netpol_policies": policies, **extra}))
+        return "@%s" % path
+
+    def enforce_and_verify(self, policies: List[dict], *args: str) -> str:
+        result = run_playbook("playbooks/demo.yml", self.inventory, "-e", self.vars_file(policies), *FAST, *args)
+        assert "flows, measured exactly as expected" in result.stdout
+        return result.stdout
+
+    def site(self, policies: List[dict], *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return run_playbook("playbooks/site.yml", self.inventory, "-e", self.vars_file(policies), *FAST, *args,
+                            check=check)
+
+    @staticmethod
+    def run_in(ns: str, *argv: str, check: bool = True) -> str:
+        return subprocess.run(["ip", "netns", "exec", ns, *argv], check=check, capture_output=True, text=True).stdout
+
+    def foreign_state(self) -> None:
+        """A firewall of the hypervisor's own: a FORWARD rule, a nat rule, a set: byte-identical throughout."""
+        for ns in self.hypervisors:
+            for tool, peer in (("iptables", "192.0.2.7/32"), ("ip6tables", "2001:db8::7/128")):
+                self.run_in(ns, tool, "-A", "FORWARD", "-s", peer, "-j", "ACCEPT")
+                self.run_in(ns, tool, "-t", "nat", "-A", "POSTROUTING", "-s", peer, "-j", "RETURN")
+                self.run_in(ns, tool, "-t", "raw", "-A", "PREROUTING", "-s", peer, "-j", "NOTRACK")
+            self.run_in(ns, "ipset", "create", "foreign-set", "hash:ip")
+
+    def snapshot(self) -> Dict[str, str]:
+        """What a hypervisor's kernel shows: tables, sets, every bridge flag and the global switches."""
+        return {ns: "\n".join([self.kernel(ns, "iptables-save"), self.kernel(ns, "ip6tables-save"),
+                               self.kernel(ns, "ipset save"), self.flags(ns)]) for ns in self.hypervisors}
+
+    def kernel(self, ns: str, command: str) -> str:
+        out = self.run_in(ns, *command.split())
+        return "\n".join(line for line in out.splitlines() if not line.startswith("#"))
+
+    def flags(self, ns: str) -> str:
+        return self.run_in(ns, "sh", "-c", "grep -H . /sys/class/net/*/bridge/nf_call_ip*tables "
+                                           "/proc/sys/net/bridge/bridge-nf-call-ip*tables")
+
+
+def build(tmp_path_factory, layout_name: str) -> Iterator[BridgeLab]:
+    prefix = "npb%s%s-" % (session_token(), layout_name[0])
+    lab = BridgeLab(prefix, tmp_path_factory.mktemp("npb-" + layout_name), LAYOUTS[layout_name])
+    try:
+        run_playbook(LAB_PLAYBOOK, lab.inventory)
+        lab.foreign_state()
+        lab.pristine = lab.snapshot()
+        yield lab
+    finally:
+        run_playbook(LAB_PLAYBOOK, lab.inventory, "-e", "state=absent", check=False)
+        delete_netns(prefix)
+
+
+@pytest.fixture(scope="module", params=sorted(LAYOUTS))
+def lab(request, tmp_path_factory) -> Iterator[BridgeLab]:
+    yield from build(tmp_path_factory, request.param)
+
+
+# VM1's egress denies what VM2's ingress allows, on one bridge: a-web may reach only b-db's pg;
+# a-api admits anyone on http (8080), so a-web -> a-api:8080 is denied by a-web's egress alone.
+ROUND_EGRESS_WINS = [
+    policy("alpha", "web-egress-db-only", {"podSelector": pods(app="web"), "policyTypes": ["Egress"], "egress": [
+        {"to": [{"namespaceSelector": {}, "podSelector": pods(app="db")}], "ports": [{"port": 5432}]}]}),
+    policy("alpha", "api-open-http", {"podSelector": pods(app="api"), "ingress": [{"ports": [{"port": 8080}]}]}),
+]
+
+
+def test_selectors_deny_all_by_pod_by_namespace_by_both_and_expressions(lab):
+    lab.enforce_and_verify(ROUND_SELECTORS)
+
+
+def test_second_run_changes_nothing(lab):
+    lab.site(ROUND_SELECTORS)
+    result = lab.site(ROUND_SELECTORS)
+    assert set(changed_counts(result.stdout).values()) == {0}, result.stdout
+
+
+def test_ip_blocks_with_except_end_port_named_ports_and_multiple_policies(lab):
+    lab.enforce_and_verify(ROUND_BLOCKS_AND_PORTS)
+
+
+def test_ingress_and_egress_combined(lab):
+    lab.enforce_and_verify(ROUND_EGRESS)
+
+
+def test_egress_of_the_source_denies_what_the_destination_ingress_allows(lab):
+    out = lab.enforce_and_verify(ROUND_EGRESS_WINS)
+    assert re.search(r"%sa-web\s+%sa-api\s+10\.77\.0\.2\s+tcp/8080\s+deny\s+deny" % (lab.prefix, lab.prefix), out)
+    assert re.search(r"%sb-cli\s+%sa-api\s+10\.77\.0\.2\s+tcp/8080\s+allow\s+allow" % (lab.prefix, lab.prefix), out)
+
+
+def test_the_bridges_filter_by_their_own_flags_only(lab):
+    lab.site(ROUND_SELECTORS)
+    for ns in lab.hypervisors:
+        flags = lab.flags(ns)
+        assert "/sys/class/net/%s/bridge/nf_call_iptables:1" % BRIDGE in flags
+        assert "/sys/class/net/%s/bridge/nf_call_ip6tables:1" % BRIDGE in flags
+        assert "bridge-nf-call-iptables:0" in flags and "bridge-nf-call-ip6tables:0" in flags
+
+
+def test_a_forward_policy_drop_and_a_hijacking_dnat_do_not_break_allowed_vm_flows(lab):
+    """Docker sets FORWARD's policy to DROP; kube-proxy DNATs in nat PREROUTING. Here every new TCP
+    connection to b-db would be DNATed to nowhere: bridged VM flows must not see either."""
+    hijack = {"ipv4": ("iptables", "10.77.0.3", "192.0.2.99"), "ipv6": ("ip6tables", "fd77::3", "2001:db8::99")}
+    try:
+        for ns in lab.hypervisors:
+            for tool, victim, nowhere in hijack.values():
+                lab.run_in(ns, tool, "-P", "FORWARD", "DROP")
+                lab.run_in(ns, tool, "-t", "nat", "-A", "PREROUTING", "-d", victim, "-p", "tcp", "-j", "DNAT",
+                           "--to-destination", nowhere if tool == "iptables" else "[%s]" % nowhere)
+        lab.enforce_and_verify(ROUND_SELECTORS)
+    finally:
+        for ns in lab.hypervisors:
+            for tool, victim, nowhere in hijack.values():
+                lab.run_in(ns, tool, "-P", "FORWARD", "ACCEPT")
+                lab.run_in(ns, tool, "-t", "nat", "-D", "PREROUTING", "-d", victim, "-p", "tcp", "-j", "DNAT",
+                           "--to-destination", nowhere if tool == "iptables" else "[%s]" % nowhere)
+
+
+def test_arp_and_neighbour_discovery_survive_deny_all(lab):
+    deny_all = [policy(ns, "deny-all", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]})
+                for ns in NAMESPACES]
+    lab.site(deny_all)
+    web, api = lab["a-web"], lab["a-api"]
+    lab.run_in(web, "ip", "neigh", "flush", "all")
+    for address in ("10.77.0.2", "fd77::2"):
+        probe = "import socket,sys; s=socket.socket(socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET, " \
+                "socket.SOCK_DGRAM); s.sendto(b'x', (sys.argv[1], 7000))"
+        lab.run_in(web, "python3", "-c", probe, address)
+    deadline_probe = "ip neigh show dev eth0"
+    for _ in range(50):
+        neighbours = lab.run_in(web, *deadline_probe.split())
+        if all(re.search(r"^%s lladdr 52:54:00:77:00:02 " % re.escape(a), neighbours, re.M) for a in ("10.77.0.2", "fd77::2")):
+            break
+        subprocess.run(["sleep", "0.1"], check=True)
+    assert re.search(r"^10\.77\.0\.2 lladdr 52:54:00:77:00:02 ", neighbours, re.M), neighbours
+    assert re.search(r"^fd77::2 lladdr 52:54:00:77:00:02 ", neighbours, re.M), neighbours
+
+
+def test_bad_bridge_input_stops_the_run_before_any_host_changes(lab):
+    lab.site(ROUND_SELECTORS)
+    before = lab.snapshot()
+    inventory = inventory_hosts(lab.prefix, lab.layout)
+    hypervisor = sorted(set(lab.layout.values()))[0]
+    inventory[hypervisor]["netpol_workloads"][0]["interface"] = "vm-nope"
+    inventory[hypervisor]["netpol_workloads"][1]["interface"] = "lo"
+    write_lab_inventory(lab.inventory.parent, lab.prefix, inventory, {"netpol_namespaces": NAMESPACES})
+    try:
+        result = lab.site(ROUND_SELECTORS, check=False)
+    finally:
+        lab.rewrite(HOSTS)
+    assert result.returncode != 0 and "no host was changed" in result.stdout
+    assert "inventory host %s%s: netpol_workloads[0].interface: port vm-nope of VM alpha/a-web does not exist" % (
+        lab.prefix, hypervisor) in result.stdout
+    assert "netpol_workloads[1].interface: lo of VM alpha/a-api is not a port of any bridge" in result.stdout
+    assert lab.snapshot() == before
+
+
+def test_remove_leaves_every_hypervisor_as_before_the_first_run(lab):
+    lab.site(ROUND_BLOCKS_AND_PORTS + ROUND_EGRESS)
+    assert lab.snapshot() != lab.pristine
+    run_playbook("playbooks/remove.yml", lab.inventory)
+    assert lab.snapshot() == lab.pristine
+    second = run_playbook("playbooks/remove.yml", lab.inventory)
+    assert set(changed_counts(second.stdout).values()) == {0}
+
+
+def test_a_migrated_vm_has_its_rules_on_the_new_hypervisor_only(lab):
+    if len(lab.hypervisors) < 2:
+        pytest.skip("the one-hypervisor layout has nowhere to migrate to")
+    chain = workload_chain("ingress", "beta/b-cli")
+    moved = dict(lab.layout, **{"b-cli": "hv1"})
+    try:
+        lab.rewrite(HOSTS, moved)
+        run_playbook(LAB_PLAYBOOK, lab.inventory)  # the VM's port is now on hv1's bridge
+        lab.enforce_and_verify(ROUND_SELECTORS)
+        hv1, hv2 = (lab.kernel(ns, "iptables-save") for ns in lab.hypervisors)
+        assert ":%s" % chain in hv1 and "vm-b-cli" in hv1
+        assert chain not in hv2 and "vm-b-cli" not in hv2
+    finally:
+        lab.rewrite(HOSTS)
+        run_playbook(LAB_PLAYBOOK, lab.inventory)
+    lab.enforce_and_verify(ROUND_SELECTORS)
+    assert chain in lab.kernel(lab.hypervisors[1], "iptables-save")
+
+
+def test_a_vm_left_out_of_netpol_workloads_leaves_nothing_behind(lab):
+    lab.site(ROUND_SELECTORS)
+    chain = workload_chain("ingress", "gamma/g-mon")
+    hypervisor = lab[lab.layout["g-mon"]]
+    assert chain in lab.kernel(hypervisor, "iptables-save")
+    lab.rewrite({name: spec for name, spec in HOSTS.items() if name != "g-mon"})
+    try:
+        lab.site(ROUND_SELECTORS)
+        for command in ("iptables-save", "ip6tables-save"):
+            rules = lab.kernel(hypervisor, command)
+            assert chain not in rules and "vm-g-mon" not in rules and "gamma/g-mon" not in rules
+    finally:
+        lab.rewrite(HOSTS)
+
+
+UDP_SERVER = ("import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+              "s.bind(('0.0.0.0', 7000)); s.settimeout(float(sys.argv[1]))\n"
+              "try:\n  data, peer = s.recvfrom(100); print(data.decode()); s.sendto(b'reply', peer)\n"
+              "except socket.timeout:\n  print('nothing')")
+UDP_CLIENT = ("import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', 5555)); "
+              "s.settimeout(2); s.sendto(sys.argv[2].encode(), (sys.argv[1], 7000))\n"
+              "try:\n  print(s.recvfrom(100)[0].decode())\nexcept socket.timeout:\n  print('no reply')")
+
+
+def udp_exchange(server_ns: str, client_ns: str, address: str, text: str, wait: float) -> tuple:
+    """A UDP datagram 5555 -> 7000 and its reply: what the server got, what the client got back."""
+    server = subprocess.Popen(["ip", "netns", "exec", server_ns, "python3", "-c", UDP_SERVER, str(wait)],
+                              stdout=subprocess.PIPE, text=True)
+    subprocess.run(["ip", "netns", "exec", server_ns, "python3", "-c",
+                    "import socket,time\nfor _ in range(100):\n  s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                    "  try:\n    s.bind(('0.0.0.0', 7000)); s.close(); time.sleep(0.05)\n  except OSError:\n    break"],
+                   check=True)  # until the server holds the port
+    client = subprocess.run(["ip", "netns", "exec", client_ns, "python3", "-c", UDP_CLIENT, address, text],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    return server.communicate(timeout=wait + 5)[0].strip(), client
+
+
+def test_overlapping_addresses_on_two_bridges_keep_separate_conntrack_state(make_lab):
+    """Two namespaces on a second bridge use a-web's and a-api's addresses; their established UDP flow
+    must not let a-web's identical 5-tuple through to a-api, whose ingress denies everything."""
+    prefix = "npb%sz-" % session_token()
+    two = {name: HOSTS[name] for name in ("a-web", "a-api")}
+    hosts = inventory_hosts(prefix, {name: "hv1" for name in two}, two)
+    hosts["hv1"]["lab_bridges"] = [BRIDGE, "br-b"]
+    hosts["b-vm"] = {"netpol_addresses": ["10.78.0.9/24"], "netpol_ports": [],
+                     "lab_vm": {"hypervisor": prefix + "hv1", "bridge": "br-b", "port": "vm-b", "mac": vm_mac(9)}}
+    hosts["hv1"]["netpol_workloads"].append({"name": "b-vm", "namespace": "beta", "addresses": ["10.78.0.9"],
+                                             "interface": "vm-b", "mac": vm_mac(9)})
+    lab = make_lab(prefix, hosts, {"netpol_namespaces": NAMESPACES})
+    hypervisor = prefix + "hv1"
+    for number in (1, 2):  # unmanaged neighbours on br-b, with the managed VMs' addresses
+        ns = "%sx%d" % (prefix, number)
+        subprocess.run(["ip", "netns", "add", ns], check=True)
+        subprocess.run(["ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", "ovl%d" % number,
+                        "netns", hypervisor], check=True)
+        subprocess.run(["ip", "-n", hypervisor, "link", "set", "ovl%d" % number, "master", "br-b", "up"], check=True)
+        subprocess.run(["ip", "-n", ns, "link", "set", "eth0", "up"], check=True)
+        subprocess.run(["ip", "-n", ns, "address", "add", "10.77.0.%d/24" % number, "dev", "eth0"], check=True)
+    run_playbook("playbooks/site.yml", lab.inventory, *FAST, "-e", json.dumps({"netpol_policies": [
+        policy("alpha", "deny-all", {"podSelector": {}})]}))
+    assert udp_exchange(prefix + "x2", prefix + "x1", "10.77.0.2", "on br-b", 3) == ("on br-b", "reply")
+    assert udp_exchange(prefix + "a-api", prefix + "a-web", "10.77.0.2", "on br-net", 2) == ("nothing", "no reply")
+    entries = subprocess.run(["ip", "netns", "exec", hypervisor, "conntrack", "-L", "-p", "udp", "--sport", "5555"],
+                             capture_output=True, text=True, check=True).stdout
+    # The br-b flow sits in br-b's zone; a-web's datagram was dropped before conntrack confirmed an entry.
+    assert re.findall(r"zone=(\d+)", entries) == [str(zones([BRIDGE, "br-b"])["br-b"])], entries
