@@ -26,7 +26,7 @@ SANITY_GET_PIP := $(SANITY_HOME)/.ansible/test/cache/get_pip_24_2.py
 # pytest-xdist workers for the integration suite (each test owns its own namespaces).
 JOBS        ?= auto
 PYTEST_ARGS ?=
-MOLECULE_SCENARIOS ?= default lockout
+MOLECULE_SCENARIOS ?= default lockout bridge
 # The real kube-apiserver the Kubernetes-source tests run against: built once from Debian's
 # source package into a cache outside the clone (tests/kubernetes/build-apiserver.sh).
 NETPOL_KUBE_CACHE ?= /var/cache/netpol-fleet

@@ -194,7 +194,7 @@ def test_diff_text_lists_owned_chains_and_jumps_with_their_positions():
         (table([A], [Jump("FOO", "NETPOL-A")]), "'FOO' is not a built-in chain of table filter"),
         (table([A], [Jump("INPUT", "NETPOL-Z")]), "NETPOL-Z, which is not declared"),
         (table([A], [Jump("INPUT", "NETPOL-A", position=0)]), "position starts at 1"),
-        (Table("ipv4", "nat"), "unsupported family/table ipv4/nat"),
+        (Table("ipv4", "security"), "unsupported family/table ipv4/security"),
     ],
 )
 def test_validate_names_what_is_wrong(desired, message):
