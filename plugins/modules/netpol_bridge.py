@@ -82,6 +82,11 @@ missing:
   returned: always
   type: list
   elements: str
+vlan_aware:
+  description: The bridges of O(ports) that filter VLANs (C(vlan_filtering) 1), which bridge mode does not support.
+  returned: always
+  type: list
+  elements: str
 br_netfilter:
   description: Whether br_netfilter is loaded (C(/proc/sys/net/bridge) exists).
   returned: always
@@ -140,7 +145,8 @@ def main() -> None:
     )
     p, sysfs = module.params, Sysfs()
     facts = port_facts(sysfs, p["ports"])
-    result = dict(changed=False, ports=facts.bridges, missing=list(facts.missing), br_netfilter=sysfs.br_netfilter(),
+    result = dict(changed=False, ports=facts.bridges, missing=list(facts.missing), vlan_aware=list(facts.vlan_aware),
+                  br_netfilter=sysfs.br_netfilter(),
                   switched_on=[], switched_off=[], record={})
     if result["br_netfilter"]:
         result["global_flags"] = sysfs.global_flags()

@@ -104,3 +104,15 @@ def test_present_switches_only_flags_that_were_off_check_and_diff_first_then_abs
 def test_a_port_is_not_a_bridge(ns, tmp_path):
     result = play(ns, tmp_path, {"bridges": ["vnet0"]})[0]
     assert result["failed"] and "vnet0 is not a Linux bridge" in result["msg"]
+
+
+def test_a_vlan_aware_bridge_is_reported_or_the_kernel_cannot_build_one(ns, tmp_path):
+    """VLAN-aware bridges (vlan_filtering 1) are refused by the compile step; the query must see them."""
+    built = subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "add", "brv", "type", "bridge", "vlan_filtering", "1"],
+                           capture_output=True, text=True, check=False)
+    if built.returncode != 0 or sh(ns, "cat /sys/class/net/brv/bridge/vlan_filtering").strip() != "1":
+        pytest.skip("this kernel cannot build a VLAN-aware bridge (vlan_filtering 1): %s"
+                    % (built.stderr.strip() or "the flag stays 0"))
+    sh(ns, "ip link add vnet5 type veth peer name vnet5p && ip link set vnet5 master brv")
+    result = play(ns, tmp_path, {"state": "query", "ports": ["vnet0", "vnet5"]})[0]
+    assert result["ports"] == {"vnet0": "br10", "vnet5": "brv"} and result["vlan_aware"] == ["brv"]

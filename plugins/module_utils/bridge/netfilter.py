@@ -61,6 +61,9 @@ class Sysfs:
         master = os.path.basename(os.readlink(link))
         return master if self.is_bridge(master) else None
 
+    def vlan_filtering(self, bridge: str) -> bool:
+        return _read(self.path("sys/class/net", bridge, "bridge", "vlan_filtering")) == "1"
+
     def bridge_flags(self, bridge: str) -> Flags:
         return {f: int(_read(self.path("sys/class/net", bridge, "bridge", f)) or 0) for f in FLAGS}
 
@@ -79,15 +82,19 @@ def _read(path: str) -> str:
 
 @dataclass(frozen=True)
 class PortFacts:
-    """Where each VM port is: its bridge, None when it is on no bridge; missing = no such interface."""
+    """Where each VM port is: its bridge, None when it is on no bridge; missing = no such interface;
+    vlan_aware = those bridges that filter VLANs (vlan_filtering 1)."""
 
     bridges: Dict[str, Optional[str]]
     missing: Tuple[str, ...]
+    vlan_aware: Tuple[str, ...] = ()
 
 
 def port_facts(sysfs: Sysfs, ports: Sequence[str]) -> PortFacts:
     missing = tuple(p for p in ports if not sysfs.exists(p))
-    return PortFacts({p: sysfs.master(p) for p in ports if p not in missing}, missing)
+    bridges = {p: sysfs.master(p) for p in ports if p not in missing}
+    vlan_aware = tuple(sorted({b for b in bridges.values() if b and sysfs.vlan_filtering(b)}))
+    return PortFacts(bridges, missing, vlan_aware)
 
 
 @dataclass(frozen=True)

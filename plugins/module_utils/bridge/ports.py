@@ -72,6 +72,10 @@ def _host_ports(host: str, vms: List[Workload], hostvars) -> Tuple[Dict[str, str
             errors.append("%s: port %s of VM %s/%s does not exist on the host" % (where, vm.interface, vm.namespace, vm.name))
         elif not facts["ports"][vm.interface]:
             errors.append("%s: %s of VM %s/%s is not a port of any bridge" % (where, vm.interface, vm.namespace, vm.name))
+        elif facts["ports"][vm.interface] in (facts.get("vlan_aware") or ()):
+            errors.append("%s: the bridge %s of VM %s/%s filters VLANs (vlan_filtering 1): VLAN-aware bridges are "
+                          "not supported by this release (one conntrack zone per bridge would join its VLANs); use "
+                          "a bridge per VLAN" % (where, facts["ports"][vm.interface], vm.namespace, vm.name))
         else:
             found[vm.interface or ""] = facts["ports"][vm.interface]
     return found, errors
