@@ -219,10 +219,11 @@ def test_arp_and_neighbour_discovery_survive_deny_all(lab):
         probe = "import socket,sys; s=socket.socket(socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET, " \
                 "socket.SOCK_DGRAM); s.sendto(b'x', (sys.argv[1], 7000))"
         lab.run_in(web, "python3", "-c", probe, address)
-    deadline_probe = "ip neigh show dev eth0"
-    for _ in range(50):
-        neighbours = lab.run_in(web, *deadline_probe.split())
-        if all(re.search(r"^%s lladdr 52:54:00:77:00:02 " % re.escape(a), neighbours, re.M) for a in ("10.77.0.2", "fd77::2")):
+    neighbours = ""
+    for attempt in range(50):  # resolution is asynchronous: wait for it, at most 50 looks
+        neighbours = lab.run_in(web, "ip", "neigh", "show", "dev", "eth0")
+        if attempt and all(re.search(r"^%s lladdr 52:54:00:77:00:02 " % re.escape(a), neighbours, re.M)
+                           for a in ("10.77.0.2", "fd77::2")):
             break
         subprocess.run(["sleep", "0.1"], check=True)
     assert re.search(r"^10\.77\.0\.2 lladdr 52:54:00:77:00:02 ", neighbours, re.M), neighbours

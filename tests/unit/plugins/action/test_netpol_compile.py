@@ -216,7 +216,9 @@ VM2 = {"name": "vm2", "namespace": "shop", "labels": {"app": "web"}, "addresses"
 READ = {"ports": {"vnet0": "br10", "vnet1": "br10"}, "missing": [], "br_netfilter": True}
 
 
-def hypervisor(monkeypatch, facts=READ, vms=(VM1, VM2)):
+def hypervisor(monkeypatch, facts="read", vms=(VM1, VM2)):
+    """hv1 with these VMs and what the bridge query reported ("read": READ; None: no query ran)."""
+    facts = READ if facts == "read" else facts
     host_vars = {"netpol_addresses": ["10.0.0.50"], "netpol_workloads": list(vms)}
     if facts is not None:
         host_vars["netpol_bridge_facts"] = facts
