@@ -343,3 +343,25 @@ def test_overlapping_addresses_on_two_bridges_keep_separate_conntrack_state(make
                              capture_output=True, text=True, check=True).stdout
     # The br-b flow sits in br-b's zone; a-web's datagram was dropped before conntrack confirmed an entry.
     assert re.findall(r"zone=(\d+)", entries) == [str(zones([BRIDGE, "br-b"])["br-b"])], entries
+
+
+def test_a_hypervisor_that_is_a_workload_too_is_enforced_in_both_modes(make_lab):
+    """hv1 is a host-mode workload of namespace infra (its own INPUT/OUTPUT) and enforces for its VMs
+    (FORWARD): both apply, and hv1 still reaches its own VMs (node traffic)."""
+    prefix = "npb%sw-" % session_token()
+    three = {name: HOSTS[name] for name in ("a-web", "a-api", "b-db")}
+    hosts = inventory_hosts(prefix, {name: "hv1" for name in three}, three)
+    hosts["hv1"].update(netpol_namespace="infra", netpol_labels={"role": "hypervisor"},
+                        netpol_ports=[{"name": "ssh", "port": 22, "protocol": "TCP"}])
+    lab = make_lab(prefix, hosts, {"netpol_namespaces": dict(NAMESPACES, infra={"labels": {"env": "infra"}})})
+    policies = ROUND_SELECTORS + [
+        policy("infra", "locked", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"], "ingress": [
+            {"from": [{"namespaceSelector": pods(env="prod"), "podSelector": pods(tier="back")}]}]})]
+    path = lab.inventory.parent / "policies.json"
+    path.write_text(json.dumps({"netpol_policies": policies}))
+    out = run_playbook("playbooks/demo.yml", lab.inventory, "-e", "@%s" % path, *FAST).stdout
+    assert "flows, measured exactly as expected" in out
+    hv1 = prefix + "hv1"
+    assert re.search(r"%s\s+%sa-web\s+10\.77\.0\.1\s+tcp/80\s+allow\s+allow" % (hv1, prefix), out)  # node traffic
+    assert re.search(r"%sa-web\s+%s\s+10\.77\.0\.101\s+tcp/22\s+deny\s+deny" % (prefix, hv1), out)  # hv1's ingress
+    assert re.search(r"%sa-api\s+%s\s+10\.77\.0\.101\s+tcp/22\s+allow\s+allow" % (prefix, hv1), out)  # back tier
