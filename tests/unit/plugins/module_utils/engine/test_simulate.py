@@ -78,7 +78,7 @@ def test_vms_on_one_hypervisor_are_not_node_local_but_the_hypervisor_is():
 
     def vm(name, number):
         return {"name": name, "namespace": "shop", "labels": {"app": name}, "addresses": ["10.0.1.%d" % number],
-                "interface": "vnet%d" % number}
+                "interface": "vnet%d" % number, "mac": "52:54:00:00:01:%02x" % number}
     the_fleet = load_fleet({"hv1": {"netpol_addresses": ["10.0.0.1"], "netpol_namespace": "infra",
                                     "netpol_workloads": [vm("web", 1), vm("db", 2)]}}, None)
     deny = policies(policy("shop", "deny", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}))
