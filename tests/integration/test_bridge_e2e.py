@@ -69,7 +69,7 @@ def inventory_hosts(prefix: str, layout: Dict[str, str], hosts: Optional[Dict[st
         inventory[hypervisor]["netpol_workloads"].append({
             "name": name, "namespace": host_vars["netpol_namespace"], "labels": host_vars["netpol_labels"],
             "addresses": [a.split("/")[0] for a in host_vars["netpol_addresses"]], "ports": host_vars["netpol_ports"],
-            "interface": vm_port(name), "mac": vm_mac(index)})
+            "interface": vm_port(name), "mac": vm_mac(index), "antispoof": "off"})
     inventory["ext"] = dict(OUTSIDE)
     return inventory
 
@@ -324,7 +324,7 @@ def test_overlapping_addresses_on_two_bridges_keep_separate_conntrack_state(make
     hosts["b-vm"] = {"netpol_addresses": ["10.78.0.9/24"], "netpol_ports": [],
                      "lab_vm": {"hypervisor": prefix + "hv1", "bridge": "br-b", "port": "vm-b", "mac": vm_mac(9)}}
     hosts["hv1"]["netpol_workloads"].append({"name": "b-vm", "namespace": "beta", "addresses": ["10.78.0.9"],
-                                             "interface": "vm-b", "mac": vm_mac(9)})
+                                             "interface": "vm-b", "mac": vm_mac(9), "antispoof": "off"})
     lab = make_lab(prefix, hosts, {"netpol_namespaces": NAMESPACES})
     hypervisor = prefix + "hv1"
     for number in (1, 2):  # unmanaged neighbours on br-b, with the managed VMs' addresses

@@ -210,9 +210,9 @@ def test_nothing_is_executed_on_hosts_when_the_controller_is_known(transport):
 
 
 VM1 = {"name": "vm1", "namespace": "shop", "labels": {"app": "db"}, "addresses": ["10.0.1.5"], "interface": "vnet0",
-       "mac": "52:54:00:00:00:01"}
+       "mac": "52:54:00:00:00:01", "antispoof": "off"}
 VM2 = {"name": "vm2", "namespace": "shop", "labels": {"app": "web"}, "addresses": ["10.0.1.6"], "interface": "vnet1",
-       "mac": "52:54:00:00:00:02"}
+       "mac": "52:54:00:00:00:02", "antispoof": "off"}
 READ = {"ports": {"vnet0": "br10", "vnet1": "br10"}, "missing": [], "br_netfilter": True}
 
 
@@ -256,6 +256,8 @@ def test_a_host_that_declares_no_vms_any_more_still_gets_its_bridge_tables_clean
      "inventory host hv1: netpol_workloads[0].interface: port vnet0 of VM shop/vm1 does not exist on the host"),
     (dict(READ, ports={"vnet0": None}), (VM1,),
      "inventory host hv1: netpol_workloads[0].interface: vnet0 of VM shop/vm1 is not a port of any bridge"),
+    (READ, (dict(VM1, antispoof="full"),),
+     "inventory host hv1: netpol_workloads[0].antispoof: antispoof full is not applied by the enforce role"),
     (dict(READ, vlan_aware=["br10"]), (VM1,),
      "inventory host hv1: netpol_workloads[0].interface: the bridge br10 of VM shop/vm1 filters VLANs"),
     (READ, (VM1, dict(VM2, mac=VM1["mac"])),
