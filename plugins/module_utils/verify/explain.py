@@ -195,7 +195,7 @@ def explained_matrix(fleet: Fleet, policies: Sequence[Policy], probes: Sequence[
                      options: CompileOptions = CompileOptions()) -> List[Dict[str, Any]]:
     """simulate.matrix's records for the given probes, each with `why`: one line per side."""
     simulator = Simulator(fleet, policies, options)
-    by_host = {w.enforcer: w for w in fleet.workloads}
+    by_host = {w.enforcer: w for w in fleet.workloads if w.interface is None}  # a host's own workload, not its VMs
     records = []
     for probe in probes:
         src, dst = by_host.get(probe["src"]), by_host.get(probe["dst"])
