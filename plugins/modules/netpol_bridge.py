@@ -51,8 +51,10 @@ notes:
 attributes:
   check_mode:
     support: full
+    description: Reads the flags and the record and reports which flags would switch, without writing.
   diff_mode:
     support: full
+    description: Shows each flag of the bridges concerned before and after.
 """
 
 EXAMPLES = r"""
