@@ -19,10 +19,16 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from ansible import constants as C
 from ansible.plugins.action import ActionBase
 
+try:  # ansible-core 2.19+ tags values with the file and line they were read from
+    from ansible._internal._datatag._tags import Origin
+except ImportError:  # pragma: no cover - older ansible-core: errors name no place
+    Origin = None
+
 from ansible_collections.netpol.fleet.plugins.module_utils.bridge.ports import FACTS_VARIABLE, check_ports
-from ansible_collections.netpol.fleet.plugins.module_utils.engine.compile import compile_fleet
+from ansible_collections.netpol.fleet.plugins.module_utils.engine import settings
+from ansible_collections.netpol.fleet.plugins.module_utils.engine.compile import compile_fleet, limit_text
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.errors import InputErrors
-from ansible_collections.netpol.fleet.plugins.module_utils.engine.fleet import load_fleet
+from ansible_collections.netpol.fleet.plugins.module_utils.engine.fleet import load_fleet, unknown_namespace_errors
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.hoststate import HostState, IpSet
 from ansible_collections.netpol.fleet.plugins.module_utils.ipset.text import render_restore
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.ir import CompileOptions, Fleet, LogOptions, Policy
@@ -64,6 +70,9 @@ PRIVILEGED_OPTIONS = {
     "dns_resolvers": "netpol_dns_resolvers",
     "ssh_port": "netpol_ssh_port",
 }
+# The collection root (roles/ beside plugins/): the roles' argument specs name the known variables.
+COLLECTION_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEFAULT_CONTROL_PLANE_GROUP = "control_plane"
 
 ARGUMENT_SPEC = {
     "policies": {"type": "list", "elements": "raw", "default": []},
@@ -89,6 +98,12 @@ ARGUMENT_SPEC = {
         "limit": {"type": "str", "default": "10/min"},
         "burst": {"type": "int", "default": 5},
     }},
+    "rollback": {"type": "dict", "options": {
+        "timeout": {"type": "raw"},
+        "confirm_timeout": {"type": "raw"},
+        "dir": {"type": "raw"},
+    }},
+    "allow_no_policies": {"type": "bool", "default": False},
     "expected": {"type": "bool", "default": False},
     "probe_ports": {"type": "list", "elements": "dict"},
     "explain": {"type": "dict", "options": {
@@ -118,17 +133,24 @@ class ActionModule(ActionBase):
         hosts = args["hosts"] or list(task_vars.get("ansible_play_batch") or hostvars)
         base_dir = policy_base_dir(args["base_dir"], task_vars)
         controller = list(args["controller_addresses"]) or self._detected_controller(hostvars)
-        policies, fleet, warnings, errors = load_inputs(args, hostvars, base_dir)
+        errors = settings.unknown_variable_errors(variable_origins(task_vars), known_variables())
+        errors += variable_value_errors(args, task_vars.get("groups", {}))
+        policies, fleet, warnings, input_errors = load_inputs(args, hostvars, base_dir)
         if args["source"] == "kubernetes":  # one snapshot, here on the controller, never per host
             cluster = read_cluster(args["kubernetes"], hostvars, fleet, policies, args["namespaces"])
             policies, fleet = cluster.inputs.policies, cluster.inputs.fleet
-            warnings, errors = warnings + cluster.inputs.warnings, errors + cluster.inputs.errors
+            warnings, input_errors = warnings + cluster.inputs.warnings, input_errors + cluster.inputs.errors
             result["kubernetes"] = cluster.report
             self._display.display("netpol: Kubernetes snapshot of %s, credentials from %s, resourceVersions %s, "
                                   "pages %s" % (cluster.host, cluster.source, cluster.report["resource_versions"],
                                                 cluster.report["pages"]))
+        if not input_errors:  # the fleet is complete only now (inventory, plus the cluster's)
+            input_errors += [str(error) for error in unknown_namespace_errors(policies, fleet)]
+        errors += input_errors
         bridge_errors, port_bridges = check_ports(fleet, hostvars) if not errors else ([], {})
         errors += bridge_errors
+        if not policies and not input_errors and not args["allow_no_policies"]:
+            errors.append(NO_POLICIES)
         control_plane = task_vars.get("groups", {}).get(args["control_plane_group"], [])
         variables = privileged_vars(args, controller, fleet, control_plane)
         try:
@@ -180,6 +202,65 @@ def policy_base_dir(given: Optional[str], task_vars: Mapping[str, Any]) -> str:
     that defines the (first) host, else the current directory (`-i host1,host2,` has no directory).
     Never the playbook's directory: run by FQCN, that lies inside the installed collection."""
     return given or task_vars.get("inventory_dir") or os.getcwd()
+
+
+NO_POLICIES = (
+    "netpol_policies, netpol_policy_paths: no NetworkPolicy found in any source: this run would leave every "
+    "workload unisolated (every DROP removed). Removing protection is playbooks/remove.yml's job; if a fleet "
+    "without any policy is really meant, set netpol_allow_no_policies: true")
+
+
+def known_variables() -> frozenset:
+    return settings.known_variables(settings.role_options(COLLECTION_ROOT))
+
+
+def variable_origins(task_vars: Mapping[str, Any]) -> Dict[str, str]:
+    """Every netpol_ variable of this host and of every inventory host, with where it was set."""
+    found: Dict[str, str] = {}
+    sources = [task_vars] + [task_vars.get("hostvars", {})[h] for h in task_vars.get("hostvars", {})]
+    for variables in sources:
+        for name in [n for n in variables if str(n).startswith(settings.PREFIX) and str(n) not in found]:
+            found[str(name)] = origin_of(variables, name)
+    return found
+
+
+def origin_of(variables: Mapping[str, Any], name: str) -> str:
+    """file:line where Ansible read the variable, or "" when it cannot tell."""
+    if Origin is None:
+        return ""
+    try:
+        origin = Origin.get_tag(variables[name])
+    except Exception:  # noqa: BLE001 - a value that does not template still has a name to report
+        return ""
+    return str(origin) if origin is not None and origin is not Origin.UNKNOWN else ""
+
+
+def variable_value_errors(args: Mapping[str, Any], groups: Mapping[str, Any]) -> List[str]:
+    """Every value checked before any host changes, each error naming the variable users set."""
+    rollback = args.get("rollback") or {}
+    log = args.get("log") or {}
+    values = {
+        "netpol_ssh_port": args["ssh_port"],
+        "netpol_log_group": log.get("group"),
+        "netpol_log_burst": log.get("burst"),
+        "netpol_rollback_timeout": rollback.get("timeout"),
+        "netpol_rollback_confirm_timeout": rollback.get("confirm_timeout") if _positive(rollback.get("timeout")) else None,
+        "netpol_rollback_dir": rollback.get("dir"),
+    }
+    errors = settings.value_errors(values)
+    if log.get("limit") is not None:
+        try:
+            limit_text(str(log["limit"]))
+        except ValueError as reason:
+            errors.append("netpol_log_limit: %s" % reason)
+    group = args["control_plane_group"]
+    if group != DEFAULT_CONTROL_PLANE_GROUP and group not in groups:
+        errors.append("netpol_control_plane_group: %r is not a group of the inventory" % group)
+    return errors
+
+
+def _positive(value: Any) -> bool:
+    return str(value).strip().isdigit() and int(str(value).strip()) > 0
 
 
 def load_inputs(args: Mapping[str, Any], hostvars: Mapping[str, Any],

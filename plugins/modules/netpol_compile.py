@@ -16,6 +16,9 @@ description:
     still resolves peers against the whole fleet.
   - It validates all input (manifests, inventory variables, privileged rules) and fails with every error, each
     naming file, object and field, before any host is touched.
+  - Every variable with the C(netpol_) prefix, of the running host and of every inventory host, must be one the
+    collection knows (an option of one of its roles, a per-host inventory variable, or one it sets itself); an
+    unknown one fails the run, naming where it was set and the closest known name.
   - It builds the privileged static rules (SSH from the controller and management CIDRs, kube-apiserver,
     etcd, kubelet, DNS, DHCP, ICMPv6 neighbour discovery), warns when the controller would be left
     without an SSH path, and compiles every requested host's desired kernel state once.
@@ -147,6 +150,27 @@ options:
         description: Burst, as C(--limit-burst) takes it.
         type: int
         default: 5
+  rollback:
+    description:
+      - The enforce role's rollback variables, only checked here (before any host changes) so a bad value
+        names its variable instead of failing on a host.
+    type: dict
+    suboptions:
+      timeout:
+        description: C(netpol_rollback_timeout), 0-86400 seconds.
+        type: raw
+      confirm_timeout:
+        description: C(netpol_rollback_confirm_timeout), 1-86400 seconds (checked when the timeout is not 0).
+        type: raw
+      dir:
+        description: C(netpol_rollback_dir), an absolute path.
+        type: raw
+  allow_no_policies:
+    description:
+      - Compile even when no NetworkPolicy is found in any source. By default such a run fails, because it would
+        leave every workload unisolated.
+    type: bool
+    default: false
   expected:
     description: Also return the simulator's expected reachability matrix (flow records) in RV(expected).
     type: bool

@@ -12,7 +12,7 @@ host (or netpol_namespaces) and the variable path.
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.errors import InputError, InputErrors, Problems
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.ir import (
@@ -21,6 +21,7 @@ from ansible_collections.netpol.fleet.plugins.module_utils.engine.ir import (
     Fleet,
     NamedPort,
     Namespace,
+    Policy,
     Workload,
     labels_of,
 )
@@ -339,3 +340,16 @@ def _duplicate_addresses(found: List[Tuple[Workload, AddressOrigins]]) -> List[I
                     % (address, first.namespace, first.name, first.host),
                 ))
     return errors
+
+
+def unknown_namespace_errors(policies: Sequence[Policy], fleet: Fleet) -> List[InputError]:
+    """A policy in a namespace the fleet does not have (not in netpol_namespaces, no workload in it)
+    protects nothing and kube-apiserver refuses it: most often a typo that leaves the intended
+    namespace open, so it is an error naming the policy."""
+    known = {namespace.name for namespace in fleet.namespaces}
+    return [
+        InputError(policy.origin, policy.key, "metadata.namespace",
+                   "namespace %s does not exist: it is not in netpol_namespaces and no workload is in it "
+                   "(declare it in netpol_namespaces if it is meant to exist)" % quoted(policy.namespace))
+        for policy in policies if policy.namespace not in known
+    ]

@@ -12,6 +12,7 @@ netpol_privileged_defaults: false keeps only the user's rules.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
@@ -25,6 +26,12 @@ RULE_FIELDS = ("name", "direction", "protocol", "ports", "cidrs", "icmpv6_types"
 # The address-list variables: every one is read by the same grammar as ipBlock.cidr.
 CIDR_VARIABLES = ("netpol_controller_addresses", "netpol_management_cidrs", "netpol_admin_cidrs",
                   "netpol_dns_resolvers", "netpol_control_plane_addresses", "netpol_node_addresses")
+# Every default rule's name, whether or not this run's inventory makes it: an exclude of another
+# name is a typo that would leave the rule it meant in place.
+DEFAULT_NAMES = (
+    "ssh-management", "kube-apiserver", "kube-apiserver-out", "etcd", "etcd-out", "kubelet", "kubelet-out",
+    "dns-udp", "dns-tcp", "dhcp-client", "dhcp-client-reply", "dhcpv6-client", "dhcpv6-client-reply",
+)
 
 KUBE_APISERVER = (6443, 6443)
 ETCD = (2379, 2380)
@@ -54,9 +61,13 @@ def rules_from_vars(variables: Mapping[str, Any]) -> Tuple[PrivilegedRule, ...]:
         user_rules = _user_rules(variables.get("netpol_privileged_rules") or [])
     except PrivilegedError as e:
         errors += e.errors
+    excluded: set = set()
+    try:
+        excluded = _excluded(variables.get("netpol_privileged_exclude") or [])
+    except PrivilegedError as e:
+        errors += e.errors
     if errors:
         raise PrivilegedError(errors)
-    excluded = set(variables.get("netpol_privileged_exclude") or [])
     defaults = default_rules(variables) if variables.get("netpol_privileged_defaults", True) else ()
     replaced = {rule.name for rule in user_rules}
     kept = tuple(r for r in defaults if r.name not in excluded and r.name not in replaced)
@@ -70,6 +81,19 @@ def address_variables(variables: Mapping[str, Any]) -> Dict[str, Tuple[str, ...]
     if errors:
         raise PrivilegedError(errors)
     return found
+
+
+def _excluded(names: Sequence[Any]) -> set:
+    errors = []
+    for index, name in enumerate(names):
+        if name not in DEFAULT_NAMES:
+            close = difflib.get_close_matches(str(name), DEFAULT_NAMES, n=1)
+            hint = " (did you mean %r?)" % close[0] if close else ""
+            errors.append("netpol_privileged_exclude[%d]: %r is not the name of a default privileged rule%s"
+                          % (index, name, hint))
+    if errors:
+        raise PrivilegedError(errors)
+    return set(names)
 
 
 def default_rules(variables: Mapping[str, Any]) -> Tuple[PrivilegedRule, ...]:

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import re
 from pathlib import Path
 from typing import Any, Dict, List
 from unittest.mock import MagicMock
@@ -102,7 +104,7 @@ def test_every_input_error_is_reported_at_once_and_names_its_place():
 
 
 def test_bad_privileged_rule_is_named():
-    result = run({"privileged_rules": [{"name": "x", "direction": "sideways"}]})[0]
+    result = run({"policies": [DB_FROM_WEB], "privileged_rules": [{"name": "x", "direction": "sideways"}]})[0]
     assert result["failed"]
     assert result["errors"] == ["netpol_privileged_rules[0].direction: 'sideways' is not one of ingress, egress"]
 
@@ -126,12 +128,12 @@ def test_controller_detected_from_ssh_client_and_kept():
 
 
 def test_lockout_warning_over_ssh_when_nothing_keeps_the_controller():
-    warnings = run({"privileged_exclude": ["ssh-management"]}, transport="ssh")[1]
+    warnings = run({"policies": [DB_FROM_WEB], "privileged_exclude": ["ssh-management"]}, transport="ssh")[1]
     assert any("10.0.0.250" in w and "TCP 22" in w for w in warnings)
 
 
 def test_no_lockout_warning_for_hosts_reached_without_the_network():
-    warnings = run({"privileged_exclude": ["ssh-management"]})[1]
+    warnings = run({"policies": [DB_FROM_WEB], "privileged_exclude": ["ssh-management"]})[1]
     assert not [w for w in warnings if "controller" in w]
 
 
@@ -204,7 +206,7 @@ def test_only_netpol_and_address_variables_are_read():
 
 @pytest.mark.parametrize("transport", ["ssh", "netpol.fleet.netns"])
 def test_nothing_is_executed_on_hosts_when_the_controller_is_known(transport):
-    task = {"controller_addresses": ["10.0.0.250"]}
+    task = {"policies": [DB_FROM_WEB], "controller_addresses": ["10.0.0.250"]}
     result = run(task, transport=transport)[0]
     assert result["controller_addresses"] == ["10.0.0.250"]
 
@@ -298,3 +300,90 @@ def test_enforce_jump_position_reaches_every_jump(enforce):
     state = run({"policies": [DB_FROM_WEB], "enforce_jump_position": enforce})[0]["hosts"]["db"]
     jumps = [j for table in state["tables"] for j in table["jumps"]]
     assert jumps and all(j["enforce_position"] is enforce for j in jumps)
+
+
+# Fail closed on the variables themselves (issue 12.4, 13.1): nothing compiles, so no host changes.
+
+
+def run_with_vars(args: Dict[str, Any], **variables: Any):
+    """run() with extra variables on the running host (as task_vars) and on the inventory host web."""
+    inventory = dict(INVENTORY, web=dict(INVENTORY["web"], **variables.pop("web", {})))
+    task = MagicMock(async_val=0, check_mode=False, args=args)
+    connection = MagicMock(transport="netpol.fleet.netns")
+    connection._shell.tmpdir = None
+    action = ActionModule(task, connection, MagicMock(check_mode=False), loader=None, templar=None,
+                          shared_loader_obj=None)
+    action._display = MagicMock()
+    task_vars = dict(variables, hostvars=inventory, ansible_play_batch=["db"], playbook_dir="/nowhere",
+                     groups={"all": list(inventory), "control_plane": ["cp"]})
+    return action.run(task_vars=task_vars)
+
+
+@pytest.mark.parametrize("variables, message", [
+    ({"netpol_polices": []}, "netpol_polices: not a variable of netpol.fleet; did you mean netpol_policies?"),
+    ({"web": {"netpol_label": {"app": "x"}}}, "netpol_label: not a variable of netpol.fleet; did you mean netpol_labels?"),
+    ({"netpol_ssh_prot": 2222}, "netpol_ssh_prot: not a variable of netpol.fleet; did you mean netpol_ssh_port?"),
+])
+def test_an_unknown_netpol_variable_stops_the_run_with_the_closest_name(variables, message):
+    result = run_with_vars({"policies": [DB_FROM_WEB]}, **variables)
+    assert result["failed"] and "no host was changed" in result["msg"]
+    assert any(e.startswith(message) for e in result["errors"]), result["errors"]
+    assert "hosts" not in result
+
+
+def test_every_variable_the_collection_documents_or_sets_is_known():
+    """Each netpol_ name in the roles, playbooks, molecule scenarios and inventories is a known one, so a
+    variable added there without documenting it fails here rather than in users' runs."""
+    root = netpol_compile.COLLECTION_ROOT
+    used = set()
+    for top in ("roles", "playbooks", "molecule", "inventories"):
+        for directory, _dirs, files in os.walk(os.path.join(root, top)):
+            for name in files:
+                if name.endswith((".yml", ".yaml")):
+                    with open(os.path.join(directory, name), encoding="utf-8") as stream:
+                        used |= set(re.findall(r"(?<![.\w])netpol_[a-z0-9_]+", stream.read()))
+    assert used - netpol_compile.known_variables() == set()
+
+
+@pytest.mark.parametrize("args, message", [
+    ({"ssh_port": 70000}, "netpol_ssh_port: 70000 is not a port (1-65535)"),
+    ({"ssh_port": 0}, "netpol_ssh_port: 0 is not a port (1-65535)"),
+    ({"log": {"group": 70000, "limit": "10/min", "burst": 5}}, "netpol_log_group: 70000 is not an NFLOG group"),
+    ({"log": {"group": 1, "limit": "10/min", "burst": 0}}, "netpol_log_burst: 0 is not a limit burst (1-10000)"),
+    ({"log": {"group": 1, "limit": "often", "burst": 5}}, "netpol_log_limit: log limit 'often' is not N/second"),
+    ({"rollback": {"timeout": -5, "confirm_timeout": 1, "dir": "/run/x"}},
+     "netpol_rollback_timeout: -5 is not a number of seconds (0-86400)"),
+    ({"rollback": {"timeout": 120, "confirm_timeout": "0", "dir": "/run/x"}},
+     "netpol_rollback_confirm_timeout: '0' is not a number of seconds (1-86400)"),
+    ({"rollback": {"timeout": 120, "confirm_timeout": 60, "dir": "run/x"}},
+     "netpol_rollback_dir: 'run/x' is not an absolute path"),
+    ({"control_plane_group": "masters"}, "netpol_control_plane_group: 'masters' is not a group of the inventory"),
+    ({"privileged_exclude": ["ssh-managment"]},
+     "netpol_privileged_exclude[0]: 'ssh-managment' is not the name of a default privileged rule "
+     "(did you mean 'ssh-management'?)"),
+])
+def test_a_bad_value_is_named_by_its_variable_before_anything_compiles(args, message):
+    """netpol_ssh_port: 70000 used to pass compile and fail on every host in iptables-restore --test."""
+    result = run(dict(args, policies=[DB_FROM_WEB], management_cidrs=["10.0.0.240/28"]))[0]
+    assert result["failed"] and "no host was changed" in result["msg"]
+    assert any(e.startswith(message) for e in result["errors"]), result["errors"]
+
+
+def test_no_policy_from_any_source_stops_the_run_unless_allowed():
+    result = run({"policies": [], "policy_paths": []})[0]
+    assert result["failed"] and result["errors"] == [netpol_compile.NO_POLICIES]
+    assert "netpol_allow_no_policies" in result["errors"][0]
+    allowed = run({"policies": [], "allow_no_policies": True})[0]
+    assert not allowed.get("failed") and "db" in allowed["hosts"]
+
+
+def test_a_policy_in_a_namespace_that_does_not_exist_is_an_error():
+    """Not in netpol_namespaces, no workload in it: it protects nothing (kube-apiserver refuses it)."""
+    typo = dict(DB_FROM_WEB, metadata={"name": "db-from-web", "namespace": "shpo"})
+    result = run({"policies": [typo]})[0]
+    assert result["failed"]
+    assert result["errors"] == [
+        "netpol_policies[0]: shpo/db-from-web: metadata.namespace: namespace 'shpo' does not exist: it is not in "
+        "netpol_namespaces and no workload is in it (declare it in netpol_namespaces if it is meant to exist)"]
+    declared = run({"policies": [typo], "namespaces": {"shpo": {}}})[0]
+    assert not declared.get("failed"), declared
