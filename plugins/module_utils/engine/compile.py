@@ -169,7 +169,9 @@ class _Compiler:
             isolated = [(w, self._isolating(w, direction)) for w in workloads]
             isolated = [(w, ps) for w, ps in isolated if ps]
             dispatch = [rule for w, policies in isolated for rule in _dispatch(direction, w, family, len(workloads))]
-            base = self._base_rules(direction, family) + self._node_to_vms(direction, family, workloads, vms, used) + dispatch
+            invalid = [rule for w, _ps in isolated if w.interface is None  # host mode: the host's own traffic
+                       for rule in _invalid_drop(direction, w, family, len(workloads))]
+            base = self._base_rules(direction, family, invalid) + self._node_to_vms(direction, family, workloads, vms, used) + dispatch
             chains.append(Chain(direction.chain, tuple(base)))
             for workload, policies in isolated:
                 rules = self._workload_rules(direction, family, workload, policies, used)
@@ -191,11 +193,19 @@ class _Compiler:
     def _isolating(self, workload: Workload, direction: Direction) -> List[Policy]:
         return [p for p in self.targets.get(id(workload), ()) if direction.policy_type in p.policy_types]
 
-    def _base_rules(self, direction: Direction, family: int) -> List[str]:
+    def _base_rules(self, direction: Direction, family: int, invalid: List[str]) -> List[str]:
+        """Loopback, replies, vital ICMPv6, INVALID drops of isolated workloads, privileged paths.
+
+        The INVALID drop comes before the privileged RETURNs: a packet conntrack cannot place
+        (SYN+FIN, out-of-window) is no management connection, and once RETURNed it would be
+        past the collection's reach. Only for isolated workloads: a host no policy isolates
+        keeps whatever its own firewall does with them.
+        """
         label = label_match("netpol %s entry chain of this host" % direction.label)
         rules = ["%s lo %s -j RETURN" % (direction.iface, label), ESTABLISHED]
         if family == 6:
             rules += ["-p ipv6-icmp -m icmp6 --icmpv6-type %d -j RETURN" % t for t in VITAL_ICMPV6]
+        rules += invalid
         for privileged in self.options.privileged:
             if privileged.direction == direction.label:
                 rules += _privileged_rules(privileged, direction, family)
@@ -328,6 +338,14 @@ def _dispatch(direction: Direction, workload: Workload, family: int, workloads_o
     return ["%s %s%s -j %s" % (direction.local, a, suffix, chain) for a in workload.addresses_of(family)]
 
 
+def _invalid_drop(direction: Direction, workload: Workload, family: int, workloads_on_host: int) -> List[str]:
+    """The INVALID drop of an isolated workload: every packet in host mode, by address otherwise."""
+    if workloads_on_host == 1:
+        return [INVALID]
+    suffix = "/32" if family == 4 else "/128"
+    return ["%s %s%s %s" % (direction.local, a, suffix, INVALID) for a in workload.addresses_of(family)]
+
+
 @dataclass(frozen=True)
 class PortPlan:
     """A rule's ports: numeric ranges per protocol ([None] = every port), named ports left to
@@ -404,11 +422,17 @@ def _privileged_rules(rule: PrivilegedRule, direction: Direction, family: int) -
     cidrs = [c for c in rule.cidrs if (":" in c) == (family == 6)]
     if rule.cidrs and not cidrs:
         return []
-    address_flag = "-s" if direction.policy_type == INGRESS else "-d"
-    remotes = ["%s %s " % (address_flag, _host_cidr(c)) if not c.endswith("/0") else "" for c in cidrs] or [""]
+    locals_ = [c for c in rule.local_cidrs if (":" in c) == (family == 6)]
+    if rule.local_cidrs and not locals_:
+        return []
+    remote_flag, local_flag = ("-s", "-d") if direction.policy_type == INGRESS else ("-d", "-s")
+    remotes = ["%s %s " % (remote_flag, _host_cidr(c)) if not c.endswith("/0") else "" for c in cidrs] or [""]
+    owns = ["%s %s " % (local_flag, _host_cidr(c)) if not c.endswith("/0") else "" for c in locals_] or [""]
+    # iptables-save prints -s before -d: keep its order so the texts compare equal.
+    pairs = [(r, o) if remote_flag == "-s" else (o, r) for r in remotes for o in owns]
     comment = comment_match("privileged %s" % rule.name)
     matches = _privileged_matches(rule)
-    return ["%s%s%s -j RETURN" % (remote, match, comment) for remote in remotes for match in matches]
+    return ["%s%s%s%s -j RETURN" % (first, second, match, comment) for first, second in pairs for match in matches]
 
 
 def _privileged_matches(rule: PrivilegedRule) -> List[str]:

@@ -194,7 +194,9 @@ class PrivilegedRule:
     """A static path no policy may cut (GUIDE section 4).
 
     direction 'ingress' or 'egress'; protocol TCP, UDP, SCTP, ICMPV6 or ALL; ports a
-    (first, last) range or None for every port; cidrs empty = from/to anywhere.
+    (first, last) range or None for every port; cidrs empty = from/to anywhere; local_cidrs
+    the host's own side (ingress: destination), empty = every host, so a fleet-wide rule can
+    hold only on the hosts that own those addresses (a DNS resolver in the fleet).
     """
 
     name: str
@@ -203,6 +205,7 @@ class PrivilegedRule:
     ports: Optional[Tuple[int, int]] = None
     cidrs: Tuple[str, ...] = ()
     icmpv6_types: Tuple[int, ...] = ()
+    local_cidrs: Tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

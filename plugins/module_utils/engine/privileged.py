@@ -30,7 +30,7 @@ CIDR_VARIABLES = ("netpol_controller_addresses", "netpol_management_cidrs", "net
 # name is a typo that would leave the rule it meant in place.
 DEFAULT_NAMES = (
     "ssh-management", "kube-apiserver", "kube-apiserver-out", "etcd", "etcd-out", "kubelet", "kubelet-out",
-    "dns-udp", "dns-tcp", "dhcp-client", "dhcp-client-reply", "dhcpv6-client", "dhcpv6-client-reply",
+    "dns-udp", "dns-tcp", "dns-server-udp", "dns-server-tcp", "dhcp-client", "dhcp-client-reply", "dhcpv6-client", "dhcpv6-client-reply",
 )
 
 KUBE_APISERVER = (6443, 6443)
@@ -118,6 +118,7 @@ def default_rules(variables: Mapping[str, Any]) -> Tuple[PrivilegedRule, ...]:
         PrivilegedRule("dns-udp", "egress", "UDP", (53, 53), resolvers),
         PrivilegedRule("dns-tcp", "egress", "TCP", (53, 53), resolvers),
     ]
+    rules += _resolver_rules(resolvers, nodes)
     if variables.get("netpol_privileged_dhcp", True):
         rules += [
             PrivilegedRule("dhcp-client", "egress", "UDP", (67, 67)),
@@ -126,6 +127,27 @@ def default_rules(variables: Mapping[str, Any]) -> Tuple[PrivilegedRule, ...]:
             PrivilegedRule("dhcpv6-client-reply", "ingress", "UDP", (546, 546)),
         ]
     return tuple(rules)
+
+
+def _resolver_rules(resolvers: Tuple[str, ...], nodes: Tuple[str, ...]) -> List[PrivilegedRule]:
+    """Ingress on 53 at the resolvers that are fleet hosts: the egress rules alone keep DNS
+    only to resolvers outside the fleet, a deny-all on the resolver host would cut it.
+
+    From every fleet host (they are the clients the egress rules let out); on the hosts that
+    own a resolver address only (local_cidrs), so no other host opens 53.
+    """
+    in_fleet = tuple(r for r in resolvers if any(_contains(r, node) for node in nodes))
+    if not in_fleet:
+        return []
+    return [
+        PrivilegedRule("dns-server-udp", "ingress", "UDP", (53, 53), nodes, local_cidrs=in_fleet),
+        PrivilegedRule("dns-server-tcp", "ingress", "TCP", (53, 53), nodes, local_cidrs=in_fleet),
+    ]
+
+
+def _contains(cidr: str, address: str) -> bool:
+    network, ip = ipaddress.ip_network(cidr), ipaddress.ip_network(address, strict=False)
+    return network.version == ip.version and ip.subnet_of(network)
 
 
 def _kubernetes_rules(
@@ -187,6 +209,7 @@ def rule_to_dict(rule: PrivilegedRule) -> Dict[str, Any]:
         "ports": list(rule.ports) if rule.ports else None,
         "cidrs": list(rule.cidrs),
         "icmpv6_types": list(rule.icmpv6_types),
+        "local_cidrs": list(rule.local_cidrs),
     }
 
 

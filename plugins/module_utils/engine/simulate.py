@@ -205,7 +205,7 @@ class _Flow:
         local, remote = (self.destination, self.source) if policy_type == INGRESS else (self.source, self.destination)
         if local.workload is None:
             return Side(label, True, "outside the fleet: not enforced here")
-        privileged = [r.name for r in self.simulator.options.privileged if self._privileged_allows(r, label, remote)]
+        privileged = [r.name for r in self.simulator.options.privileged if self._privileged_allows(r, label, local, remote)]
         if privileged:
             return Side(label, True, "privileged %s" % ", ".join(privileged), allowed_by=tuple("privileged " + n for n in privileged))
         isolating = self.simulator.isolating(local.workload, policy_type)
@@ -245,8 +245,10 @@ class _Flow:
             return False
         return owner.resolve_port(spec.port, spec.protocol) == self.port
 
-    def _privileged_allows(self, rule: PrivilegedRule, direction: str, remote: _End) -> bool:
+    def _privileged_allows(self, rule: PrivilegedRule, direction: str, local: _End, remote: _End) -> bool:
         if rule.direction != direction or rule.protocol not in ("ALL", self.protocol):
+            return False
+        if rule.local_cidrs and not any(_in_cidr(local.address, c) for c in rule.local_cidrs):
             return False
         if rule.ports is not None and not rule.ports[0] <= self.port <= rule.ports[1]:
             return False

@@ -27,6 +27,7 @@ from ansible_collections.netpol.fleet.plugins.module_utils.engine.hoststate impo
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.ir import CompileOptions, LogOptions
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.names import LABEL_MAX, set_name
 from ansible_collections.netpol.fleet.plugins.module_utils.iptables.text import rule_comment
+from ansible_collections.netpol.fleet.plugins.module_utils.engine.privileged import rules_from_vars
 
 from engine_cases import CASES, INVENTORY, OPTIONS, fleet, policies, policy, select
 
@@ -161,6 +162,38 @@ def test_families_never_mix_and_an_ipv4_policy_isolates_ipv6():
                               'policies shop/db" -j DROP',
                               '-m comment --comment "shop/db isolated for ingress" -j DROP')
     assert all(s.family == "inet" for s in state.sets)
+
+
+def test_invalid_packets_drop_before_the_privileged_paths_of_isolated_workloads_only():
+    """A SYN+FIN to a privileged port is no management connection (issue 12.7)."""
+    drawn = policies(policy("shop", "db", {"podSelector": select("db"), "ingress": []}))
+    states = compile_fleet(fleet(), drawn, OPTIONS)
+    base = next(c for c in states["db"].table("ipv4").chains if c.name == "NETPOL-INGRESS").rules
+    invalid = base.index("-m conntrack --ctstate INVALID -j DROP")
+    assert invalid == 2 and all("privileged" in r for r in base[invalid + 1:-1])
+    egress = next(c for c in states["db"].table("ipv4").chains if c.name == "NETPOL-EGRESS").rules
+    assert "-m conntrack --ctstate INVALID -j DROP" not in egress  # db is not isolated for egress
+    web = [r for c in states["web"].table("ipv4").chains for r in c.rules]
+    assert not [r for r in web if "INVALID" in r]  # nothing isolates web: its own firewall decides
+
+
+def test_a_resolver_in_the_fleet_keeps_ingress_dns_from_the_fleet_on_that_host_only():
+    """dns-udp/dns-tcp are egress; a deny-all on the resolver host would cut them (issue 12.5)."""
+    variables = {"netpol_dns_resolvers": ["10.0.1.2", "192.0.2.53"], "netpol_node_addresses": ["10.0.1.1", "10.0.1.2"]}
+    rules = rules_from_vars(variables)
+    server = [r for r in rules if r.name.startswith("dns-server-")]
+    assert [(r.name, r.direction, r.protocol, r.cidrs, r.local_cidrs) for r in server] == [
+        ("dns-server-udp", "ingress", "UDP", ("10.0.1.1/32", "10.0.1.2/32"), ("10.0.1.2/32",)),
+        ("dns-server-tcp", "ingress", "TCP", ("10.0.1.1/32", "10.0.1.2/32"), ("10.0.1.2/32",)),
+    ]
+    drawn = policies(policy("shop", "db", {"podSelector": {}, "ingress": []}))
+    states = compile_fleet(fleet(), drawn, CompileOptions(privileged=rules))
+    base = next(c for c in states["db"].table("ipv4").chains if c.name == "NETPOL-INGRESS").rules
+    assert '-s 10.0.1.1/32 -d 10.0.1.2/32 -p udp -m udp --dport 53 -m comment --comment "privileged dns-server-udp" ' \
+        '-j RETURN' in base
+    v6 = [r for c in states["db"].table("ipv6").chains for r in c.rules]
+    assert not [r for r in v6 if "dns-server" in r]  # an IPv4 resolver opens nothing in ip6tables
+    assert not [r for r in rules_from_vars({"netpol_node_addresses": ["10.0.1.2"]}) if "server" in r.name]
 
 
 def test_zero_prefix_is_split_and_excepts_are_nomatch():
