@@ -28,7 +28,11 @@ from ansible_collections.netpol.fleet.plugins.module_utils.bridge.ports import F
 from ansible_collections.netpol.fleet.plugins.module_utils.engine import settings
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.compile import compile_fleet, limit_text
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.errors import InputErrors
-from ansible_collections.netpol.fleet.plugins.module_utils.engine.fleet import load_fleet, unknown_namespace_errors
+from ansible_collections.netpol.fleet.plugins.module_utils.engine.fleet import (
+    default_deny_policies,
+    load_fleet,
+    unknown_namespace_errors,
+)
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.hoststate import HostState, IpSet
 from ansible_collections.netpol.fleet.plugins.module_utils.ipset.text import render_restore
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.ir import CompileOptions, Fleet, LogOptions, Policy
@@ -104,6 +108,7 @@ ARGUMENT_SPEC = {
         "dir": {"type": "raw"},
     }},
     "allow_no_policies": {"type": "bool", "default": False},
+    "default_deny": {"type": "bool", "default": False},
     "expected": {"type": "bool", "default": False},
     "probe_ports": {"type": "list", "elements": "dict"},
     "explain": {"type": "dict", "options": {
@@ -149,8 +154,10 @@ class ActionModule(ActionBase):
         errors += input_errors
         bridge_errors, port_bridges = check_ports(fleet, hostvars) if not errors else ([], {})
         errors += bridge_errors
-        if not policies and not input_errors and not args["allow_no_policies"]:
+        if not policies and not input_errors and not args["allow_no_policies"] and not args["default_deny"]:
             errors.append(NO_POLICIES)
+        if args["default_deny"]:
+            policies += default_deny_policies(fleet)
         control_plane = task_vars.get("groups", {}).get(args["control_plane_group"], [])
         variables = privileged_vars(args, controller, fleet, control_plane)
         try:
@@ -163,6 +170,8 @@ class ActionModule(ActionBase):
         options = CompileOptions(privileged=privileged, log=log_options(args["log"]),
                                  enforce_jump_position=args["enforce_jump_position"])
         states = compile_fleet(fleet, policies, options, hosts=hosts, port_bridges=port_bridges)
+        outside = sorted(set(hostvars) - set(task_vars.get("ansible_play_hosts_all") or hostvars))
+        warnings += limited_run_warnings(fleet, policies, options, hosts, outside, port_bridges)
         if self._connection.transport not in LOCAL_CONNECTIONS:
             warnings += lockout_warnings(privileged, controller, args["ssh_port"])
         for warning in warnings:
@@ -279,6 +288,32 @@ def load_inputs(args: Mapping[str, Any], hostvars: Mapping[str, Any],
     except InputErrors as e:
         errors += [str(error) for error in e.errors]
     return policies, fleet, list(warnings), errors
+
+
+def limited_run_warnings(fleet: Fleet, policies: Sequence[Policy], options: CompileOptions,
+                         in_run: Sequence[str], outside: Sequence[str], port_bridges=None) -> List[str]:
+    """A --limit run changes only its hosts, but hosts outside it hold the run's workloads'
+    addresses in their sets: a workload that is new (or moved, or relabelled) is not yet known
+    there, so those peers keep denying it (or allowing its old address) until they run too.
+    The warning names them; updating them in this run would break --limit's promise."""
+    if not outside:
+        return []
+    ours = {a for w in fleet.workloads if w.host in set(in_run) for a in w.addresses}
+    states = compile_fleet(fleet, policies, options, hosts=outside, port_bridges=port_bridges)
+    peers = [host for host, state in states.items()
+             if any(_member_address(m.entry) in ours for s in state.sets for m in s.members)]
+    if not peers:
+        return []
+    return ["netpol: this run is limited: %s, outside it, select workloads of this run (%s) by address. "
+            "A workload that is new or changed its addresses or labels is not in their sets until they run "
+            "too (until then they deny it or allow its old state): run again without --limit, or with "
+            "--limit %s" % (", ".join(peers), ", ".join(sorted(set(in_run))), ",".join(sorted(set(in_run) | set(peers))))]
+
+
+def _member_address(entry: str) -> str:
+    """The address of a set entry (10.0.0.1, 10.0.0.1/32, 10.0.0.1,tcp:80)."""
+    address = entry.split(",")[0]
+    return address.rsplit("/", 1)[0] if address.endswith(("/32", "/128")) else address
 
 
 def probes_between(hostvars: Mapping[str, Mapping[str, Any]], hosts: Sequence[str],

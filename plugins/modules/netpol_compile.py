@@ -160,7 +160,7 @@ options:
         description: C(netpol_rollback_timeout), 0-86400 seconds.
         type: raw
       confirm_timeout:
-        description: C(netpol_rollback_confirm_timeout), 1-86400 seconds (checked when the timeout is not 0).
+        description: C(netpol_rollback_confirm_timeout), 0-86400 seconds (checked when the timeout is not 0).
         type: raw
       dir:
         description: C(netpol_rollback_dir), an absolute path.
@@ -169,6 +169,12 @@ options:
     description:
       - Compile even when no NetworkPolicy is found in any source. By default such a run fails, because it would
         leave every workload unisolated.
+    type: bool
+    default: false
+  default_deny:
+    description:
+      - Add a deny-all (Ingress and Egress) in every namespace with workloads (C(netpol_default_deny)), so a
+        workload no policy selects is isolated. Policies are additive, so what any policy allows stays allowed.
     type: bool
     default: false
   expected:
@@ -223,6 +229,8 @@ attributes:
 notes:
   - Run it with C(run_once) and register the result; each host applies C(result.hosts[inventory_hostname]).
   - Hosts outside a C(--limit) without C(netpol_addresses) need cached facts to be resolved.
+  - A C(--limit) run warns when hosts outside it select workloads of the run by address (their sets are not
+    updated by this run).
 seealso:
   - module: netpol.fleet.netpol_host
   - module: netpol.fleet.ipset

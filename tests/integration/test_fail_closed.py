@@ -18,6 +18,8 @@ restored with the raw tools, then real packets decide:
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -26,7 +28,7 @@ from typing import Dict, List
 import pytest
 
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.compile import compile_fleet
-from ansible_collections.netpol.fleet.plugins.module_utils.engine.fleet import load_fleet
+from ansible_collections.netpol.fleet.plugins.module_utils.engine.fleet import default_deny_policies, load_fleet
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.ir import CompileOptions
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.parse import load_policies
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.privileged import rules_from_vars
@@ -167,3 +169,80 @@ def test_an_invalid_packet_to_a_privileged_port_does_not_pass(enforced, prefix, 
         observer.kill()
         observer.wait()
     assert seen == {"syn": 1, "synfin": 0}
+
+
+@pytest.mark.parametrize("default_deny, reachable", [(False, True), (True, False)])
+def test_default_deny_isolates_a_host_no_policy_selects_from_its_first_run(lab, prefix, default_deny, reachable):
+    """netpol_default_deny (issue 12.8): a new host that no policy selects is closed by the first run
+    on it (only the privileged paths stay: DNS out to the resolver), instead of open until a policy
+    selects it. What the collection owns is removed first, so each case is a host's first run."""
+    for host in lab:
+        remove_owned(host)
+    fleet = load_fleet(lab, {})
+    cp = lab[prefix + "cp"]["netpol_addresses"]
+    nodes = [a for variables in lab.values() for a in variables["netpol_addresses"]]
+    privileged = rules_from_vars({"netpol_dns_resolvers": cp, "netpol_node_addresses": nodes})
+    policies = default_deny_policies(fleet) if default_deny else ()
+    for host, state in compile_fleet(fleet, policies, CompileOptions(privileged=privileged)).items():
+        apply(host, state)
+    node, node_addresses = prefix + "node", lab[prefix + "node"]["netpol_addresses"]
+    into_node = [f for a in node_addresses for f in flows(prefix + "cp", a, 53)]
+    assert _probe_all(into_node) == [reachable] * 4
+    assert _probe_all(flows(node, "10.78.0.1", 6443, ("tcp",))) == [reachable]  # no kube rules: plain egress
+    out_to_dns = [f for a in cp for f in flows(node, a, 53)]
+    assert _probe_all(out_to_dns) == [True] * 4  # privileged both ways: out of node, into the resolver
+
+
+def remove_owned(host: str) -> None:
+    """Our jumps, chains and sets only, with the raw tools (the remove role's job, done by hand)."""
+    for tool in ("iptables", "ip6tables"):
+        saved = in_ns(host, tool + "-save", "-t", "filter")
+        for base, chain in (("INPUT", "NETPOL-INGRESS"), ("OUTPUT", "NETPOL-EGRESS")):
+            if "-A %s -j %s" % (base, chain) in saved:
+                in_ns(host, tool, "-w", "-D", base, "-j", chain)
+        owned = [line.split()[0][1:] for line in saved.splitlines() if line.startswith(":NETPOL-")]
+        for chain in owned:
+            in_ns(host, tool, "-w", "-F", chain)
+        for chain in owned:
+            in_ns(host, tool, "-w", "-X", chain)
+    for name in in_ns(host, "ipset", "list", "-n").split():
+        if name.startswith(("netpol4-", "netpol6-")):
+            in_ns(host, "ipset", "destroy", name)
+
+
+POLICY_T = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "deny-all", "namespace": "t"}, "spec": {"podSelector": {}}}
+
+
+def test_mistakes_in_variables_stop_site_yml_before_any_host_changes(make_lab):
+    """Through ansible-playbook, so the place Ansible read a variable from is real (issue 12.4, 13.1,
+    12.2): a misspelt variable, a port out of range, a policy in a namespace that does not exist and
+    a run without any policy each stop the play, and the host's tables stay as they were."""
+    from conftest import run_playbook
+    from test_enforce_e2e import session_token
+
+    lab = make_lab("npf%sv-" % session_token(), {"a": {"netpol_namespace": "t",
+                                                      "netpol_addresses": ["10.79.0.1/24", "fd79::1/64"]}})
+    group_vars = lab.inventory.parent / "group_vars" / "all.yml"
+    group_vars.parent.mkdir()
+    group_vars.write_text("---\nnetpol_polices:\n  - %s\n" % json.dumps(POLICY_T))
+    before = {tool: in_ns(lab.hosts[0], tool) for tool in ("iptables-save", "ip6tables-save")}
+    fast = ("-e", "netpol_gather_facts=false")
+
+    typo = run_playbook("playbooks/site.yml", lab.inventory, *fast, check=False)
+    assert typo.returncode != 0
+    assert re.search(r"netpol_polices \(set in %s:\d+:\d+\): not a variable of netpol.fleet; did you mean "
+                     r"netpol_policies\?" % re.escape(str(group_vars)), typo.stdout), typo.stdout
+    group_vars.write_text("---\n")
+    policies = ("-e", json.dumps({"netpol_policies": [POLICY_T]}))
+    port = run_playbook("playbooks/site.yml", lab.inventory, *fast, *policies, "-e", "netpol_ssh_port=70000",
+                        check=False)
+    assert port.returncode != 0 and "netpol_ssh_port: 70000 is not a port (1-65535)" in port.stdout
+    elsewhere = ("-e", json.dumps({"netpol_policies": [dict(POLICY_T, metadata={"name": "x", "namespace": "tt"})]}))
+    namespace = run_playbook("playbooks/site.yml", lab.inventory, *fast, *elsewhere, check=False)
+    assert namespace.returncode != 0 and "namespace 'tt' does not exist" in namespace.stdout
+    nothing = run_playbook("playbooks/site.yml", lab.inventory, *fast, check=False)
+    assert nothing.returncode != 0 and "no NetworkPolicy found in any source" in nothing.stdout
+    for result in (typo, port, namespace, nothing):
+        assert "no host was changed" in result.stdout
+    assert {tool: in_ns(lab.hosts[0], tool) for tool in before} == before

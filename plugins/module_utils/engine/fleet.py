@@ -16,9 +16,12 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.errors import InputError, InputErrors, Problems
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.ir import (
+    EGRESS,
+    INGRESS,
     METADATA_NAME,
     PROTOCOLS,
     Fleet,
+    LabelSelector,
     NamedPort,
     Namespace,
     Policy,
@@ -353,3 +356,22 @@ def unknown_namespace_errors(policies: Sequence[Policy], fleet: Fleet) -> List[I
                    "(declare it in netpol_namespaces if it is meant to exist)" % quoted(policy.namespace))
         for policy in policies if policy.namespace not in known
     ]
+
+
+# Not a valid NetworkPolicy name (underscores), so it can never collide with a user's policy.
+DEFAULT_DENY_NAME = "netpol_default_deny"
+
+
+def default_deny_policies(fleet: Fleet) -> Tuple[Policy, ...]:
+    """netpol_default_deny: a deny-all (Ingress and Egress, no rules) in every namespace that has
+    workloads, so a workload no policy selects is isolated from the first run that programs it.
+
+    As policies they are additive like any other: a workload some policy allows something keeps
+    exactly that, and the simulator, the verify matrix and the rule comments see them too.
+    """
+    namespaces = sorted({w.namespace for w in fleet.workloads if w.namespace})
+    return tuple(
+        Policy(namespace=namespace, name=DEFAULT_DENY_NAME, pod_selector=LabelSelector(),
+               policy_types=(INGRESS, EGRESS), origin=DEFAULT_DENY_NAME)
+        for namespace in namespaces
+    )

@@ -109,6 +109,6 @@ VALUE_CHECKS = {
     "netpol_log_group": _in_range(*NFLOG_GROUP_RANGE, "an NFLOG group"),
     "netpol_log_burst": _in_range(*LIMIT_BURST_RANGE, "a limit burst"),
     "netpol_rollback_timeout": _in_range(0, 86400, "a number of seconds"),
-    "netpol_rollback_confirm_timeout": _in_range(1, 86400, "a number of seconds"),
+    "netpol_rollback_confirm_timeout": _in_range(0, 86400, "a number of seconds"),
     "netpol_rollback_dir": _absolute_path,
 }

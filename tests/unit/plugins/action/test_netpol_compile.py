@@ -353,8 +353,8 @@ def test_every_variable_the_collection_documents_or_sets_is_known():
     ({"log": {"group": 1, "limit": "often", "burst": 5}}, "netpol_log_limit: log limit 'often' is not N/second"),
     ({"rollback": {"timeout": -5, "confirm_timeout": 1, "dir": "/run/x"}},
      "netpol_rollback_timeout: -5 is not a number of seconds (0-86400)"),
-    ({"rollback": {"timeout": 120, "confirm_timeout": "0", "dir": "/run/x"}},
-     "netpol_rollback_confirm_timeout: '0' is not a number of seconds (1-86400)"),
+    ({"rollback": {"timeout": 120, "confirm_timeout": "-1", "dir": "/run/x"}},
+     "netpol_rollback_confirm_timeout: '-1' is not a number of seconds (0-86400)"),
     ({"rollback": {"timeout": 120, "confirm_timeout": 60, "dir": "run/x"}},
      "netpol_rollback_dir: 'run/x' is not an absolute path"),
     ({"control_plane_group": "masters"}, "netpol_control_plane_group: 'masters' is not a group of the inventory"),
@@ -387,3 +387,38 @@ def test_a_policy_in_a_namespace_that_does_not_exist_is_an_error():
         "netpol_namespaces and no workload is in it (declare it in netpol_namespaces if it is meant to exist)"]
     declared = run({"policies": [typo], "namespaces": {"shpo": {}}})[0]
     assert not declared.get("failed"), declared
+
+
+def test_default_deny_isolates_workloads_no_policy_selects_and_keeps_what_policies_allow():
+    result = run({"policies": [DB_FROM_WEB], "default_deny": True}, batch=("web", "db"))[0]
+    web = rules_of(result["hosts"]["web"])
+    assert any('"shop/web isolated for ingress" -j DROP' in r for r in web)
+    assert any('"shop/web isolated for egress" -j DROP' in r for r in web)
+    assert any("shop/db-from-web ingress[0]" in r for r in rules_of(result["hosts"]["db"]))
+    off = rules_of(run({"policies": [DB_FROM_WEB]}, batch=("web",))[0]["hosts"]["web"])
+    assert not [r for r in off if "isolated" in r]
+
+
+def test_default_deny_alone_is_a_run_with_policies():
+    result = run({"policies": [], "default_deny": True}, batch=("web",))[0]
+    assert not result.get("failed"), result
+
+
+def limited(batch, play_hosts):
+    task = MagicMock(async_val=0, check_mode=False, args={"policies": [DB_FROM_WEB]})
+    connection = MagicMock(transport="netpol.fleet.netns")
+    action = ActionModule(task, connection, MagicMock(check_mode=False), loader=None, templar=None,
+                          shared_loader_obj=None)
+    action._display = MagicMock()
+    action.run(task_vars={"hostvars": INVENTORY, "ansible_play_batch": list(batch), "playbook_dir": "/nowhere",
+                          "ansible_play_hosts_all": list(play_hosts),
+                          "groups": {"all": list(INVENTORY), "control_plane": ["cp"]}})
+    return [c.args[0] for c in action._display.warning.call_args_list if "limited" in c.args[0]]
+
+
+def test_a_limited_run_names_the_peers_outside_it_that_hold_its_workloads_addresses():
+    """--limit web: db (outside) allows web by address; a new or changed web is unknown there until db runs."""
+    (warning,) = limited(["web"], ["web"])
+    assert "db, outside it, select workloads of this run (web)" in warning and "--limit db,web" in warning
+    assert limited(["db"], ["db"]) == []  # nobody outside selects db
+    assert limited(["web"], list(INVENTORY)) == []  # serial batches: the others run in this play
