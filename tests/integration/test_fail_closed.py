@@ -221,8 +221,8 @@ def test_mistakes_in_variables_stop_site_yml_before_any_host_changes(make_lab):
     from conftest import run_playbook
     from test_enforce_e2e import session_token
 
-    lab = make_lab("npf%sv-" % session_token(), {"a": {"netpol_namespace": "t",
-                                                      "netpol_addresses": ["10.79.0.1/24", "fd79::1/64"]}})
+    host = {"netpol_namespace": "t", "netpol_addresses": ["10.79.0.1/24", "fd79::1/64"]}
+    lab = make_lab("npf%sv-" % session_token(), {"a": host})
     group_vars = lab.inventory.parent / "group_vars" / "all.yml"
     group_vars.parent.mkdir()
     group_vars.write_text("---\nnetpol_polices:\n  - %s\n" % json.dumps(POLICY_T))
