@@ -154,8 +154,8 @@ class ActionModule(ActionBase):
         errors += input_errors
         bridge_errors, port_bridges = check_ports(fleet, hostvars) if not errors else ([], {})
         errors += bridge_errors
-        if not policies and not input_errors and not args["allow_no_policies"] and not args["default_deny"]:
-            errors.append(NO_POLICIES)
+        if not (policies or input_errors or args["allow_no_policies"] or args["default_deny"] or args.get("explain")):
+            errors.append(NO_POLICIES)  # explain only reads: a fleet without policies is a question it answers
         if args["default_deny"]:
             policies += default_deny_policies(fleet)
         control_plane = task_vars.get("groups", {}).get(args["control_plane_group"], [])
