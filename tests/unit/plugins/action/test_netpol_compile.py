@@ -178,7 +178,7 @@ def test_an_ipv4_client_seen_by_a_dual_stack_sshd_is_kept_as_ipv4():
 
 
 def test_address_options_are_read_by_ipblocks_grammar_and_named_by_their_variable():
-    result = run({"management_cidrs": ["10.0.0.0/255.0.0.0"], "admin_cidrs": ["10.0.0.0/08"],
+    result = run({"policies": [DB_FROM_WEB], "management_cidrs": ["10.0.0.0/255.0.0.0"], "admin_cidrs": ["10.0.0.0/08"],
                   "dns_resolvers": ["::ffff:10.0.0.53"], "controller_addresses": ["010.0.0.1"]})[0]
     assert result["failed"] and [e.split(":")[0] for e in result["errors"]] == [
         "netpol_controller_addresses[0]", "netpol_management_cidrs[0]", "netpol_admin_cidrs[0]",
