@@ -27,6 +27,7 @@ INTERNAL_VARIABLES = (
     "netpol_tables_result", "netpol_purge_result", "netpol_tables_changed", "netpol_changes",
     "netpol_verify_probe", "netpol_verify_matrix", "netpol_verify_comparison", "netpol_side_by_side",
     "netpol_open", "netpol_verify_listen", "netpol_verify_stop", "netpol_verify_report", "netpol_conntrack_result",
+    "netpol_host_result", "netpol_sets_changed",
     "netpol_explain_hosts", "netpol_explain_listen", "netpol_explain_before", "netpol_explain_probe",
     "netpol_explain_after", "netpol_explain_stop", "netpol_explain_measured", "netpol_explain_src_read",
     "netpol_explain_dst_read",
