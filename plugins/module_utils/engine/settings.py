@@ -18,7 +18,8 @@ from typing import Any, Callable, Iterable, List, Mapping, Optional
 PREFIX = "netpol_"
 
 # Per-host inventory variables the compile reads (not role options, see docs/usage.md).
-HOST_VARIABLES = ("netpol_namespace", "netpol_labels", "netpol_addresses", "netpol_ports", "netpol_workloads")
+HOST_VARIABLES = ("netpol_namespace", "netpol_labels", "netpol_addresses", "netpol_ports", "netpol_workloads",
+                  "netpol_bridge_facts")
 # Variables of the collection's playbooks (keywords, not role options).
 PLAYBOOK_VARIABLES = ("netpol_gather_facts", "netpol_serial", "netpol_verify_play_hosts", "netpol_verify_gather_facts")
 # What the roles and playbooks register or set themselves; they persist between plays of one run.
@@ -27,7 +28,7 @@ INTERNAL_VARIABLES = (
     "netpol_tables_result", "netpol_purge_result", "netpol_tables_changed", "netpol_changes",
     "netpol_verify_probe", "netpol_verify_matrix", "netpol_verify_comparison", "netpol_side_by_side",
     "netpol_open", "netpol_verify_listen", "netpol_verify_stop", "netpol_verify_report", "netpol_conntrack_result",
-    "netpol_host_result", "netpol_sets_changed",
+    "netpol_host_result", "netpol_sets_changed", "netpol_bridge_result",
     "netpol_explain_hosts", "netpol_explain_listen", "netpol_explain_before", "netpol_explain_probe",
     "netpol_explain_after", "netpol_explain_stop", "netpol_explain_measured", "netpol_explain_src_read",
     "netpol_explain_dst_read",
