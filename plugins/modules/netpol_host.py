@@ -214,7 +214,7 @@ rolled_back:
 import json
 import os
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 from ansible.module_utils.basic import AnsibleModule
 

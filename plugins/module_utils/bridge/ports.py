@@ -50,7 +50,7 @@ def _unapplied_antispoof(vms: List[Workload], hostvars) -> List[str]:
     return ["inventory host %s: %s: antispoof %s is not applied by the enforce role of this release yet "
             "(docs/antispoof.md), so the port would stay unchecked at layer 2; set antispoof: off to enforce "
             "NetworkPolicy for VM %s/%s without it" % (vm.host, field_of(hostvars, vm, "antispoof"),
-                                                         getattr(vm, "antispoof", "full"), vm.namespace, vm.name)
+                                                       getattr(vm, "antispoof", "full"), vm.namespace, vm.name)
             for vm in vms if getattr(vm, "antispoof", "off") != "off"]
 
 
