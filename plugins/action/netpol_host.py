@@ -24,6 +24,7 @@ SET_SUFFIX = ".ipset"
 
 
 class ActionModule(ActionBase):
+    MODULE = "netpol.fleet.netpol_host"
     TRANSFERS_FILES = True  # the base class creates the task's temporary directory on the host
     _supports_check_mode = True
     _supports_async = True  # the enforce role's rollback timer runs the module with async
@@ -34,10 +35,10 @@ class ActionModule(ActionBase):
         args = dict(self._task.args)
         wrap_async = bool(self._task.async_val) and not self._connection.has_native_async
         try:
-            texts = controller_sets(args)
+            texts = self.controller_sets(args)
             if texts:
                 args["set_src"] = list(args.get("set_src") or []) + [self._send("".join(texts))]
-            result.update(self._execute_module(module_name="netpol.fleet.netpol_host", module_args=args,
+            result.update(self._execute_module(module_name=self.MODULE, module_args=args,
                                                task_vars=task_vars, wrap_async=wrap_async))
         except AnsibleActionFail as e:
             result.update(failed=True, msg=str(e))
@@ -45,6 +46,10 @@ class ActionModule(ActionBase):
             if not wrap_async:  # an async job's wrapper removes the directory once the module ran
                 self._remove_tmp_path(self._connection._shell.tmpdir)
         return result
+
+    @staticmethod
+    def controller_sets(args: Dict[str, Any]) -> List[str]:
+        return controller_sets(args)
 
     def _send(self, content: str) -> str:
         shell = self._connection._shell

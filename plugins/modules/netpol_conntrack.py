@@ -34,12 +34,31 @@ options:
     type: list
     elements: str
     default: [netpol4-, netpol6-]
+  tables:
+    description:
+      - The compiled tables to judge the connections by instead of the chains in the kernel (as
+        M(netpol.fleet.netpol_host) takes them, netpol_compile's C(hosts[HOST].tables)), with O(sets) and O(set_store)
+        for their sets. The enforce role passes them in check mode, when the new rules are not in the kernel.
+    type: list
+    elements: dict
+  sets:
+    description:
+      - With O(tables), the host's sets by name, each the digest of its content in O(set_store)
+        (netpol_compile's C(hosts[HOST].sets)). The action plugin sends their text to the host as one file.
+    type: dict
+  set_store:
+    description: The controller's directory of set files (netpol_compile's C(set_store)). Required with O(sets).
+    type: path
+  set_src:
+    description:
+      - Files on the managed host holding the sets of O(tables) as C(ipset save) prints them. The action plugin
+        fills it from O(sets); give it directly only when the files are on the host already.
+    type: list
+    elements: path
   desired:
     description:
       - A host state (C(sets) with their members, as M(netpol.fleet.ipset) takes them, and C(tables)) to judge
-        the connections by instead of the chains and sets in the kernel.
-      - The enforce role does not run the module in check mode for now (netpol_compile names the sets of a host by
-        digest, their members are in its set store).
+        the connections by instead of the chains and sets in the kernel. Mutually exclusive with O(tables).
     type: dict
 attributes:
   check_mode:
@@ -49,7 +68,9 @@ attributes:
     support: full
     description: Shows the cut connections as removed lines.
 notes:
-  - The enforce role runs it when C(netpol_conntrack_cut) is true (the default) and the sets or chains changed.
+  - The enforce role runs it when C(netpol_conntrack_cut) is true (the default) and the sets or chains changed
+    (or, in check mode, would change): in check mode it judges by the compiled state, so C(--check) lists the
+    connections the run would cut.
 seealso:
   - name: conntrack(8)
     description: The connection tracking tool.
@@ -59,6 +80,13 @@ seealso:
 EXAMPLES = r"""
 - name: Cut the connections the new rules deny
   netpol.fleet.netpol_conntrack:
+
+- name: List the connections the compiled state would cut, before it is applied
+  netpol.fleet.netpol_conntrack:
+    tables: "{{ netpol_compiled.hosts[inventory_hostname].tables }}"
+    sets: "{{ netpol_compiled.hosts[inventory_hostname].sets }}"
+    set_store: "{{ netpol_compiled.set_store }}"
+  check_mode: true
 """
 
 RETURN = r"""
@@ -88,10 +116,11 @@ from typing import Any, Dict, List
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.netpol.fleet.plugins.module_utils.conntrack.enforced import enforced_state
+from ansible_collections.netpol.fleet.plugins.module_utils.conntrack.enforced import enforced_state, state_of
 from ansible_collections.netpol.fleet.plugins.module_utils.conntrack.flows import delete, local_addresses, read
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.hoststate import CHAIN_PREFIX, HostState, IpSet
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.tightening import Denied, denied_flows
+from ansible_collections.netpol.fleet.plugins.module_utils.ipset.sets import sets_from_text
 from ansible_collections.netpol.fleet.plugins.module_utils.ipset.text import parse_member
 from ansible_collections.netpol.fleet.plugins.module_utils.iptables.chains import ChainError
 from ansible_collections.netpol.fleet.plugins.module_utils.tools import ToolError
@@ -99,6 +128,10 @@ from ansible_collections.netpol.fleet.plugins.module_utils.tools import ToolErro
 ARGUMENT_SPEC = dict(
     prefix=dict(type="str", default=CHAIN_PREFIX),
     set_prefixes=dict(type="list", elements="str", default=["netpol4-", "netpol6-"]),
+    tables=dict(type="list", elements="dict"),
+    sets=dict(type="dict"),
+    set_store=dict(type="path"),
+    set_src=dict(type="list", elements="path"),
     desired=dict(type="dict"),
 )
 
@@ -111,25 +144,42 @@ def compiled_state(desired: Dict[str, Any]) -> HostState:
     return HostState(host="", sets=sets, tables=tables)
 
 
+def given_state(tables: List[Dict[str, Any]], set_src: List[str]) -> HostState:
+    """The tables passed and the sets of the files the action plugin sent."""
+    texts = []
+    for path in set_src:
+        with open(path, encoding="utf-8") as text:
+            texts.append(text.read())
+    return state_of(sets_from_text("\n".join(texts)),
+                    HostState.from_dict({"host": "", "tables": tables}).tables)
+
+
+def judged_state(module) -> HostState:
+    """What to judge by: the state given (tables or desired), else the chains and sets in the kernel."""
+    p = module.params
+    if p["tables"] is not None:
+        return given_state(p["tables"], p["set_src"] or [])
+    if p["desired"] is not None:
+        return compiled_state(p["desired"])
+    return enforced_state(module, module.get_bin_path("ipset", required=True), p["prefix"], p["set_prefixes"])
+
+
 def report(denied: List[Denied]) -> List[Dict[str, Any]]:
     return [dict(flow=str(d.flow), direction=d.direction, chain=d.chain, rule=d.rule) for d in denied]
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True,
+                           mutually_exclusive=[("tables", "desired")], required_by={"set_src": "tables"})
     tool = module.get_bin_path
     try:
-        if module.params["desired"] is not None:
-            state = compiled_state(module.params["desired"])
-        else:
-            state = enforced_state(module, tool("ipset", required=True), module.params["prefix"],
-                                   module.params["set_prefixes"])
+        state = judged_state(module)
         own = local_addresses(module, tool("ip", required=True))
         conntrack = tool("conntrack", required=True)
         denied = denied_flows(state, read(module, conntrack), own)
         if denied and not module.check_mode:
             delete(module, conntrack, [d.flow for d in denied])
-    except (ChainError, ToolError, ValueError, KeyError, TypeError) as e:  # EntryError is a ValueError
+    except (ChainError, ToolError, OSError, ValueError, KeyError, TypeError) as e:  # EntryError, PlanError: ValueError
         module.fail_json(msg=str(e))
     cut = report(denied)
     result: Dict[str, Any] = dict(changed=bool(cut), cut=cut)

@@ -7,7 +7,8 @@ A lab of two hosts: web holds long-lived TCP connections to db's port 5432 over 
 opened while a policy allows them. Then site.yml enforces a policy that no longer does: with
 netpol_conntrack_cut=false the connections live on (replies of established connections pass
 first); with true (the default) the next message on each goes unanswered, while a connection the
-new policy still allows (port 6379) keeps working.
+new policy still allows (port 6379) keeps working. --check lists the connections a run would cut
+and cuts none.
 """
 
 from __future__ import annotations
@@ -126,5 +127,19 @@ def test_tightening_cuts_the_connections_it_denies_only_when_asked(shop, cut):
             assert "tcp 10.79.0.1:" in output and "-> 10.79.0.2:5432 zone 0" in output  # reported, by tuple
         else:
             assert connections.answered() == {"pg4": True, "pg6": True, "redis4": True}
+    finally:
+        connections.close()
+
+
+def test_check_mode_lists_the_connections_the_run_would_cut_and_cuts_none(shop):
+    lab, web = shop
+    enforce(lab, [5432, 6379])
+    connections = Connections(web)
+    try:
+        assert connections.answered() == {"pg4": True, "pg6": True, "redis4": True}
+        output = enforce(lab, [6379], "--check", "-e", "netpol_report=true")
+        assert "-> 10.79.0.2:5432 zone 0" in output and "-> [fd79::2]:5432 zone 0" in output  # would be cut
+        assert "6379" not in output.partition("connections_cut")[2].partition("]")[0]  # allowed: not listed
+        assert connections.answered() == {"pg4": True, "pg6": True, "redis4": True}  # nothing applied, none cut
     finally:
         connections.close()

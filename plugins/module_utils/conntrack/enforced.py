@@ -9,11 +9,11 @@ entries deleted are exactly those the rules in force deny. Standard library only
 
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import Iterable, List, Sequence
 
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.hoststate import HostState, IpSet, Jump, Table
 from ansible_collections.netpol.fleet.plugins.module_utils.ipset.sets import read_state
-from ansible_collections.netpol.fleet.plugins.module_utils.ipset.text import parse_member
+from ansible_collections.netpol.fleet.plugins.module_utils.ipset.text import SavedSet, parse_member
 from ansible_collections.netpol.fleet.plugins.module_utils.iptables.chains import Owned, read
 from ansible_collections.netpol.fleet.plugins.module_utils.iptables.text import rule_target
 
@@ -22,10 +22,14 @@ FAMILIES = ("ipv4", "ipv6")
 
 def enforced_state(module, ipset: str, chain_prefix: str, set_prefixes: Sequence[str]) -> HostState:
     saved = read_state(module, ipset, (), tuple(set_prefixes))[0]
-    sets = tuple(IpSet(s.name, s.type, s.family, tuple(parse_member(e) for e in s.entries), s.options)
-                 for s in saved.values())
     tables = tuple(_table(f, read(module, f, "filter", chain_prefix), chain_prefix) for f in FAMILIES)
-    return HostState(host="", sets=sets, tables=tables)
+    return state_of(saved.values(), tables)
+
+
+def state_of(sets: Iterable[SavedSet], tables: Sequence[Table]) -> HostState:
+    """A HostState of sets as `ipset save` (or a set file) gives them, and tables."""
+    return HostState(host="", sets=tuple(IpSet(s.name, s.type, s.family, tuple(parse_member(e) for e in s.entries),
+                                               s.options) for s in sets), tables=tuple(tables))
 
 
 def _table(family: str, owned: Owned, prefix: str) -> Table:
