@@ -69,7 +69,7 @@ attributes:
     description: Shows the cut connections as removed lines.
 notes:
   - The enforce role runs it when C(netpol_conntrack_cut) is true (the default) and the sets or chains changed
-    (or, in check mode, would change): in check mode it judges by the compiled state, so C(--check) lists the
+    (or, in check mode, would change). In check mode it judges by the compiled state, so C(--check) lists the
     connections the run would cut.
 seealso:
   - name: conntrack(8)
