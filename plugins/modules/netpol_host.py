@@ -8,20 +8,22 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: netpol_host
-short_description: Apply a host's whole owned firewall state (ipsets, iptables and ip6tables) as one transaction
+short_description: Apply a host's whole owned firewall state (ipsets, iptables, ip6tables, ebtables) as one transaction
 version_added: 0.2.0
 description:
   - Makes everything the collection owns on one host exactly the desired state, in one invocation - the
-    sets, and the owned chains and jumps of every table of both IP families - or leaves the host wholly on
-    its previous state.
-  - Reads everything first (C(ipset list -t), C(ipset save) when a set of ours exists, one C(iptables-save) and
-    one C(ip6tables-save) of all tables), validates everything (names, rules, every set a rule uses, every
-    set's entries) and plans every step; a no-op ends there, without a single kernel write.
+    sets, and the owned chains and jumps of every table of both IP families and of the bridge family
+    (ebtables: the anti-spoofing of bridged VM ports) - or leaves the host wholly on its previous state.
+  - Reads everything first (C(ipset list -t), C(ipset save) when a set of ours exists, one C(iptables-save), one
+    C(ip6tables-save) and, on a host that has it, one C(ebtables-save) of all tables), validates everything
+    (names, rules, every set a rule uses, every set's entries) and plans every step; a no-op ends there, without a single kernel write.
   - Then creates the new sets (complete, under their own names; no rule references them yet, so no packet
     sees them), runs every dry check (C(iptables-restore --test) and C(ip6tables-restore --test) of every table
-    that changes, which need those sets to exist) before any change traffic can see, and applies in the order
-    that never opens a window - changed sets (built complete, then swapped in), the chains and jumps of every
-    family (one C(--noflush) restore per table), then the stale sets. On any failure it undoes the steps
+    that changes, which need those sets to exist; for ebtables, which has no C(--test), a restore into a scratch
+    network namespace read back there) before any change traffic can see, and applies in the order that never
+    opens a window - changed sets (built complete, then swapped in), the layer-3 chains and jumps (IPv4, then
+    IPv6), the layer-2 chains and jumps (ebtables), one atomic C(--noflush) restore per table in which its chains
+    come before the jumps into them, then the stale sets (and, with O(delete_empty_tables), the emptied tables). On any failure it undoes the steps
     already taken, last first, sets included (the sets a failed run created are destroyed again).
   - The writes run in a child process of their own session that holds a per-namespace lock, so a module
     process killed half way (a timeout, an OOM kill) does not stop the transaction in the middle; it ends
@@ -35,6 +37,7 @@ author:
   - netpol.fleet contributors (@netpol-fleet)
 requirements:
   - ipset 7 or later, iptables and ip6tables (nf_tables or legacy) with their save and restore tools.
+  - For bridge tables, ebtables-nft (the nf_tables backend; legacy ebtables is refused) and C(unshare) (util-linux).
 options:
   tables:
     description:
@@ -45,15 +48,17 @@ options:
     default: []
     suboptions:
       family:
-        description: V(ipv4) (iptables) or V(ipv6) (ip6tables); another family stops the run before any read.
+        description: V(ipv4) (iptables), V(ipv6) (ip6tables) or V(bridge) (ebtables); another family stops the run
+          before any read.
         type: str
         required: true
       name:
-        description: The table, V(filter), V(raw) or V(mangle).
+        description: The table, V(filter), V(raw), V(nat) or V(mangle); V(filter) or V(nat) for V(bridge).
         type: str
         required: true
       chains:
-        description: The owned chains, each C({name, rules}) with rules in iptables-save form (without C(-A CHAIN)).
+        description: The owned chains, each C({name, rules}) with rules in iptables-save (or ebtables-save) form,
+          without C(-A CHAIN).
         type: list
         elements: dict
         default: []
@@ -117,6 +122,16 @@ options:
       - Meant for C(async) with C(poll=0), as the enforce role's rollback timer.
     type: int
     default: 0
+  delete_empty_tables:
+    description:
+      - Delete, last, each table in which the owned chains were and which then holds nothing at all (no foreign
+        rule, chain or set; built-in chains with policy accept only). iptables-nft and ebtables-nft create a table
+        on the first restore that names it and never delete it; the remove role sets this so a host that had no
+        firewall has none afterwards.
+      - The table is read again with C(nft -j list table) just before it is deleted. Needs C(nft); without it the
+        empty tables stay and the task warns.
+    type: bool
+    default: false
   lock_file:
     description:
       - The lock every transaction on this network namespace holds from its first read to its last write.
@@ -137,13 +152,15 @@ attributes:
     support: full
     description: Shows each chain and each set that changes, before and after.
 notes:
-  - The enforce role runs this module once per host; the standalone M(netpol.fleet.ipset) and
-    M(netpol.fleet.netpol_chain) modules stay for users who manage kernel state themselves.
+  - The enforce role runs this module once per host, the remove role too (no tables, no sets,
+    O(delete_empty_tables)); the standalone M(netpol.fleet.ipset), M(netpol.fleet.netpol_chain) and
+    M(netpol.fleet.ebtables) modules stay for users who manage kernel state themselves.
   - docs/module_netpol_host.md describes the transaction, its guarantees as tested, and how a backend plugs in.
 seealso:
   - module: netpol.fleet.netpol_compile
   - module: netpol.fleet.ipset
   - module: netpol.fleet.netpol_chain
+  - module: netpol.fleet.ebtables
 """
 
 EXAMPLES = r"""
@@ -173,6 +190,11 @@ EXAMPLES = r"""
         jumps:
           - {chain: INPUT, target: NETPOL-ADMIN, match: "", position: 1}
 
+- name: Remove everything the collection owns on the host, and the tables that leaves empty
+  netpol.fleet.netpol_host:
+    tables: []
+    delete_empty_tables: true
+
 - name: Keep the owned state, then put it back in 120 s unless the file is deleted before
   netpol.fleet.netpol_host:
     save_to: /run/netpol-rollback/owned.json
@@ -201,6 +223,12 @@ tables:
   type: dict
   sample: {"ipv4 filter": {"created": ["NETPOL-INGRESS"], "updated": [], "removed": [],
            "jumps_added": ["-I INPUT 1 -j NETPOL-INGRESS"], "jumps_removed": []}}
+tables_deleted:
+  description: Tables deleted (in check mode, to be deleted) by O(delete_empty_tables), as C(FAMILY TABLE).
+  returned: always
+  type: list
+  elements: str
+  sample: ["ipv4 filter", "bridge nat"]
 commands:
   description: Per step that changes, its C(ipset restore) lines or restore text, in apply order.
   returned: in check mode or with -vv, when something changes
@@ -249,6 +277,7 @@ ARGUMENT_SPEC = dict(
     save_to=dict(type="path"),
     restore_from=dict(type="path"),
     delay=dict(type="int", default=0),
+    delete_empty_tables=dict(type="bool", default=False),
     lock_file=dict(type="path"),
     lock_timeout=dict(type="int", default=120),
 )
@@ -277,7 +306,8 @@ def read_text(path: str) -> str:
 def converge(module, want: Desired) -> Dict[str, Any]:
     """Plan, then (unless in check mode) test everything and apply it in a detached child."""
     p = module.params
-    transaction = prepare(module, ipset_bin(module), want, p["prefix"], tuple(p["set_prefixes"]))
+    transaction = prepare(module, ipset_bin(module), want, p["prefix"], tuple(p["set_prefixes"]),
+                          p["delete_empty_tables"])
     for warning in transaction.warnings:
         module.warn(warning)
     result = transaction.report()

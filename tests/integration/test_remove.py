@@ -54,7 +54,7 @@ def test_remove_check_diff_shows_what_the_real_run_removes_and_leaves_no_table(m
 
     check = run_playbook("playbooks/remove.yml", lab.inventory, "--check", "--diff").stdout
     assert "still referenced" not in check
-    shown = sorted(set(re.findall(r"^-(netpol[46]-\S+): create ", check, re.M)))  # the diff's "before" lines
+    shown = sorted(set(re.findall(r"^-create (netpol[46]-\S+) ", check, re.M)))  # the diff's "before" lines
     assert shown == sorted(name for names in sets.values() for name in names), check
     assert check.count("(deleted)") == 2 * len(lab.hosts)  # ipv4 and ipv6 filter table of each host
     assert {host: kernel(host) for host in lab.hosts} == enforced  # check mode changed nothing

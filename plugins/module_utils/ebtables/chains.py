@@ -4,8 +4,10 @@
 """Backend of the ebtables module: read the bridge chains we own, plan the minimal restore, prove it
 in a scratch network namespace, apply it atomically, put the previous state back on failure.
 
-The same surface as iptables/chains.py (read, validate, expected, plan, prepare, converge, test,
-apply, restore_before), for tables `Table(family="bridge", name="filter"|"nat")`.
+The same surface as iptables/chains.py (read, read_all, validate, expected, plan, prepare,
+prepare_from, converge, test, apply, restore, owned_text), for tables `Table(family="bridge",
+name="filter"|"nat")`; what both share (Owned, Plan, Outcome, the restore plan, converge) is in
+module_utils/owned_chains.py.
 
 ebtables-nft specifics this backend is built around (measured with ebtables 1.8.9, nf_tables):
 - A restore is one nf_tables transaction: a failing line leaves the table as it was. There is no
@@ -24,9 +26,9 @@ Standard library only, Python 3.9.
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
 
+from ansible_collections.netpol.fleet.plugins.module_utils import owned_chains
 from ansible_collections.netpol.fleet.plugins.module_utils.ebtables.canonical import RuleSyntaxError, canonical
 from ansible_collections.netpol.fleet.plugins.module_utils.ebtables.text import (
     BUILTIN_CHAINS,
@@ -37,8 +39,16 @@ from ansible_collections.netpol.fleet.plugins.module_utils.ebtables.text import 
     parse_save,
     rule_target,
 )
-from ansible_collections.netpol.fleet.plugins.module_utils.engine.hoststate import CHAIN_NAME_MAX, Chain, Jump, Table
+from ansible_collections.netpol.fleet.plugins.module_utils.engine.hoststate import CHAIN_PREFIX, Chain, Jump, Table
 from ansible_collections.netpol.fleet.plugins.module_utils.iptables.text import offending_line
+from ansible_collections.netpol.fleet.plugins.module_utils.owned_chains import (  # noqa: F401 (re-exported)
+    ChainError,
+    Dialect,
+    Outcome,
+    Owned,
+    Plan,
+    check_names,
+)
 from ansible_collections.netpol.fleet.plugins.module_utils.tools import ToolError, run
 
 FAMILY = "bridge"
@@ -49,44 +59,17 @@ EXTENSION_TARGETS = ("dnat", "snat", "redirect", "mark", "arpreply")
 NFLOG_PREFIX_MAX = 64
 
 
-class ChainError(Exception):
-    """A desired state we refuse, or an apply that failed (the kernel was put back as it was)."""
+def _delete_jumps(dialect: Dialect, base: Chain, prefix: str) -> List[str]:
+    """Our jumps deleted by position, last first so each position still holds when its line runs."""
+    positions = [i for i, r in enumerate(base.rules, 1) if dialect.owns(r, prefix)]
+    return ["-D %s %d" % (base.name, i) for i in reversed(positions)]
 
 
-@dataclass(frozen=True)
-class Owned:
-    """One bridge table as far as we care: our chains, and the built-in chains with all their rules
-    (the foreign ones decide where our jumps sit)."""
-
-    chains: Tuple[Chain, ...] = ()  # sorted by name
-    base: Tuple[Chain, ...] = ()
-
-
-@dataclass(frozen=True)
-class Plan:
-    created: Tuple[str, ...] = ()
-    updated: Tuple[str, ...] = ()
-    removed: Tuple[str, ...] = ()
-    jumps_added: Tuple[str, ...] = ()  # "-I PREROUTING 1 -i vm1 -j NETPOL-X"
-    jumps_removed: Tuple[str, ...] = ()
-    restore: str = ""  # ebtables-restore --noflush input; empty when the kernel already agrees
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.restore)
-
-
-@dataclass(frozen=True)
-class Outcome:
-    table: Table
-    before: Owned
-    after: Owned
-    plan: Plan
+DIALECT = Dialect(rule_target=rule_target, declare=":%%s %s" % USER_CHAIN_POLICY, delete_jumps=_delete_jumps)
 
 
 def _owns(spec: str, prefix: str) -> bool:
-    target = rule_target(spec)
-    return bool(target and target.startswith(prefix))
+    return DIALECT.owns(spec, prefix)
 
 
 def owned_from_save(saved: Saved, table: str, prefix: str) -> Owned:
@@ -112,16 +95,8 @@ def validate(table: Table, prefix: str) -> None:
     if table.family != FAMILY or table.name not in BUILTIN_CHAINS:
         raise ChainError("unsupported family/table %s/%s (ebtables: bridge/filter, bridge/nat)"
                          % (table.family, table.name))
-    if not prefix or any(ch.isspace() for ch in prefix):
-        raise ChainError("prefix must be a non-empty word, got %r" % prefix)
+    check_names(table, prefix)
     names = [c.name for c in table.chains]
-    for name in names:
-        if not name.startswith(prefix) or len(name) > CHAIN_NAME_MAX or any(ch.isspace() for ch in name):
-            raise ChainError("chain %r must start with %r, contain no spaces and fit %d characters"
-                             % (name, prefix, CHAIN_NAME_MAX))
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ChainError("chains declared twice: %s" % ", ".join(duplicates))
     for chain in table.chains:
         for rule in chain.rules:
             _validate_rule("chain %s" % chain.name, rule, names, prefix)
@@ -188,45 +163,12 @@ def _place_jumps(rules: Sequence[str], jumps: Sequence[Jump], prefix: str) -> Tu
 
 
 def _jump_lines(base: Chain, prefix: str) -> List[str]:
-    return ["-I %s %d %s" % (base.name, i, r) for i, r in enumerate(base.rules, 1) if _owns(r, prefix)]
-
-
-def _jump_deletes(base: Chain, prefix: str) -> List[str]:
-    """Our jumps deleted by position, last first so each position still holds when its line runs."""
-    positions = [i for i, r in enumerate(base.rules, 1) if _owns(r, prefix)]
-    return ["-D %s %d" % (base.name, i) for i in reversed(positions)]
+    return DIALECT.jump_lines(base, prefix)
 
 
 def plan(table: str, want: Owned, have: Owned, prefix: str) -> Plan:
     """The restore text turning `have` into `want`, mentioning nothing that already agrees."""
-    wanted: Dict[str, Tuple[str, ...]] = {c.name: c.rules for c in want.chains}
-    present: Dict[str, Tuple[str, ...]] = {c.name: c.rules for c in have.chains}
-    created = tuple(n for n in wanted if n not in present)
-    updated = tuple(n for n in wanted if n in present and present[n] != wanted[n])
-    removed = tuple(n for n in present if n not in wanted)
-    have_base = {c.name: c.rules for c in have.base}
-    moved = [(Chain(w.name, have_base.get(w.name, ())), w) for w in want.base if have_base.get(w.name, ()) != w.rules]
-    jumps_before = [line for old in (pair[0] for pair in moved) for line in _jump_lines(old, prefix)]
-    jumps_after = [line for new in (pair[1] for pair in moved) for line in _jump_lines(new, prefix)]
-    if not (created or updated or removed or moved):
-        return Plan()
-    # Declaring a chain under --noflush creates or flushes it: all come first so rules may refer to
-    # any of them, and -X finds removed chains empty. Jumps leave before the chains they enter.
-    lines = ["*%s" % table]
-    lines += [":%s %s" % (n, USER_CHAIN_POLICY) for n in created + updated + removed]
-    lines += [line for old in (pair[0] for pair in moved) for line in _jump_deletes(old, prefix)]
-    lines += ["-A %s %s" % (n, r) for n in created + updated for r in wanted[n]]
-    lines += jumps_after
-    lines += ["-X %s" % n for n in removed]
-    lines.append("COMMIT")
-    return Plan(
-        created=created,
-        updated=updated,
-        removed=removed,
-        jumps_added=tuple(j for j in jumps_after if j not in jumps_before),
-        jumps_removed=tuple(j for j in jumps_before if j not in jumps_after),
-        restore="\n".join(lines) + "\n",
-    )
+    return owned_chains.plan(DIALECT, table, want, have, prefix)
 
 
 def owned_text(owned: Owned, prefix: str) -> str:
@@ -250,26 +192,7 @@ def prepare(module, table: Table, prefix: str) -> Outcome:
 
 def converge(module, tables: Sequence[Table], prefix: str, check_mode: bool = False) -> List[Outcome]:
     """Bring every bridge table to its desired state, or leave all of them as they were."""
-    outcomes = [prepare(module, t, prefix) for t in tables]
-    if check_mode:
-        return outcomes
-    changed = [o for o in outcomes if o.plan.changed]
-    for outcome in changed:  # every table proven before the first one is written
-        test(module, outcome, prefix)
-    applied: List[Outcome] = []
-    try:
-        for outcome in changed:
-            applied.append(outcome)
-            apply(module, outcome, prefix)
-    except (ChainError, ToolError) as failure:
-        problems = [str(failure)]
-        for outcome in reversed(applied):
-            try:
-                restore_before(module, outcome, prefix)
-            except (ChainError, ToolError) as e:  # keep going: put back every table we can
-                problems.append("restoring the previous bridge %s failed too: %s" % (outcome.table.name, e))
-        raise ChainError("\n".join(problems)) from failure
-    return outcomes
+    return owned_chains.converge(module, BACKEND, tables, prefix, check_mode)
 
 
 def scratch_text(outcome: Outcome, prefix: str) -> str:
@@ -282,13 +205,13 @@ def scratch_text(outcome: Outcome, prefix: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def test(module, outcome: Outcome, prefix: str) -> None:
+def test(module, outcome: Outcome, prefix: str = CHAIN_PREFIX) -> None:
     """ebtables-restore has no --test: restore the desired chains into a fresh network namespace
     of their own (`unshare --net`, gone when the command ends) and read them back there. Refuses a
     rule ebtables rejects, or one it prints otherwise (every later run would see a change)."""
     table = outcome.table.name
-    if not outcome.after.chains:
-        return  # only removals: nothing new to prove (a jump always enters a declared chain)
+    if not (outcome.plan.changed and outcome.after.chains):
+        return  # nothing to write, or only removals: nothing new to prove (a jump always enters a declared chain)
     text = scratch_text(outcome, prefix)
     script = "%s --noflush && %s -t %s" % (
         shlex.quote(_tool(module, RESTORE)), shlex.quote(_tool(module, SAVE)), shlex.quote(table))
@@ -313,6 +236,8 @@ def _nonempty(base: Tuple[Chain, ...]) -> Tuple[Chain, ...]:
 
 def apply(module, outcome: Outcome, prefix: str) -> None:
     """One ebtables-restore --noflush (one transaction), then read back what the kernel holds."""
+    if not outcome.plan.changed:
+        return
     _restore(module, outcome.plan.restore)
     now = read(module, outcome.table.family, outcome.table.name, prefix)
     if now != outcome.after:
@@ -322,17 +247,51 @@ def apply(module, outcome: Outcome, prefix: str) -> None:
 
 
 def restore_before(module, outcome: Outcome, prefix: str) -> None:
-    """Put the owned chains and jumps back as `outcome` found them."""
+    """Put the owned chains and jumps back as `outcome` found them (foreign rules untouched), reading
+    the kernel again: it also repairs a restore that failed half way."""
     now = read(module, outcome.table.family, outcome.table.name, prefix)
     back = plan(outcome.table.name, outcome.before, now, prefix)
     if back.changed:
         _restore(module, back.restore)
 
 
-def _tool(module, name: str) -> str:
-    """The tool's full path: a login PATH on a managed host may lack /usr/sbin."""
-    find = getattr(module, "get_bin_path", None)
-    return find(name, required=True) if find else name
+restore = restore_before  # the name the transaction (transaction/steps.py) calls
+
+
+# ---------------------------------------------------------------- the rest of the transaction's surface
+# netpol_host drives this backend as it drives iptables/chains.py: read_all, prepare_from, test, apply,
+# restore, owned_text (docs/module_netpol_host.md, "How a backend plugs in").
+
+
+def read_all(module, family: str, prefix: str) -> Dict[str, Owned]:
+    """The owned state of both bridge tables from one ebtables-save. A table that does not exist
+    yet has its built-in chains, empty, as `ebtables-save -t TABLE` prints them (nothing is created)."""
+    if family != FAMILY:
+        raise ChainError("the ebtables backend manages the bridge family, not %r" % family)
+    out = run(module, [_tool(module, SAVE)])[1]
+    owned = {}
+    for name in BUILTIN_CHAINS:
+        saved = parse_save(out, name)
+        if saved.backend not in (None, "nf_tables"):
+            raise ChainError("ebtables-save reports the %s backend; only ebtables-nft (nf_tables) applies a "
+                             "restore as one transaction, so netpol.fleet refuses any other" % saved.backend)
+        owned[name] = _with_builtins(name, owned_from_save(saved, name, prefix))
+    return owned
+
+
+def _with_builtins(table: str, owned: Owned) -> Owned:
+    present = {b.name: b for b in owned.base}
+    return Owned(owned.chains, tuple(present.get(name, Chain(name)) for name in BUILTIN_CHAINS[table]))
+
+
+def prepare_from(table: Table, have: Owned, prefix: str) -> Outcome:
+    """prepare() for a table whose owned state was already read (read_all)."""
+    validate(table, prefix)
+    want = expected(table, have, prefix)
+    return Outcome(table, have, want, plan(table.name, want, have, prefix))
+
+
+_tool = owned_chains.tool
 
 
 def _restore(module, text: str) -> None:
@@ -343,14 +302,7 @@ def _restore(module, text: str) -> None:
         raise ChainError("%s%s" % (e, "\noffending line: %s" % line if line else ""))
 
 
-def _mismatch(want: Owned, have: Owned) -> str:
-    present = {c.name: c.rules for c in have.chains + have.base}
-    lines = []
-    for chain in want.chains + want.base:
-        actual = present.get(chain.name, ())
-        for desired, printed in zip(chain.rules, actual):
-            if desired != printed:
-                lines.append("  %s: desired %r, kernel prints %r" % (chain.name, desired, printed))
-        if len(chain.rules) != len(actual):
-            lines.append("  %s: %d rules desired, kernel has %d" % (chain.name, len(chain.rules), len(actual)))
-    return "\n".join(lines)
+_mismatch = owned_chains.mismatch
+
+
+BACKEND = owned_chains.Backend(prepare=prepare, test=test, apply=apply, restore=restore)

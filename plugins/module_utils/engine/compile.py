@@ -20,6 +20,7 @@ import ipaddress
 from dataclasses import dataclass, replace
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from ansible_collections.netpol.fleet.plugins.module_utils.bridge.antispoof import antispoof_table
 from ansible_collections.netpol.fleet.plugins.module_utils.bridge.dataplane import BridgePort, bridge_tables
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.compile_sets import SetBook
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.hoststate import Chain, HostState, IpSet, Jump, Table
@@ -135,6 +136,9 @@ class _Compiler:
                 tables += [filter_table, bridged.raw, bridged.nat]
             else:
                 tables.append(filter_table)
+        layer2 = antispoof_table([p.workload for p in ports], self.options.log)
+        if layer2.chains:  # a hypervisor whose every port is antispoof: off needs no ebtables at all
+            tables.append(layer2)
         return HostState(host=host, sets=tuple(used[name] for name in sorted(used)),
                          tables=tuple(sorted(tables, key=lambda t: (t.family, t.name != "filter", t.name))),
                          bridges=tuple(sorted({p.bridge for p in ports})))

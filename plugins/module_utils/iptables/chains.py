@@ -11,15 +11,10 @@ the restore text, so it stays byte-identical (counters included). Standard libra
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
 
-from ansible_collections.netpol.fleet.plugins.module_utils.engine.hoststate import (
-    CHAIN_NAME_MAX,
-    Chain,
-    Jump,
-    Table,
-)
+from ansible_collections.netpol.fleet.plugins.module_utils import owned_chains
+from ansible_collections.netpol.fleet.plugins.module_utils.engine.hoststate import Chain, Jump, Table
 from ansible_collections.netpol.fleet.plugins.module_utils.iptables.text import (
     SavedChain,
     jump_spec,
@@ -27,6 +22,14 @@ from ansible_collections.netpol.fleet.plugins.module_utils.iptables.text import 
     parse_save,
     rule_comment,
     rule_target,
+)
+from ansible_collections.netpol.fleet.plugins.module_utils.owned_chains import (  # noqa: F401 (re-exported)
+    ChainError,
+    Dialect,
+    Outcome,
+    Owned,
+    Plan,
+    check_names,
 )
 from ansible_collections.netpol.fleet.plugins.module_utils.tools import ToolError, run
 
@@ -39,47 +42,16 @@ BUILTIN_CHAINS = {
 }
 
 
-class ChainError(Exception):
-    """A desired state we refuse, or an apply that failed (the kernel was put back as it was)."""
+def _delete_jumps(dialect: Dialect, base: Chain, prefix: str) -> List[str]:
+    """iptables deletes our jumps by specification: foreign rules keep their positions' meaning."""
+    return ["-D %s %s" % (base.name, r) for r in base.rules if dialect.owns(r, prefix)]
 
 
-@dataclass(frozen=True)
-class Owned:
-    """One table of one family as far as we care: our chains, and the built-in chains (with
-    their foreign rules, which decide where our jumps sit)."""
-
-    chains: Tuple[Chain, ...] = ()  # sorted by name
-    base: Tuple[Chain, ...] = ()  # every built-in chain with all its rules
-
-
-@dataclass(frozen=True)
-class Plan:
-    created: Tuple[str, ...] = ()
-    updated: Tuple[str, ...] = ()
-    removed: Tuple[str, ...] = ()
-    jumps_added: Tuple[str, ...] = ()  # "-I INPUT 1 -j NETPOL-X"
-    jumps_removed: Tuple[str, ...] = ()
-    restore: str = ""  # iptables-restore --noflush input; empty when the kernel already agrees
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.restore)
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What converging one (family, table) found, wants and does."""
-
-    table: Table
-    before: Owned
-    after: Owned
-    plan: Plan
-    warnings: Tuple[str, ...] = ()  # displaced jumps: foreign rules inserted above ours
+DIALECT = Dialect(rule_target=rule_target, declare=":%s - [0:0]", delete_jumps=_delete_jumps)
 
 
 def _owns(spec: str, prefix: str) -> bool:
-    target = rule_target(spec)
-    return bool(target and target.startswith(prefix))
+    return DIALECT.owns(spec, prefix)
 
 
 def owned_from_save(saved: Sequence[SavedChain], prefix: str) -> Owned:
@@ -116,18 +88,8 @@ def validate(table: Table, prefix: str) -> None:
     """Refuse a desired table before anything touches the kernel, naming what is wrong."""
     if table.family not in TOOLS or table.name not in BUILTIN_CHAINS:
         raise ChainError("unsupported family/table %s/%s" % (table.family, table.name))
-    if not prefix or any(ch.isspace() for ch in prefix):
-        raise ChainError("prefix must be a non-empty word, got %r" % prefix)
+    check_names(table, prefix)
     names = [c.name for c in table.chains]
-    for name in names:
-        if not name.startswith(prefix) or len(name) > CHAIN_NAME_MAX or any(ch.isspace() for ch in name):
-            raise ChainError(
-                "chain %r must start with %r, contain no spaces and fit %d characters"
-                % (name, prefix, CHAIN_NAME_MAX)
-            )
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ChainError("chains declared twice: %s" % ", ".join(duplicates))
     for chain in table.chains:
         for rule in chain.rules:
             _validate_rule(chain.name, rule, names, prefix)
@@ -209,42 +171,12 @@ def displaced_jumps(table: Table, after: Owned, prefix: str) -> List[str]:
 
 
 def _jump_lines(base: Chain, prefix: str) -> List[str]:
-    return ["-I %s %d %s" % (base.name, i, r) for i, r in enumerate(base.rules, 1) if _owns(r, prefix)]
+    return DIALECT.jump_lines(base, prefix)
 
 
 def plan(table: str, want: Owned, have: Owned, prefix: str) -> Plan:
     """The restore text turning `have` into `want`, mentioning nothing that already agrees."""
-    wanted: Dict[str, Tuple[str, ...]] = {c.name: c.rules for c in want.chains}
-    present: Dict[str, Tuple[str, ...]] = {c.name: c.rules for c in have.chains}
-    created = tuple(n for n in wanted if n not in present)
-    updated = tuple(n for n in wanted if n in present and present[n] != wanted[n])
-    removed = tuple(n for n in present if n not in wanted)
-    have_base = {c.name: c.rules for c in have.base}
-    # Built-in chains whose jumps are not exactly in place: (as they are, as they should be).
-    moved = [
-        (Chain(w.name, have_base.get(w.name, ())), w) for w in want.base if have_base.get(w.name, ()) != w.rules
-    ]
-    jumps_before = [line for old, new in moved for line in _jump_lines(old, prefix)]
-    jumps_after = [line for old, new in moved for line in _jump_lines(new, prefix)]
-    if not (created or updated or removed or moved):
-        return Plan()
-    # Declaring a chain under --noflush creates or flushes it; all come first so that rules may
-    # refer to any of them. Jumps leave before the chains they enter are deleted.
-    lines = ["*%s" % table]
-    lines += [":%s - [0:0]" % n for n in created + updated + removed]
-    lines += ["-D %s %s" % (old.name, r) for old, new in moved for r in old.rules if _owns(r, prefix)]
-    lines += ["-A %s %s" % (n, r) for n in created + updated for r in wanted[n]]
-    lines += jumps_after
-    lines += ["-X %s" % n for n in removed]
-    lines.append("COMMIT")
-    return Plan(
-        created=created,
-        updated=updated,
-        removed=removed,
-        jumps_added=tuple(j for j in jumps_after if j not in jumps_before),
-        jumps_removed=tuple(j for j in jumps_before if j not in jumps_after),
-        restore="\n".join(lines) + "\n",
-    )
+    return owned_chains.plan(DIALECT, table, want, have, prefix)
 
 
 def owned_text(owned: Owned, prefix: str) -> str:
@@ -271,28 +203,7 @@ def prepare(module, table: Table, prefix: str) -> Outcome:
 
 def converge(module, tables: Sequence[Table], prefix: str, check_mode: bool = False) -> List[Outcome]:
     """Bring every (family, table) to its desired state, or leave all of them as they were."""
-    outcomes = [prepare(module, t, prefix) for t in tables]
-    if check_mode:
-        return outcomes
-    changed = [o for o in outcomes if o.plan.changed]
-    # --test catches syntax and unknown matches without touching anything: every table is tested
-    # before the first one is written, so such an error leaves all of them untouched.
-    for outcome in changed:
-        _restore(module, outcome.table.family, outcome.plan.restore, test=True)
-    applied: List[Outcome] = []
-    try:
-        for outcome in changed:
-            applied.append(outcome)
-            _apply(module, outcome, prefix)
-    except (ChainError, ToolError) as failure:
-        problems = [str(failure)]
-        for outcome in reversed(applied):
-            try:
-                _restore_before(module, outcome, prefix)
-            except (ChainError, ToolError) as e:  # keep going: put back every table we can
-                problems.append("restoring the previous %s %s failed too: %s" % (outcome.table.family, outcome.table.name, e))
-        raise ChainError("\n".join(problems)) from failure
-    return outcomes
+    return owned_chains.converge(module, BACKEND, tables, prefix, check_mode)
 
 
 def _apply(module, outcome: Outcome, prefix: str) -> None:
@@ -321,10 +232,7 @@ def _restore_before(module, outcome: Outcome, prefix: str) -> None:
         _restore(module, outcome.table.family, back.restore)
 
 
-def _tool(module, name: str) -> str:
-    """The tool's full path: a login PATH on a managed host may lack /usr/sbin."""
-    find = getattr(module, "get_bin_path", None)  # tests and benchmarks pass simpler runners
-    return find(name, required=True) if find else name
+_tool = owned_chains.tool
 
 
 def _restore(module, family: str, text: str, test: bool = False) -> None:
@@ -336,17 +244,7 @@ def _restore(module, family: str, text: str, test: bool = False) -> None:
         raise ChainError("%s%s" % (e, "\noffending line: %s" % line if line else ""))
 
 
-def _mismatch(want: Owned, have: Owned) -> str:
-    present = {c.name: c.rules for c in have.chains + have.base}
-    lines = []
-    for chain in want.chains + want.base:
-        actual = present.get(chain.name, ())
-        for desired, printed in zip(chain.rules, actual):
-            if desired != printed:
-                lines.append("  %s: desired %r, kernel prints %r" % (chain.name, desired, printed))
-        if len(chain.rules) != len(actual):
-            lines.append("  %s: %d rules desired, kernel has %d" % (chain.name, len(chain.rules), len(actual)))
-    return "\n".join(lines)
+_mismatch = owned_chains.mismatch
 
 
 # ---------------------------------------------------------------- the surface a transaction drives
@@ -373,7 +271,7 @@ def prepare_from(table: Table, have: Owned, prefix: str) -> Outcome:
     return Outcome(table, have, want, plan(table.name, want, have, prefix))
 
 
-def test(module, outcome: Outcome) -> None:
+def test(module, outcome: Outcome, prefix: str = "") -> None:
     """`iptables-restore --test` of the outcome's restore text: nothing is written."""
     if outcome.plan.changed:
         _restore(module, outcome.table.family, outcome.plan.restore, test=True)
@@ -388,3 +286,6 @@ def apply(module, outcome: Outcome, prefix: str) -> None:
 def restore(module, outcome: Outcome, prefix: str) -> None:
     """Put the owned state of the outcome's table back as it was read before (foreign rules untouched)."""
     _restore_before(module, outcome, prefix)
+
+
+BACKEND = owned_chains.Backend(prepare=prepare, test=test, apply=apply, restore=restore)

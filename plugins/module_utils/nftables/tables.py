@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from ansible_collections.netpol.fleet.plugins.module_utils.tools import ToolError, run
 
-NFT_FAMILIES = {"ipv4": "ip", "ipv6": "ip6"}
+NFT_FAMILIES = {"ipv4": "ip", "ipv6": "ip6", "bridge": "bridge"}  # hoststate family -> nft family
 _HEADERS = ("metainfo", "table")  # what every listing has, also of an empty table
 
 

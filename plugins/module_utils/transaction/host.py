@@ -10,9 +10,14 @@
                and jumps of every family, then the stale sets - and on any failure undoes the steps
                already taken, last first, so the host ends wholly on its previous state.
 
-Chain backends are looked up by the table's family in CHAIN_BACKENDS; a backend is a module with the
-surface of module_utils/iptables/chains.py (read_all, prepare_from, test, apply, restore, owned_text).
-A family without a backend stops the run before anything is read (docs/module_netpol_host.md).
+Chain backends are looked up by the table's family in CHAIN_BACKENDS, in apply order: the layer-3
+tables (iptables, ip6tables), then the bridge tables (ebtables: the anti-spoofing of VM ports). A
+backend is a module with the surface of module_utils/iptables/chains.py (read_all, prepare_from, test,
+apply, restore, owned_text). A family without a backend stops the run before anything is read
+(docs/module_netpol_host.md). The bridge family is read on every host that has ebtables-save, so a
+VM that left a hypervisor leaves no anti-spoofing chain behind; without the tool nothing of it can be
+ours (we only write with ebtables-restore), unless the desired state has bridge tables: then the tool
+is required.
 Standard library only, Python 3.9: the netpol_host module imports this on managed hosts.
 """
 
@@ -23,16 +28,24 @@ import re
 from typing import Any, Dict, Iterable, List, Mapping, Sequence, Tuple
 
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.hoststate import HostState, Jump, Table
+from ansible_collections.netpol.fleet.plugins.module_utils.ebtables import chains as ebtables_chains
 from ansible_collections.netpol.fleet.plugins.module_utils.iptables import chains as iptables_chains
-from ansible_collections.netpol.fleet.plugins.module_utils.iptables.chains import ChainError
 from ansible_collections.netpol.fleet.plugins.module_utils.ipset import sets as ipsets
 from ansible_collections.netpol.fleet.plugins.module_utils.ipset.sets import PlanError
 from ansible_collections.netpol.fleet.plugins.module_utils.ipset.text import SavedSet, render_saved
+from ansible_collections.netpol.fleet.plugins.module_utils.owned_chains import ChainError
 from ansible_collections.netpol.fleet.plugins.module_utils.tools import ToolError
-from ansible_collections.netpol.fleet.plugins.module_utils.transaction.steps import SetFillStep, SetPurgeStep, TableStep
+from ansible_collections.netpol.fleet.plugins.module_utils.transaction.steps import (
+    EmptyTablesStep,
+    SetFillStep,
+    SetPurgeStep,
+    TableStep,
+)
 
-# family -> chain backend, in apply order. The ebtables backend adds "bridge" here.
-CHAIN_BACKENDS = {"ipv4": iptables_chains, "ipv6": iptables_chains}
+# family -> chain backend, in apply order: layer 3 first, then layer 2.
+CHAIN_BACKENDS = {"ipv4": iptables_chains, "ipv6": iptables_chains, "bridge": ebtables_chains}
+ALWAYS_READ = ("ipv4", "ipv6")
+OPTIONAL_TOOLS = {"bridge": ebtables_chains.SAVE}  # read when the host has the tool (or the family is desired)
 FAILURES = (ChainError, PlanError, ToolError)
 _SET_REFERENCE = re.compile(r"--(?:match|add|del)-set\s+(\S+)")
 
@@ -97,6 +110,7 @@ class Transaction:
             sets=changes,
             kept_referenced=[n for s in purge for n in s.plan.kept_referenced],
             tables={t.label: t.report() for t in tables if t.changed},
+            tables_deleted=[name for s in self.all_steps if isinstance(s, EmptyTablesStep) for name in s.names],
         )
 
     def commands(self) -> Dict[str, Any]:
@@ -137,6 +151,18 @@ def check_families(tables: Iterable[Table]) -> None:
                 % (table.family, table.name, table.family, ", ".join(CHAIN_BACKENDS)))
 
 
+def families_to_read(module, desired: Iterable[str]) -> List[str]:
+    """Every family of the desired state, IPv4 and IPv6, and each optional family the host has the tool of."""
+    wanted = set(desired) | set(ALWAYS_READ)
+    wanted |= {f for f, tool in OPTIONAL_TOOLS.items() if f not in wanted and _has_tool(module, tool)}
+    return sorted(wanted, key=_family_order)
+
+
+def _has_tool(module, name: str) -> bool:
+    find = getattr(module, "get_bin_path", None)  # unit tests pass simpler runners
+    return bool(find(name)) if find else False
+
+
 def read_owned(module, prefix: str, families: Iterable[str]) -> Dict[Tuple[str, str], Any]:
     """(family, table) -> owned state, one read per family."""
     owned = {}
@@ -146,22 +172,24 @@ def read_owned(module, prefix: str, families: Iterable[str]) -> Dict[Tuple[str, 
     return owned
 
 
-def prepare(module, ipset_bin: str, desired: Desired, prefix: str, set_prefixes: Tuple[str, ...]) -> Transaction:
-    """Read the kernel once and plan every step; raises TransactionError on anything refused."""
+def prepare(module, ipset_bin: str, desired: Desired, prefix: str, set_prefixes: Tuple[str, ...],
+            delete_empty_tables: bool = False) -> Transaction:
+    """Read the kernel once and plan every step; raises TransactionError on anything refused.
+    delete_empty_tables: a table we own something in, which the desired state leaves empty and which
+    then holds nothing at all, is deleted last (iptables-nft and ebtables-nft never delete a table)."""
     check_families(desired.tables)
     try:
-        return _prepare(module, ipset_bin, desired, prefix, set_prefixes)
+        return _prepare(module, ipset_bin, desired, prefix, set_prefixes, delete_empty_tables)
     except FAILURES as e:
         raise TransactionError("nothing was changed: %s" % e)
 
 
-def _prepare(module, ipset_bin, desired: Desired, prefix, set_prefixes) -> Transaction:
+def _prepare(module, ipset_bin, desired: Desired, prefix, set_prefixes, delete_empty_tables=False) -> Transaction:
     names = [s.name for s in desired.sets]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise PlanError("sets given more than once: %s" % ", ".join(duplicates))
-    families = sorted({t.family for t in desired.tables} | {"ipv4", "ipv6"}, key=_family_order)
-    owned = read_owned(module, prefix, families)
+    owned = read_owned(module, prefix, families_to_read(module, (t.family for t in desired.tables)))
     actual, references = ipsets.read_state(module, ipset_bin, names, set_prefixes)
     _check_set_references(desired, names, references, set_prefixes)
     given = {(t.family, t.name): t for t in desired.tables}
@@ -181,7 +209,18 @@ def _prepare(module, ipset_bin, desired: Desired, prefix, set_prefixes) -> Trans
     purge = SetPurgeStep(module, ipset_bin, names, actual, foreign, set_prefixes)
     warnings = ["set %s is ours but still referenced by rules or sets that are not; it was kept" % n
                 for n in purge.plan.kept_referenced]
-    return Transaction([new], [changed] + table_steps + [purge], warnings)
+    steps = [changed] + table_steps + [purge]
+    if delete_empty_tables:
+        emptied = [step.outcome.table for step in table_steps if _emptied(step.outcome)]
+        empty = EmptyTablesStep(module, emptied, prefix)
+        warnings += empty.warnings
+        steps.append(empty)
+    return Transaction([new], steps, warnings)
+
+
+def _emptied(outcome) -> bool:
+    """The table held chains of ours (a jump of ours always enters one) and keeps none."""
+    return bool(outcome.before.chains) and not outcome.after.chains
 
 
 def _family_order(family: str) -> int:
@@ -227,7 +266,7 @@ def _check_set_references(desired: Desired, names: Sequence[str], existing: Mapp
 def snapshot(module, ipset_bin: str, prefix: str, set_prefixes: Tuple[str, ...]) -> Dict[str, Any]:
     """Everything the collection owns on this host, as plain data prepare() can take back (the
     rollback's 'before'): every owned chain, every jump at its position, every owned set."""
-    owned = read_owned(module, prefix, CHAIN_BACKENDS)
+    owned = read_owned(module, prefix, families_to_read(module, ()))
     actual, _references = ipsets.read_state(module, ipset_bin, (), set_prefixes)
     tables = [_as_table(family, name, have, prefix) for (family, name), have in sorted(owned.items())]
     return {"tables": [HostState(host="", tables=(t,)).to_dict()["tables"][0] for t in tables if t.chains],

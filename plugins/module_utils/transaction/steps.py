@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
+from ansible_collections.netpol.fleet.plugins.module_utils.engine.hoststate import Table
 from ansible_collections.netpol.fleet.plugins.module_utils.ipset import sets as ipsets
 from ansible_collections.netpol.fleet.plugins.module_utils.ipset.text import SavedSet, render_saved
+from ansible_collections.netpol.fleet.plugins.module_utils.nftables import tables as nft_tables
 
 
 class TableStep:
@@ -30,7 +32,7 @@ class TableStep:
         return self.outcome.plan.changed
 
     def test(self) -> None:
-        self.backend.test(self.module, self.outcome)
+        self.backend.test(self.module, self.outcome, self.prefix)
 
     def apply(self) -> None:
         self.backend.apply(self.module, self.outcome, self.prefix)
@@ -161,3 +163,54 @@ class SetPurgeStep:
 
 def _set_text(saved) -> str:
     return render_saved([saved]) if saved is not None else ""
+
+
+class EmptyTablesStep:
+    """The tables our chains leave empty, deleted last (iptables-nft and ebtables-nft create a table on
+    the first restore that names it and never delete it). A table is deleted only when, read again
+    just before, it holds nothing but what our chains leave: no foreign rule, chain or set
+    (nftables/tables.py left_empty). All deletes run as one `nft -f`, one nf_tables transaction, so a
+    failure deletes none and there is nothing of this step to undo."""
+
+    label = "empty tables"
+
+    def __init__(self, module, emptied: Sequence[Table], prefix: str):
+        self.module, self.prefix = module, prefix
+        self.nft = module.get_bin_path("nft") if emptied else None
+        self.warnings: List[str] = []
+        if emptied and self.nft is None:
+            self.warnings.append("nft is missing (package nftables): the empty tables %s stay behind"
+                                 % ", ".join("%s %s" % (t.family, t.name) for t in emptied))
+        self.tables = [t for t in emptied if self.nft and self._empty_once_ours_go(t)]
+
+    def _empty_once_ours_go(self, table: Table) -> bool:
+        objects = nft_tables.read_table(self.module, self.nft, table.family, table.name)
+        return objects is not None and nft_tables.left_empty(objects, self.prefix)
+
+    @property
+    def names(self) -> List[str]:
+        return ["%s %s" % (t.family, t.name) for t in self.tables]
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.tables)
+
+    def test(self) -> None:
+        """Nothing to test: the tables are read again just before they are deleted."""
+
+    def apply(self) -> None:
+        script = "".join(nft_tables.delete_script(t.family, t.name) for t in self.tables
+                         if self._empty_once_ours_go(t))
+        if script:
+            nft_tables.delete(self.module, self.nft, script)
+
+    def undo(self) -> None:
+        """One nft transaction deleted all or none; a later step's failure cannot follow (this is last)."""
+
+    def commands(self) -> str:
+        return "".join(nft_tables.delete_script(t.family, t.name) for t in self.tables)
+
+    def diff(self) -> List[Dict[str, str]]:
+        return [dict(before_header="%s %s (table)" % (t.family, t.name), after_header="(deleted)",
+                     before="table %s %s\n" % (nft_tables.NFT_FAMILIES[t.family], t.name), after="")
+                for t in self.tables]

@@ -11,6 +11,7 @@ import pytest
 
 from ansible_collections.netpol.fleet.plugins.module_utils.bridge.dataplane import (
     BRIDGE_CHAIN, CHECK_CHAIN, EGRESS_CHAIN, INGRESS_CHAIN, INPUT_CHAIN, zones)
+from ansible_collections.netpol.fleet.plugins.module_utils.ebtables import text as ebtables_text
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.compile import compile_fleet
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.fleet import load_fleet
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.hoststate import CHAIN_NAME_MAX
@@ -61,7 +62,8 @@ def test_golden_hypervisor():
     """The exact text a fresh hypervisor would restore; on mismatch the actual text lands beside the .ref."""
     state = compiled()["hv1"]
     parts = ["# ipset\n" + ipset_text.render_restore(state.sets), "# bridges %s" % " ".join(state.bridges)]
-    parts += ["# %s\n%s" % (t.family, iptables_text.render_restore(t)) for t in state.tables]
+    parts += ["# %s\n%s" % (t.family, (ebtables_text if t.family == "bridge" else iptables_text).render_restore(t))
+              for t in state.tables]
     actual = "\n".join(parts)
     reference = GOLDEN / "hypervisor.ref"
     if not reference.exists() or reference.read_text() != actual:
