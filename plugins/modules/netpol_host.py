@@ -13,7 +13,7 @@ version_added: 0.2.0
 description:
   - Makes everything the collection owns on one host exactly the desired state, in one invocation - the
     sets, and the owned chains and jumps of every table of both IP families and of the bridge family
-    (ebtables: the anti-spoofing of bridged VM ports) - or leaves the host wholly on its previous state.
+    (ebtables, for the anti-spoofing of bridged VM ports) - or leaves the host wholly on its previous state.
   - Reads everything first (C(ipset list -t), C(ipset save) when a set of ours exists, one C(iptables-save), one
     C(ip6tables-save) and, on a host that has it, one C(ebtables-save) of all tables), validates everything
     (names, rules, every set a rule uses, every set's entries) and plans every step; a no-op ends there, without a single kernel write.
