@@ -16,7 +16,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import pytest
 import yaml
@@ -79,7 +79,8 @@ def foreign(ns: str) -> List[str]:
     return [line for line in world(ns).splitlines() if "NETPOL-" not in line and "netpol" not in line]
 
 
-def play(ns: str, tmp_path: Path, args: Dict[str, Any], *flags: str, trace: bool = False) -> Dict[str, Any]:
+def play(ns: str, tmp_path: Path, args: Dict[str, Any], *flags: str, trace: bool = False,
+         shims: Optional[Path] = None) -> Dict[str, Any]:
     result = tmp_path / ("result-%s.json" % uuid.uuid4().hex[:6])
     tasks = [{"netpol.fleet.netpol_host": args, "register": "r", "ignore_errors": True},
              {"ansible.builtin.copy": {"content": "{{ r | to_json }}", "dest": str(result)},
@@ -89,6 +90,8 @@ def play(ns: str, tmp_path: Path, args: Dict[str, Any], *flags: str, trace: bool
     env = dict(os.environ, ANSIBLE_NOCOLOR="1")
     if trace:
         env["PATH"] = "%s:%s" % (tracer(tmp_path), env["PATH"])
+    if shims:
+        env["PATH"] = "%s:%s" % (shims, env["PATH"])
     argv = ["ip", "netns", "exec", ns, ANSIBLE_PLAYBOOK, "-i", "localhost,", "-c", "local",
             "-e", "ansible_python_interpreter=%s" % PYTHON, str(playbook)] + list(flags)
     done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
@@ -100,7 +103,8 @@ def tracer(tmp_path: Path) -> Path:
     """A PATH directory whose kernel tools log each call, then run the real tool."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
-    for tool in ("iptables-restore", "ip6tables-restore", "ipset", "iptables-save", "ip6tables-save"):
+    for tool in ("iptables-restore", "ip6tables-restore", "ipset", "iptables-save", "ip6tables-save",
+                 "ebtables-restore", "ebtables-save"):
         shim = bin_dir / tool
         shim.write_text('#!/bin/sh\necho "%s $*" >> %s\nexec /usr/sbin/%s "$@"\n' % (tool, tmp_path / "calls", tool))
         shim.chmod(0o755)
@@ -160,9 +164,9 @@ def test_a_rule_using_a_set_that_is_not_there_is_refused_naming_it(ns, tmp_path)
 
 
 def test_a_family_without_a_backend_stops_the_run_before_anything(ns, tmp_path):
-    bridge = {"tables": [{"family": "bridge", "name": "filter", "chains": [], "jumps": []}]}
-    failed = play(ns, tmp_path, bridge, trace=True)
-    assert failed["failed"] and "family 'bridge' has no backend in this release" in failed["msg"]
+    arp = {"tables": [{"family": "arp", "name": "filter", "chains": [], "jumps": []}]}
+    failed = play(ns, tmp_path, arp, trace=True)
+    assert failed["failed"] and "family 'arp' has no backend in this release" in failed["msg"]
     assert calls(tmp_path) == []
 
 
@@ -179,3 +183,98 @@ def test_save_and_restore_put_back_only_what_is_owned(ns, tmp_path):
     now = world(ns, counters=False)
     assert theirs in now
     assert sorted(now.replace(theirs, "").splitlines()) == sorted(before.splitlines())  # ipset save: hash order
+
+
+# ---------------------------------------------------------------- the bridge family (ebtables) in the same transaction
+
+FOREIGN_L2 = [
+    "ebtables -t nat -N CNI", "ebtables -t nat -A CNI --among-src 2:0:a:0:0:9 -j ACCEPT",
+    "ebtables -t nat -A PREROUTING -j CNI", "ebtables -A FORWARD -i cni0 -j DROP",
+]
+
+
+def l2_table(rules: List[str]) -> Dict[str, Any]:
+    return {"family": "bridge", "name": "nat", "chains": [{"name": "NETPOL-L2", "rules": rules}],
+            "jumps": [{"chain": "PREROUTING", "target": "NETPOL-L2", "match": "", "position": 1}]}
+
+
+L2_A = dict(STATE_A, tables=STATE_A["tables"] + [l2_table(["-i vm1 -s ! 52:54:0:0:0:1 -j DROP"])])
+L2_B = dict(STATE_B, tables=STATE_B["tables"] + [l2_table(["-i vm1 -s ! 52:54:0:0:0:2 -j DROP", "-p 802_1Q -j DROP"])])
+
+
+def bridge_world(ns: str) -> str:
+    return "".join(line for line in sh(ns, "ebtables-save").splitlines(True) if not line.startswith("#"))
+
+
+def foreign_l2(ns: str) -> List[str]:
+    return [line for line in bridge_world(ns).splitlines() if "NETPOL-" not in line]
+
+
+def test_bridge_tables_are_applied_with_the_others_checked_diffed_and_idempotent(ns, tmp_path):
+    sh(ns, "; ".join(FOREIGN + FOREIGN_L2))
+    theirs, theirs_l2 = foreign(ns), foreign_l2(ns)
+
+    checked = play(ns, tmp_path, L2_A, "--check", "--diff")
+    assert checked["changed"] and "NETPOL" not in bridge_world(ns) and "NETPOL" not in world(ns)
+    headers = [d["after_header"] for d in checked["diff"]]
+    assert headers[-2:] == ["bridge nat chain NETPOL-L2", "bridge nat jumps"]  # after both IP families
+    # The diff shows the rule as ebtables-save will print it (canonical form), not as written.
+    assert "-A NETPOL-L2 -s ! 52:54:00:00:00:01 -i vm1 -j DROP" in checked["diff"][-2]["after"]
+    assert "bridge nat" in checked["commands"]
+
+    created = play(ns, tmp_path, L2_A)
+    assert created["changed"] and set(created["tables"]) == {"ipv4 filter", "ipv6 filter", "bridge nat"}
+    nat = sh(ns, "ebtables-save -t nat")
+    assert "-A NETPOL-L2 -s ! 52:54:00:00:00:01 -i vm1 -j DROP" in nat
+    assert nat.index("-A PREROUTING -j NETPOL-L2") < nat.index("-A PREROUTING -j CNI")
+    assert foreign_l2(ns) == theirs_l2 and foreign(ns) == theirs
+
+    noop = play(ns, tmp_path, L2_A, "--diff", trace=True)
+    assert not noop["changed"] and noop["diff"] == []
+    assert [c for c in calls(tmp_path) if "restore" in c] == []
+    assert len([c for c in calls(tmp_path) if c.startswith("ebtables-save")]) == 1  # one read of both tables
+
+    changed = play(ns, tmp_path, L2_B, "--diff")
+    assert changed["tables"]["bridge nat"]["updated"] == ["NETPOL-L2"]
+    assert "-A NETPOL-L2 -p 802_1Q -j DROP" in sh(ns, "ebtables-save -t nat")
+    assert foreign_l2(ns) == theirs_l2 and foreign(ns) == theirs
+
+
+def failing_ebtables_restore(ns: str, tmp_path: Path) -> Path:
+    """A PATH directory whose ebtables-restore fails in the host's namespace only: the dry check in a
+    scratch namespace passes, the real restore (after both IP families were switched) fails."""
+    inode = sh(ns, "readlink /proc/self/ns/net").strip()
+    bin_dir = tmp_path / "failing"
+    bin_dir.mkdir(exist_ok=True)
+    shim = bin_dir / "ebtables-restore"
+    shim.write_text('#!/bin/sh\nif [ "$(readlink /proc/self/ns/net)" = "%s" ]; then\n'
+                    '  echo "injected failure" >&2; exit 1\nfi\nexec /usr/sbin/ebtables-restore "$@"\n' % inode)
+    shim.chmod(0o755)
+    return bin_dir
+
+
+def test_a_failing_ebtables_restore_leaves_sets_iptables_ip6tables_and_ebtables_on_the_old_state(ns, tmp_path):
+    sh(ns, "; ".join(FOREIGN_L2))
+    play(ns, tmp_path, L2_A)
+    before, before_l2 = world(ns, counters=False), bridge_world(ns)
+    failed = play(ns, tmp_path, L2_B, shims=failing_ebtables_restore(ns, tmp_path))
+    assert failed["failed"] and "bridge nat" in failed["msg"] and "injected failure" in failed["msg"], failed["msg"]
+    assert "the host is on its previous state" in failed["msg"]
+    assert world(ns, counters=False) == before and bridge_world(ns) == before_l2
+
+
+def test_an_empty_state_removes_every_owned_object_and_deletes_only_the_tables_left_empty(ns, tmp_path):
+    sh(ns, "ebtables -A FORWARD -i cni0 -j DROP")  # a foreign rule in bridge filter; bridge nat is ours alone
+    play(ns, tmp_path, L2_A)
+    checked = play(ns, tmp_path, {"tables": [], "delete_empty_tables": True}, "--check", "--diff")
+    assert sorted(checked["tables_deleted"]) == ["bridge nat", "ipv4 filter", "ipv6 filter"]
+    assert [d["after_header"] for d in checked["diff"]].count("(deleted)") == 3
+    assert "NETPOL-L2" in bridge_world(ns)
+    removed = play(ns, tmp_path, {"tables": [], "delete_empty_tables": True})
+    assert removed["changed"] and sorted(removed["tables_deleted"]) == ["bridge nat", "ipv4 filter", "ipv6 filter"]
+    ruleset = sh(ns, "nft list ruleset")
+    assert "table bridge filter" in ruleset and "cni0" in ruleset  # the foreign one stays
+    assert "table bridge nat" not in ruleset and "table ip filter" not in ruleset and "NETPOL" not in ruleset
+    assert "netpol" not in sh(ns, "ipset list -n")
+    again = play(ns, tmp_path, {"tables": [], "delete_empty_tables": True})
+    assert not again["changed"]
