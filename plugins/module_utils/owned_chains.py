@@ -75,6 +75,14 @@ class Dialect:
         return ["-I %s %d %s" % (base.name, i, r) for i, r in enumerate(base.rules, 1) if self.owns(r, prefix)]
 
 
+def with_builtins(owned: Owned, builtin: Sequence[str]) -> Owned:
+    """`owned` with every built-in chain of its table, in that order, those the save did not print
+    empty (a table that does not exist yet): as `*-save -t TABLE` prints them, and as a read-back
+    after the first restore into the table will."""
+    present = {b.name: b for b in owned.base}
+    return Owned(owned.chains, tuple(present.get(name, Chain(name)) for name in builtin))
+
+
 def check_names(table: Table, prefix: str) -> None:
     """The checks every backend makes first: the prefix, and each chain's name, once."""
     if not prefix or any(ch.isspace() for ch in prefix):

@@ -183,11 +183,9 @@ def owned_text(owned: Owned, prefix: str) -> str:
 
 
 def prepare(module, table: Table, prefix: str) -> Outcome:
-    """Read the kernel once and decide; touches nothing."""
+    """Read the kernel once and decide; touches nothing (a refused table is not even read)."""
     validate(table, prefix)
-    have = read(module, table.family, table.name, prefix)
-    want = expected(table, have, prefix)
-    return Outcome(table, have, want, plan(table.name, want, have, prefix))
+    return prepare_from(table, read(module, table.family, table.name, prefix), prefix)
 
 
 def converge(module, tables: Sequence[Table], prefix: str, check_mode: bool = False) -> List[Outcome]:
@@ -275,13 +273,8 @@ def read_all(module, family: str, prefix: str) -> Dict[str, Owned]:
         if saved.backend not in (None, "nf_tables"):
             raise ChainError("ebtables-save reports the %s backend; only ebtables-nft (nf_tables) applies a "
                              "restore as one transaction, so netpol.fleet refuses any other" % saved.backend)
-        owned[name] = _with_builtins(name, owned_from_save(saved, name, prefix))
+        owned[name] = owned_chains.with_builtins(owned_from_save(saved, name, prefix), BUILTIN_CHAINS[name])
     return owned
-
-
-def _with_builtins(table: str, owned: Owned) -> Owned:
-    present = {b.name: b for b in owned.base}
-    return Owned(owned.chains, tuple(present.get(name, Chain(name)) for name in BUILTIN_CHAINS[table]))
 
 
 def prepare_from(table: Table, have: Owned, prefix: str) -> Outcome:

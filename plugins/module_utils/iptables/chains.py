@@ -193,12 +193,9 @@ def owned_text(owned: Owned, prefix: str) -> str:
 
 
 def prepare(module, table: Table, prefix: str) -> Outcome:
-    """Read the kernel once and decide; touches nothing."""
+    """Read the kernel once and decide; touches nothing (a refused table is not even read)."""
     validate(table, prefix)
-    have = read(module, table.family, table.name, prefix)
-    want = expected(table, have, prefix)
-    warnings = tuple(displaced_jumps(table, want, prefix))
-    return Outcome(table, have, want, plan(table.name, want, have, prefix), warnings)
+    return prepare_from(table, read(module, table.family, table.name, prefix), prefix)
 
 
 def converge(module, tables: Sequence[Table], prefix: str, check_mode: bool = False) -> List[Outcome]:
@@ -256,19 +253,16 @@ def read_all(module, family: str, prefix: str) -> Dict[str, Owned]:
     """The owned state of every table this backend manages, from one iptables-save of all tables.
     A table that does not exist yet has its built-in chains, empty, as `iptables-save -t` prints them."""
     saved = parse_save(run(module, [_tool(module, TOOLS[family][0])])[1])
-    return {name: _with_builtins(name, owned_from_save(saved.get(name, ()), prefix)) for name in BUILTIN_CHAINS}
-
-
-def _with_builtins(table: str, owned: Owned) -> Owned:
-    present = {b.name: b for b in owned.base}
-    return Owned(owned.chains, tuple(present.get(name, Chain(name)) for name in BUILTIN_CHAINS[table]))
+    return {name: owned_chains.with_builtins(owned_from_save(saved.get(name, ()), prefix), BUILTIN_CHAINS[name])
+            for name in BUILTIN_CHAINS}
 
 
 def prepare_from(table: Table, have: Owned, prefix: str) -> Outcome:
     """prepare() for a table whose owned state was already read (read_all)."""
     validate(table, prefix)
     want = expected(table, have, prefix)
-    return Outcome(table, have, want, plan(table.name, want, have, prefix))
+    warnings = tuple(displaced_jumps(table, want, prefix))
+    return Outcome(table, have, want, plan(table.name, want, have, prefix), warnings)
 
 
 def test(module, outcome: Outcome, prefix: str = "") -> None:
