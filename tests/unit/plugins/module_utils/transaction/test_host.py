@@ -178,9 +178,9 @@ NAT_LISTING = ('{"nftables": [{"metainfo": {}}, {"table": {"family": "bridge", "
 
 
 def test_an_emptied_table_is_deleted_last_when_nothing_else_is_in_it_and_shown_in_the_diff():
-    kernel = Kernel({"iptables-save": EMPTY_SAVE, "ip6tables-save": EMPTY_SAVE,
-                     "ebtables-save": EB_HEADER + "*nat\n:PREROUTING ACCEPT\n:NETPOL-L2 RETURN\n"
-                                      "-A PREROUTING -j NETPOL-L2\n-A NETPOL-L2 -i vm1 -j DROP\n"},
+    only_ours = EB_HEADER + "*nat\n:PREROUTING ACCEPT\n:NETPOL-L2 RETURN\n-A PREROUTING -j NETPOL-L2\n" \
+        "-A NETPOL-L2 -i vm1 -j DROP\n"
+    kernel = Kernel({"iptables-save": EMPTY_SAVE, "ip6tables-save": EMPTY_SAVE, "ebtables-save": only_ours},
                     nft={"table bridge nat": NAT_LISTING})
     transaction = plan_for(kernel, [], delete_empty_tables=True)
     assert transaction.all_steps[-1].label == "empty tables"
