@@ -278,3 +278,18 @@ def test_an_empty_state_removes_every_owned_object_and_deletes_only_the_tables_l
     assert "netpol" not in sh(ns, "ipset list -n")
     again = play(ns, tmp_path, {"tables": [], "delete_empty_tables": True})
     assert not again["changed"]
+
+
+def test_save_and_restore_cover_the_bridge_tables(ns, tmp_path):
+    """The enforce role's rollback (save_to, then restore_from) puts the anti-spoofing chains back too."""
+    sh(ns, "; ".join(FOREIGN_L2))
+    play(ns, tmp_path, L2_A)
+    before, before_l3 = bridge_world(ns), world(ns, counters=False)
+    saved = tmp_path / "owned.json"
+    play(ns, tmp_path, {"save_to": str(saved)})
+    play(ns, tmp_path, L2_B)
+    assert bridge_world(ns) != before
+    restored = play(ns, tmp_path, {"restore_from": str(saved)})
+    assert restored["rolled_back"] and "bridge nat" in restored["tables"]
+    assert bridge_world(ns) == before
+    assert sorted(world(ns, counters=False).splitlines()) == sorted(before_l3.splitlines())
