@@ -146,9 +146,11 @@ class ActionModule(ActionBase):
             policies, fleet = cluster.inputs.policies, cluster.inputs.fleet
             warnings, input_errors = warnings + cluster.inputs.warnings, input_errors + cluster.inputs.errors
             result["kubernetes"] = cluster.report
+            result["compiled_from"] = cluster.compiled_from  # heads each host's diff (netpol_host)
             self._display.display("netpol: Kubernetes snapshot of %s, credentials from %s, resourceVersions %s, "
-                                  "pages %s" % (cluster.host, cluster.source, cluster.report["resource_versions"],
-                                                cluster.report["pages"]))
+                                  "pages %s, NetworkPolicies of %s" % (
+                                      cluster.host, cluster.source, cluster.report["resource_versions"],
+                                      cluster.report["pages"], cluster.policy_scope.describe()))
         if not input_errors:  # the fleet is complete only now (inventory, plus the cluster's)
             input_errors += [str(error) for error in unknown_namespace_errors(policies, fleet)]
         errors += input_errors

@@ -55,6 +55,8 @@ options:
         kubernetes.core's C(kubeconfig), C(context), C(host), C(api_key), C(username), C(password),
         C(client_cert), C(client_key), C(ca_cert), C(validate_certs), C(proxy), C(impersonate_user),
         C(impersonate_groups), each falling back to its K8S_AUTH_* variable, and C(page_size), C(timeout).
+      - C(policy_namespaces) and C(policy_label_selectors) are checked as for the enforce role (a namespace the
+        cluster does not have is an error) and change nothing here - the lookup returns workloads, never policies.
     type: dict
     default: {}
     vars:

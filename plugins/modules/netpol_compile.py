@@ -68,6 +68,9 @@ options:
         C(kubeconfig), C(context), C(host), C(api_key), C(username), C(password), C(client_cert), C(client_key),
         C(ca_cert), C(validate_certs), C(proxy), C(impersonate_user), C(impersonate_groups) - and C(page_size)
         (objects per list request, default 500) and C(timeout) (seconds per request, default 30).
+      - C(policy_namespaces) (a list of namespaces) and C(policy_label_selectors) (a list of label selectors,
+        ANDed) restrict which NetworkPolicies are read; Namespaces, Pods, Nodes and VMIs are always read
+        cluster-wide. NetworkPolicies outside them are not enforced, and the run warns so.
     type: dict
     default: {}
   hosts:
@@ -298,11 +301,19 @@ controller_addresses:
   elements: str
 kubernetes:
   description: The snapshot taken with O(source=kubernetes) - the API host, where the credentials came from,
-    and each list's C(resourceVersion) and number of pages.
+    each list's C(resourceVersion) and number of pages (a namespace's NetworkPolicy list as
+    C(NetworkPolicy in <namespace>)), and the C(policy_namespaces) and C(policy_label_selector) read.
   returned: when O(source=kubernetes)
   type: dict
   sample: {"host": "https://127.0.0.1:6443", "credentials": "kubeconfig /root/.kube/config",
-           "resource_versions": {"Namespace": "81234", "Pod": "81250"}, "pages": {"Namespace": 1, "Pod": 2}}
+           "resource_versions": {"Namespace": "81234", "Pod": "81250"}, "pages": {"Namespace": 1, "Pod": 2},
+           "policy_namespaces": [], "policy_label_selector": ""}
+compiled_from:
+  description: The snapshot the states were compiled from, in one line (API host, each list's C(resourceVersion)),
+    which the enforce role shows at the head of each host's diff (M(netpol.fleet.netpol_host) O(compiled_from)).
+  returned: when O(source=kubernetes)
+  type: str
+  sample: "the Kubernetes snapshot of https://127.0.0.1:6443 at resourceVersions Namespace 81234, NetworkPolicy 81240"
 expected:
   description:
     - Expected flow records C({src, dst, address, family, protocol, port, reachable}), each with C(why),

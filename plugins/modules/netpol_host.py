@@ -141,6 +141,12 @@ options:
     description: Seconds to wait for another transaction to finish before failing (nothing is changed).
     type: int
     default: 120
+  compiled_from:
+    description:
+      - Where the desired state was compiled from, shown as the first line of the diff when anything changes
+        (the enforce role gives the Kubernetes snapshot - API host and each list's resourceVersion - with
+        C(netpol_source=kubernetes)). Changes nothing else.
+    type: str
 attributes:
   action:
     support: full
@@ -150,7 +156,7 @@ attributes:
     description: Reads the kernel and returns every change and restore text without applying anything.
   diff_mode:
     support: full
-    description: Shows each chain and each set that changes, before and after.
+    description: Shows each chain and each set that changes, before and after, under O(compiled_from) when given.
 notes:
   - The enforce role runs this module once per host, the remove role too (no tables, no sets,
     O(delete_empty_tables)); the standalone M(netpol.fleet.ipset), M(netpol.fleet.netpol_chain) and
@@ -242,7 +248,7 @@ rolled_back:
 import json
 import os
 import time
-from typing import Any, Dict
+from typing import Any, Dict, List, Optional
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -280,6 +286,7 @@ ARGUMENT_SPEC = dict(
     delete_empty_tables=dict(type="bool", default=False),
     lock_file=dict(type="path"),
     lock_timeout=dict(type="int", default=120),
+    compiled_from=dict(type="str"),
 )
 CONTROLLER_SIDE = ("sets", "set_store", "set_files")  # the action plugin turns these into set_src
 
@@ -314,12 +321,19 @@ def converge(module, want: Desired) -> Dict[str, Any]:
     if transaction.changed and (module.check_mode or module._verbosity >= 2):
         result["commands"] = transaction.commands()
     if module._diff:
-        result["diff"] = transaction.diff()
+        result["diff"] = diff_under(transaction.diff(), p["compiled_from"])
     if transaction.changed and not module.check_mode:
         error = detach.run_detached(lambda: _run(transaction))
         if error:
             raise TransactionError(error)
     return result
+
+
+def diff_under(entries: List[Dict[str, str]], compiled_from: Optional[str]) -> List[Dict[str, str]]:
+    """The diff, headed by the line that says what the desired state was compiled from."""
+    if not entries or not compiled_from:
+        return entries
+    return [{"prepared": "desired state compiled from %s" % compiled_from}] + entries
 
 
 def _run(transaction) -> None:

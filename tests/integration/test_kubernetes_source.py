@@ -11,6 +11,7 @@ place 127.0.0.1:6443 is reachable. Without a kube-apiserver these tests fail (ne
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import subprocess
@@ -82,11 +83,11 @@ class Site:
         return self.prefix + name
 
     def playbook(self, playbook: str, kubernetes: dict, env: Dict[str, str] = None,
-                 check: bool = True) -> subprocess.CompletedProcess:
+                 check: bool = True, extra: Tuple[str, ...] = ()) -> subprocess.CompletedProcess:
         variables = self.directory / "vars.json"
         variables.write_text(json.dumps({"netpol_source": "kubernetes", "netpol_kubernetes": kubernetes}))
         argv = ["ip", "netns", "exec", self.cluster.netns, str(VENV_BIN / "ansible-playbook"), "-i",
-                str(self.inventory), str(REPO / playbook), "-e", "@%s" % variables, *FAST]
+                str(self.inventory), str(REPO / playbook), "-e", "@%s" % variables, *FAST, *extra]
         result = subprocess.run(argv, cwd=REPO, env=ansible_env(**(env or {})), capture_output=True, text=True,
                                 check=False)
         if check and result.returncode != 0:
@@ -216,4 +217,63 @@ def test_a_vmi_on_an_inventory_hypervisor_stops_the_run_until_bridge_mode_is_enf
     assert result.returncode != 0
     assert ("kubernetes VirtualMachineInstance shop/db-vm: status.nodeName: runs on node hv-1, inventory host %s: "
             "bridge mode (VMs on bridge ports) is not enforced by this release" % site.host("mon")) in result.stdout
+    assert {name: site.kernel(name) for name in ADDRESSES} == before
+
+
+SCOPED_DENY = policy("ops", "mon-isolated", {"podSelector": {}, "policyTypes": ["Ingress"]})
+SCOPED_DENY["metadata"]["labels"] = {"netpol": "on"}
+UNLABELLED_OPEN = policy("ops", "mon-open", {"podSelector": {}, "ingress": [{}]})
+
+
+def test_policies_read_only_from_the_namespaces_and_labels_named_and_the_rest_is_not_enforced(site):
+    web, mon = site.host("web"), site.host("mon")
+    scope = {"kubeconfig": str(site.cluster.kubeconfig()), "policy_namespaces": ["ops"],
+             "policy_label_selectors": ["netpol=on"]}
+    for item in (SCOPED_DENY, UNLABELLED_OPEN):
+        site.cluster.create(item)
+    try:
+        review = site.playbook("playbooks/site.yml", scope, extra=("--check", "--diff"))
+        run = site.playbook("playbooks/demo.yml", scope)
+        before = {name: site.kernel(name) for name in ADDRESSES}
+        bad = site.playbook("playbooks/site.yml", dict(scope, policy_namespaces=["ops", "opz"]), check=False)
+    finally:
+        for item in (SCOPED_DENY, UNLABELLED_OPEN):
+            site.cluster.delete(item)
+    out, said = run.stdout, re.sub(r"\s+", " ", run.stdout + run.stderr)  # warnings go to stderr
+    assert "flows, measured exactly as expected" in out
+    assert "NetworkPolicies of namespace ops, labelled netpol=on" in out
+    assert re.search(r"'NetworkPolicy in ops': '\d+'", out)  # the namespace's own list and its resourceVersion
+    assert "the cluster's other NetworkPolicies are NOT enforced by this run" in said
+    flows = measured(out)
+    # Only ops's labelled deny-all is read: mon-open (unlabelled) would admit web, shop's web-from-api
+    # (another namespace) would deny mon; neither is enforced.
+    assert flows[(web, "10.79.0.3", "tcp/80")] == flows[(web, "fd79::3", "tcp/80")] == "deny"
+    assert flows[(mon, "10.79.0.1", "tcp/80")] == flows[(mon, "fd79::1", "tcp/80")] == "allow"
+    assert "NETPOL-I-" not in site.kernel("web")
+    # --diff: each host's diff is headed by the snapshot it was compiled from, the versions the run read.
+    versions = ast.literal_eval(re.search(r"resourceVersions (\{[^}]*\})", review.stdout).group(1))
+    assert set(versions) == {"Namespace", "NetworkPolicy in ops", "Pod", "Node", "VirtualMachineInstance"}
+    header = "desired state compiled from the Kubernetes snapshot of https://127.0.0.1:6443 at resourceVersions " + \
+        ", ".join("%s %s" % item for item in versions.items())
+    assert review.stdout.count(header) >= 2  # web loses shop's policy, mon gains ops's: both hosts changed
+    # A namespace the cluster does not have stops the run before any host changes.
+    assert bad.returncode != 0
+    assert "netpol_kubernetes.policy_namespaces[1]: namespace 'opz' is not a Namespace of the cluster" in bad.stdout
+    assert "no host was changed" in bad.stdout
+    assert {name: site.kernel(name) for name in ADDRESSES} == before
+
+
+def test_several_impersonated_groups_each_bring_their_permissions(site):
+    """The impersonator may list nothing itself; of the groups it becomes, one may list all but VMIs,
+    the other only VMIs: the snapshot needs both groups sent."""
+    before = {name: site.kernel(name) for name in ADDRESSES}
+    as_groups = {"kubeconfig": str(site.cluster.kubeconfig("impersonator")), "impersonate_user": "jane"}
+    both = site.playbook("playbooks/site.yml", dict(as_groups, impersonate_groups=["netpol-readers",
+                                                                                   "netpol-vmi-readers"]),
+                         extra=("--check",))
+    assert "Kubernetes snapshot of https://127.0.0.1:6443" in both.stdout
+    one = site.playbook("playbooks/site.yml", dict(as_groups, impersonate_groups=["netpol-readers"]), check=False)
+    assert one.returncode != 0
+    assert "missing permission: verb 'list' on resource 'virtualmachineinstances.kubevirt.io'" in one.stdout
+    assert re.search(r'User \\*"jane\\*" cannot list', one.stdout)  # the server judged jane and her groups
     assert {name: site.kernel(name) for name in ADDRESSES} == before

@@ -57,11 +57,12 @@ def apiserver_binary() -> str:
 
 class Cluster:
     """etcd + kube-apiserver in netns `netns`; tokens: admin (system:masters), reader (the shipped
-    ClusterRole), novmi (the same role without VMIs)."""
+    ClusterRole), novmi (the same role without VMIs), impersonator (may only impersonate: of the
+    groups it can become, netpol-readers may read all but VMIs, netpol-vmi-readers only VMIs)."""
 
     def __init__(self, netns: str, directory: Path, binary: str):
         self.netns, self.directory, self.binary = netns, directory, binary
-        self.tokens = {name: secrets.token_hex(16) for name in ("admin", "reader", "novmi")}
+        self.tokens = {name: secrets.token_hex(16) for name in ("admin", "reader", "novmi", "impersonator")}
         self.processes: List[subprocess.Popen] = []
         self.ca = directory / "ca.crt"
         self._thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, initializer=self._enter_netns)
@@ -161,7 +162,7 @@ class Cluster:
         (self.directory / "sa.pub").write_bytes(sa_key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
         rows = ['%s,admin,1,"system:masters"' % self.tokens["admin"], "%s,netpol-reader,2" % self.tokens["reader"],
-                "%s,netpol-novmi,3" % self.tokens["novmi"]]
+                "%s,netpol-novmi,3" % self.tokens["novmi"], "%s,netpol-impersonator,4" % self.tokens["impersonator"]]
         (self.directory / "tokens.csv").write_text("\n".join(rows) + "\n")
 
     def kubeconfig(self, token: str = "reader") -> Path:
@@ -180,17 +181,28 @@ class Cluster:
                 "K8S_AUTH_SSL_CA_CERT": str(self.ca)}
 
     def apply_rbac(self) -> None:
-        """The shipped ClusterRole for `reader`; the same without VMIs for `novmi`."""
+        """The shipped ClusterRole for `reader`; the same without VMIs for `novmi` and the group
+        netpol-readers; VMIs alone for the group netpol-vmi-readers; impersonation for `impersonator`."""
         role = yaml.safe_load(CLUSTERROLE.read_text())
         novmi = dict(role, metadata={"name": "netpol-fleet-novmi"},
                      rules=[r for r in role["rules"] if "kubevirt.io" not in r["apiGroups"]])
-        for cluster_role, user in ((role, "netpol-reader"), (novmi, "netpol-novmi")):
+        vmi_only = dict(role, metadata={"name": "netpol-fleet-vmi-only"},
+                        rules=[r for r in role["rules"] if "kubevirt.io" in r["apiGroups"]])
+        impersonate = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                       "metadata": {"name": "netpol-impersonate"},
+                       "rules": [{"apiGroups": [""], "resources": ["users", "groups"], "verbs": ["impersonate"]}]}
+        for cluster_role in (role, novmi, vmi_only, impersonate):
             self.create(cluster_role)
+        for cluster_role, kind, subject in ((role, "User", "netpol-reader"), (novmi, "User", "netpol-novmi"),
+                                            (novmi, "Group", "netpol-readers"),
+                                            (vmi_only, "Group", "netpol-vmi-readers"),
+                                            (impersonate, "User", "netpol-impersonator")):
+            name = "%s-%s" % (cluster_role["metadata"]["name"], subject)
             self.create({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-                         "metadata": {"name": cluster_role["metadata"]["name"]},
+                         "metadata": {"name": name},
                          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
                                      "name": cluster_role["metadata"]["name"]},
-                         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]})
+                         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": subject}]})
 
     # ---- API calls (in the namespace's thread) ----
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 # option -> its environment fallback, as kubernetes.core names them.
 AUTH_OPTIONS = {
@@ -107,15 +107,36 @@ def connect(given: Mapping[str, Any], environ: Optional[Mapping[str, str]] = Non
     if options.get("username") and options.get("password") and not options.get("api_key"):
         pair = ("%s:%s" % (options["username"], options["password"])).encode()
         api.set_default_header("Authorization", "Basic " + base64.b64encode(pair).decode())
-    if options.get("impersonate_user"):
-        api.set_default_header("Impersonate-User", options["impersonate_user"])
-    groups = options.get("impersonate_groups") or []
-    if len(groups) > 1:
-        # The API wants one Impersonate-Group header per group; the client sends one per name.
-        raise AuthError("impersonate_groups: at most one group is supported, not %d" % len(groups))
-    if groups:
-        api.set_default_header("Impersonate-Group", groups[0])
+    for name, value in impersonation_headers(options):
+        api.set_default_header(name, value)
     return Connection(client=api, source=source, host=configuration.host)
+
+
+class RepeatedHeader(str):
+    """A header name that stays a key of its own in the client's header dict, however many have
+    the same text: the client sends one header per key, and the API reads several groups only as
+    several Impersonate-Group headers (it never splits one value at commas)."""
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __ne__(self, other: object) -> bool:
+        return self is not other
+
+
+def impersonation_headers(options: Mapping[str, Any]) -> List[Tuple[str, str]]:
+    """Impersonate-User, then one Impersonate-Group per group, as kubernetes.core sends them."""
+    groups = options.get("impersonate_groups") or []
+    if isinstance(groups, str) or not all(isinstance(g, str) and g.strip() for g in groups):
+        raise AuthError("impersonate_groups must be a list of group names, not %r" % (groups,))
+    if groups and not options.get("impersonate_user"):
+        raise AuthError("impersonate_groups %s needs impersonate_user: the API impersonates groups only "
+                        "together with a user" % ", ".join(groups))
+    headers = [("Impersonate-User", str(options["impersonate_user"]))] if options.get("impersonate_user") else []
+    return headers + [(RepeatedHeader("Impersonate-Group"), group.strip()) for group in groups]
 
 
 def default_kubeconfig(environ: Mapping[str, str]) -> str:

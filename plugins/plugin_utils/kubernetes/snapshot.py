@@ -4,8 +4,9 @@
 """One snapshot of what the fleet reads from a cluster: the only Kubernetes API I/O.
 
 Every kind is listed cluster-wide in pages (`limit` + `continue`); a continue token that has
-expired (410 Gone) restarts that list from the beginning, so each kind is one consistent list
-at one resourceVersion, recorded. Objects stay the API's JSON (camelCase, as in manifests), so
+expired (410 Gone) restarts that list from the beginning, so each list is one consistent list
+at one resourceVersion, recorded. NetworkPolicies can be listed from named namespaces only (one
+list each) and/or by a label selector (a PolicyScope): the policies outside it are not read. Objects stay the API's JSON (camelCase, as in manifests), so
 NetworkPolicies go through the same parser as policy files. KubeVirt is optional: without its
 API the VMIs are skipped with one warning. Any refusal names the verb and the resource.
 """
@@ -32,6 +33,10 @@ class Resource:
         prefix = "/api/%s" % self.version if not self.group else "/apis/%s/%s" % (self.group, self.version)
         return "%s/%s" % (prefix, self.plural)
 
+    def namespaced_path(self, namespace: str) -> str:
+        prefix, plural = self.path.rsplit("/", 1)
+        return "%s/namespaces/%s/%s" % (prefix, namespace, plural)
+
     @property
     def rbac_name(self) -> str:
         return "%s.%s" % (self.plural, self.group) if self.group else self.plural
@@ -52,8 +57,50 @@ DEFAULT_PAGE_SIZE = 500
 DEFAULT_TIMEOUT = 30
 RESTARTS = 3  # 410 Gone restarts of one list before giving up
 
-# (path, limit, continue token, timeout) -> the decoded JSON page; raises ApiFailure.
-PageReader = Callable[[str, int, Optional[str], float], Mapping[str, Any]]
+# (path, limit, continue token, timeout, label selector) -> the decoded JSON page; raises ApiFailure.
+PageReader = Callable[[str, int, Optional[str], float, str], Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class PolicyScope:
+    """Which NetworkPolicies are read: from every namespace or only those named, all of them or
+    only those a label selector (the API's labelSelector) matches."""
+
+    namespaces: Tuple[str, ...] = ()
+    label_selector: str = ""
+
+    @property
+    def everything(self) -> bool:
+        return not self.namespaces and not self.label_selector
+
+    def describe(self) -> str:
+        where = "namespace%s %s" % ("s" if len(self.namespaces) > 1 else "", ", ".join(self.namespaces)) \
+            if self.namespaces else "every namespace"
+        return "%s%s" % (where, ", labelled %s" % self.label_selector if self.label_selector else "")
+
+
+EVERY_POLICY = PolicyScope()
+
+
+@dataclass(frozen=True)
+class ListRequest:
+    """One list to read in full: the key its resourceVersion is recorded under, its path, selector."""
+
+    resource: Resource
+    key: str
+    path: str
+    label_selector: str = ""
+    where: str = "cluster-wide"
+
+
+def list_requests(resource: Resource, scope: PolicyScope = EVERY_POLICY) -> List[ListRequest]:
+    """Every kind cluster-wide; NetworkPolicies as the scope says (one list per namespace named)."""
+    if resource is not NETWORK_POLICIES:
+        return [ListRequest(resource, resource.kind, resource.path)]
+    if not scope.namespaces:
+        return [ListRequest(resource, resource.kind, resource.path, scope.label_selector)]
+    return [ListRequest(resource, "%s in %s" % (resource.kind, namespace), resource.namespaced_path(namespace),
+                        scope.label_selector, "namespace %s" % namespace) for namespace in scope.namespaces]
 
 
 class ApiFailure(Exception):
@@ -70,19 +117,21 @@ class SnapshotError(Exception):
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Objects by kind (as JSON), each list's resourceVersion, and what was skipped."""
+    """Objects by kind (as JSON), each list's resourceVersion (by kind, or "NetworkPolicy in <namespace>"
+    for a namespace's list), what was skipped, and which NetworkPolicies were read."""
 
     objects: Mapping[str, Tuple[Mapping[str, Any], ...]]
     resource_versions: Mapping[str, str]
     warnings: Tuple[str, ...] = ()
     pages: Mapping[str, int] = field(default_factory=dict)
+    policy_scope: PolicyScope = EVERY_POLICY
 
     def of(self, resource: Resource) -> Tuple[Mapping[str, Any], ...]:
         return self.objects.get(resource.kind, ())
 
 
 def take_snapshot(read_page: PageReader, page_size: int = DEFAULT_PAGE_SIZE, timeout: float = DEFAULT_TIMEOUT,
-                  resources: Tuple[Resource, ...] = RESOURCES) -> Snapshot:
+                  resources: Tuple[Resource, ...] = RESOURCES, policy_scope: PolicyScope = EVERY_POLICY) -> Snapshot:
     """Every resource listed in full; SnapshotError on the first one that cannot be."""
     if page_size < 1:
         raise SnapshotError("page_size must be at least 1, not %d" % page_size)
@@ -91,19 +140,23 @@ def take_snapshot(read_page: PageReader, page_size: int = DEFAULT_PAGE_SIZE, tim
     pages: Dict[str, int] = {}
     warnings: List[str] = []
     for resource in resources:
+        items: List[Mapping[str, Any]] = []
         try:
-            items, versions[resource.kind], pages[resource.kind] = list_all(read_page, resource, page_size, timeout)
+            for request in list_requests(resource, policy_scope):
+                found, versions[request.key], pages[request.key] = list_all(read_page, request, page_size, timeout)
+                items.extend(found)
         except ApiFailure as failure:
             if resource.optional and failure.status == 404:
                 warnings.append("the cluster serves no %s (%s): %s skipped" % (
                     resource.rbac_name, resource.api_version, resource.kind + "s"))
                 continue
-            raise SnapshotError(refusal(resource, failure)) from None
+            raise SnapshotError(refusal(request, failure)) from None
         objects[resource.kind] = tuple(with_kind(resource, item) for item in items)
-    return Snapshot(objects=objects, resource_versions=versions, warnings=tuple(warnings), pages=pages)
+    return Snapshot(objects=objects, resource_versions=versions, warnings=tuple(warnings), pages=pages,
+                    policy_scope=policy_scope)
 
 
-def list_all(read_page: PageReader, resource: Resource, page_size: int,
+def list_all(read_page: PageReader, request: ListRequest, page_size: int,
              timeout: float) -> Tuple[List[Mapping[str, Any]], str, int]:
     """All items of one list, its resourceVersion and the number of pages read."""
     for _attempt in range(RESTARTS + 1):
@@ -112,7 +165,7 @@ def list_all(read_page: PageReader, resource: Resource, page_size: int,
         version, pages = "", 0
         try:
             while True:
-                page = read_page(resource.path, page_size, token, timeout)
+                page = read_page(request.path, page_size, token, timeout, request.label_selector)
                 pages += 1
                 items.extend(page.get("items") or [])
                 metadata = page.get("metadata") or {}
@@ -127,9 +180,10 @@ def list_all(read_page: PageReader, resource: Resource, page_size: int,
     raise ApiFailure(410, "Gone", "the list expired %d times while paging; try a larger page_size" % (RESTARTS + 1))
 
 
-def refusal(resource: Resource, failure: ApiFailure) -> str:
+def refusal(request: ListRequest, failure: ApiFailure) -> str:
     """What could not be read and why, with the RBAC verb and resource to grant when forbidden."""
-    what = "list %s (cluster-wide, %s)" % (resource.rbac_name, resource.path)
+    resource = request.resource
+    what = "list %s (%s, %s)" % (resource.rbac_name, request.where, request.path)
     if failure.status == 403:
         return ("the Kubernetes API refused to %s: missing permission: verb 'list' on resource '%s'"
                 " (the shipped ClusterRole netpol-fleet-reader grants it): %s"
@@ -149,8 +203,9 @@ def client_page_reader(api_client: Any) -> PageReader:
     from kubernetes.client.exceptions import ApiException  # controller only
     from urllib3.exceptions import HTTPError
 
-    def read_page(path: str, limit: int, token: Optional[str], timeout: float) -> Mapping[str, Any]:
+    def read_page(path: str, limit: int, token: Optional[str], timeout: float, label_selector: str) -> Mapping[str, Any]:
         query = [("limit", limit)] + ([("continue", token)] if token else [])
+        query += [("labelSelector", label_selector)] if label_selector else []
         try:
             response = api_client.call_api(
                 path, "GET", query_params=query, header_params={"Accept": "application/json"},

@@ -12,14 +12,20 @@ any host changes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from ansible_collections.netpol.fleet.plugins.module_utils.engine.errors import InputErrors
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.ir import Fleet, Policy
+from ansible_collections.netpol.fleet.plugins.module_utils.engine.selectors import parse_selector
+from ansible_collections.netpol.fleet.plugins.module_utils.engine.validate import dns1123_label
 from ansible_collections.netpol.fleet.plugins.plugin_utils.kubernetes.auth import AUTH_OPTIONS, AuthError, connect
 from ansible_collections.netpol.fleet.plugins.plugin_utils.kubernetes.convert import ClusterInputs, cluster_inputs
 from ansible_collections.netpol.fleet.plugins.plugin_utils.kubernetes.snapshot import (
     DEFAULT_PAGE_SIZE,
     DEFAULT_TIMEOUT,
+    EVERY_POLICY,
+    NAMESPACES,
+    PolicyScope,
     Snapshot,
     SnapshotError,
     client_page_reader,
@@ -27,7 +33,8 @@ from ansible_collections.netpol.fleet.plugins.plugin_utils.kubernetes.snapshot i
 )
 
 # The options of netpol_kubernetes / the lookup: kubernetes.core's auth options plus the lists'.
-OPTIONS = tuple(AUTH_OPTIONS) + ("page_size", "timeout")
+SCOPE_OPTIONS = ("policy_namespaces", "policy_label_selectors")
+OPTIONS = tuple(AUTH_OPTIONS) + ("page_size", "timeout") + SCOPE_OPTIONS
 
 
 @dataclass
@@ -39,11 +46,19 @@ class ClusterRead:
     host: str = ""
     resource_versions: Mapping[str, str] = field(default_factory=dict)
     pages: Mapping[str, int] = field(default_factory=dict)
+    policy_scope: PolicyScope = EVERY_POLICY
+
+    @property
+    def compiled_from(self) -> str:
+        """The snapshot in one line: the API host and each list's resourceVersion, for diff headers."""
+        versions = ", ".join("%s %s" % item for item in self.resource_versions.items())
+        return "the Kubernetes snapshot of %s at resourceVersions %s" % (self.host, versions)
 
     @property
     def report(self) -> Dict[str, Any]:
         return {"credentials": self.source, "host": self.host, "resource_versions": dict(self.resource_versions),
-                "pages": dict(self.pages)}
+                "pages": dict(self.pages), "policy_namespaces": list(self.policy_scope.namespaces),
+                "policy_label_selector": self.policy_scope.label_selector}
 
 
 def unknown_options(options: Mapping[str, Any]) -> List[str]:
@@ -57,19 +72,67 @@ def read_cluster(options: Mapping[str, Any], hostvars: Mapping[str, Mapping[str,
     """The cluster's snapshot merged with the inventory; read.inputs.errors lists every problem."""
     read = ClusterRead()
     read.inputs.errors.extend(unknown_options(options))
+    scope, scope_errors = policy_scope(options)
+    read.inputs.errors.extend(scope_errors)
     if read.inputs.errors:
         return read
     try:
         connection = connect(options, environ)
         read.source, read.host = connection.source, connection.host
         snapshot = take_snapshot(client_page_reader(connection.client), _int(options, "page_size", DEFAULT_PAGE_SIZE),
-                                 _int(options, "timeout", DEFAULT_TIMEOUT))
+                                 _int(options, "timeout", DEFAULT_TIMEOUT), policy_scope=scope)
     except (AuthError, SnapshotError, ValueError) as failure:
         read.inputs.errors.append("netpol_source=kubernetes: %s" % failure)
         return read
-    read.resource_versions, read.pages = snapshot.resource_versions, snapshot.pages
+    read.resource_versions, read.pages, read.policy_scope = snapshot.resource_versions, snapshot.pages, scope
     read.inputs = merged(snapshot, inventory, hostvars, inventory_policies, declared_namespaces)
+    read.inputs.errors.extend(missing_namespaces(scope, snapshot))
+    if not scope.everything:
+        read.inputs.warnings.append(scope_warning(scope))
     return read
+
+
+def policy_scope(options: Mapping[str, Any]) -> Tuple[PolicyScope, List[str]]:
+    """policy_namespaces and policy_label_selectors (ANDed, as kubernetes.core's label_selectors), checked."""
+    errors: List[str] = []
+    namespaces = _strings(options, "policy_namespaces", errors)
+    for index, namespace in enumerate(namespaces):
+        reasons = dns1123_label(namespace)
+        if reasons:
+            errors.append("netpol_kubernetes.policy_namespaces[%d]: invalid namespace name %r: %s"
+                          % (index, namespace, "; ".join(reasons)))
+        elif namespace in namespaces[:index]:
+            errors.append("netpol_kubernetes.policy_namespaces[%d]: namespace %r is listed twice" % (index, namespace))
+    selectors = _strings(options, "policy_label_selectors", errors)
+    for index, selector in enumerate(selectors):
+        try:
+            parse_selector(selector, "netpol_kubernetes.policy_label_selectors[%d]" % index)
+        except InputErrors as bad:
+            errors.extend(str(e) for e in bad.errors)
+    return PolicyScope(tuple(namespaces), ",".join(s.strip() for s in selectors if s.strip())), errors
+
+
+def _strings(options: Mapping[str, Any], name: str, errors: List[str]) -> List[str]:
+    value = options.get(name)
+    if value is None:
+        return []
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        errors.append("netpol_kubernetes.%s must be a list of strings, not %r" % (name, value))
+        return []
+    return list(value)
+
+
+def missing_namespaces(scope: PolicyScope, snapshot: Snapshot) -> List[str]:
+    """A namespace named for policies that the cluster does not have: a typo would read no policy there."""
+    present = {str((item.get("metadata") or {}).get("name")) for item in snapshot.of(NAMESPACES)}
+    return ["netpol_kubernetes.policy_namespaces[%d]: namespace %r is not a Namespace of the cluster"
+            % (index, namespace) for index, namespace in enumerate(scope.namespaces) if namespace not in present]
+
+
+def scope_warning(scope: PolicyScope) -> str:
+    return ("netpol_kubernetes: NetworkPolicies are read only from %s (policy_namespaces, policy_label_selectors): "
+            "the cluster's other NetworkPolicies are NOT enforced by this run, and workloads only they select stay "
+            "unisolated here" % scope.describe())
 
 
 def merged(snapshot: Snapshot, inventory: Fleet, hostvars: Mapping[str, Mapping[str, Any]],

@@ -95,12 +95,41 @@ def test_a_missing_context_is_named(tmp_path):
         connect({"kubeconfig": kubeconfig(tmp_path), "context": "nope"}, {})
 
 
-def test_impersonation_becomes_the_api_headers():
-    connection = connect({"impersonate_user": "alice", "impersonate_groups": ["ops"]}, AWX_ENV)
+def test_impersonation_becomes_the_api_headers_one_per_group():
+    connection = connect({"impersonate_user": "alice", "impersonate_groups": ["ops", "sre"]}, AWX_ENV)
     headers = connection.client.default_headers
-    assert (headers["Impersonate-User"], headers["Impersonate-Group"]) == ("alice", "ops")
+    assert headers["Impersonate-User"] == "alice"
+    assert [v for k, v in headers.items() if k == "Impersonate-Group"] == []  # each name is a key of its own
+    assert sorted(v for k, v in headers.items() if str(k) == "Impersonate-Group") == ["ops", "sre"]
 
 
-def test_more_than_one_impersonated_group_is_refused_not_merged():
-    with pytest.raises(AuthError, match="at most one group"):
+def test_the_groups_reach_the_wire_as_one_header_each():
+    """What urllib3 puts on the wire: the client's headers as they leave call_api."""
+    connection = connect({"impersonate_user": "alice", "impersonate_groups": ["ops", "sre"]}, AWX_ENV)
+    sent = []
+
+    def request(method, url, **kwargs):
+        sent.extend(kwargs["headers"].items())
+        raise RuntimeError("stop here")
+
+    connection.client.rest_client.pool_manager.request = request
+    with pytest.raises(RuntimeError):
+        connection.client.call_api("/api/v1/pods", "GET", auth_settings=["BearerToken"], _preload_content=False)
+    assert [(str(k), v) for k, v in sent if str(k).startswith("Impersonate")] == [
+        ("Impersonate-User", "alice"), ("Impersonate-Group", "ops"), ("Impersonate-Group", "sre")]
+
+
+def test_the_groups_variable_is_split_at_commas():
+    connection = connect({"impersonate_user": "alice"}, dict(AWX_ENV, K8S_AUTH_IMPERSONATE_GROUPS="ops,sre"))
+    assert sorted(v for k, v in connection.client.default_headers.items() if str(k) == "Impersonate-Group") == [
+        "ops", "sre"]
+
+
+def test_groups_without_a_user_are_refused():
+    with pytest.raises(AuthError, match="impersonate_groups ops, sre needs impersonate_user"):
         connect({"impersonate_groups": ["ops", "sre"]}, AWX_ENV)
+
+
+def test_groups_that_are_no_list_of_names_are_refused():
+    with pytest.raises(AuthError, match="impersonate_groups must be a list of group names"):
+        connect({"impersonate_user": "alice", "impersonate_groups": ["ops", ""]}, AWX_ENV)

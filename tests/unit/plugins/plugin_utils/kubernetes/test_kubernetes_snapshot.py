@@ -13,9 +13,11 @@ from kubernetes_recorded import RecordedServer
 
 from ansible_collections.netpol.fleet.plugins.plugin_utils.kubernetes.snapshot import (
     NAMESPACES,
+    NETWORK_POLICIES,
     PODS,
     VMIS,
     ApiFailure,
+    PolicyScope,
     SnapshotError,
     take_snapshot,
 )
@@ -37,7 +39,7 @@ def test_every_page_of_every_list_is_read_and_its_resource_version_recorded(serv
     assert snapshot.resource_versions == {"Namespace": "81234", "NetworkPolicy": "81240", "Pod": "81250",
                                           "Node": "81260", "VirtualMachineInstance": "81270"}
     assert snapshot.pages["Pod"] == 2
-    assert all(limit == 2 and timeout == 7 for _path, limit, _token, timeout in server.requests)
+    assert all(limit == 2 and timeout == 7 for _path, limit, _token, timeout, _selector in server.requests)
 
 
 def test_items_get_back_their_kind_and_api_version(server):
@@ -52,7 +54,8 @@ class Paginator:
         self.items = [{"metadata": {"name": "ns-%03d" % i}} for i in range(count)]
         self.expire_once, self.calls, self.version = expire_once, [], 100
 
-    def __call__(self, path: str, limit: int, token: Optional[str], timeout: float) -> Mapping[str, Any]:
+    def __call__(self, path: str, limit: int, token: Optional[str], timeout: float,
+                 label_selector: str = "") -> Mapping[str, Any]:
         self.calls.append(token)
         if token is not None and self.expire_once:
             self.expire_once = False
@@ -113,3 +116,30 @@ def test_bad_credentials_say_so(server):
 def test_a_page_size_below_one_is_refused(server):
     with pytest.raises(SnapshotError, match="page_size must be at least 1"):
         take_snapshot(server, page_size=0)
+
+
+def test_policies_of_named_namespaces_are_one_list_each_with_its_own_resource_version(server):
+    snapshot = take_snapshot(server, policy_scope=PolicyScope(("shop", "default")))
+    policy_lists = [(path, selector) for path, _l, _t, _o, selector in server.requests if "networkpolicies" in path]
+    assert policy_lists == [("/apis/networking.k8s.io/v1/namespaces/shop/networkpolicies", ""),
+                            ("/apis/networking.k8s.io/v1/namespaces/default/networkpolicies", "")]
+    assert names(snapshot, NETWORK_POLICIES) == ["web-ingress"]  # shop's; default has none
+    assert {k: v for k, v in snapshot.resource_versions.items() if k.startswith("NetworkPolicy")} == {
+        "NetworkPolicy in shop": "81240", "NetworkPolicy in default": "81240"}
+    assert "/apis/networking.k8s.io/v1/networkpolicies" not in [r[0] for r in server.requests]
+
+
+def test_a_label_selector_goes_to_the_policy_lists_only(server):
+    take_snapshot(server, policy_scope=PolicyScope(label_selector="netpol=enforced,tier!=test"))
+    selectors = {path: selector for path, _l, _t, _o, selector in server.requests}
+    assert selectors[NETWORK_POLICIES.path] == "netpol=enforced,tier!=test"
+    assert {selectors[r.path] for r in (NAMESPACES, PODS, VMIS)} == {""}  # peers are every object
+
+
+def test_a_forbidden_namespace_list_names_the_namespace(server):
+    path = "/apis/networking.k8s.io/v1/namespaces/ops/networkpolicies"
+    server.fail[path] = ApiFailure(403, "Forbidden", "cannot list resource")
+    with pytest.raises(SnapshotError) as failure:
+        take_snapshot(server, policy_scope=PolicyScope(("shop", "ops")))
+    assert ("refused to list networkpolicies.networking.k8s.io (namespace ops, %s): missing permission: verb 'list' "
+            "on resource 'networkpolicies.networking.k8s.io'" % path) in str(failure.value)
