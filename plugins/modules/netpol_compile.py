@@ -310,7 +310,7 @@ kubernetes:
            "policy_namespaces": [], "policy_label_selector": ""}
 compiled_from:
   description: The snapshot the states were compiled from, in one line (API host, each list's C(resourceVersion)),
-    which the enforce role shows at the head of each host's diff (M(netpol.fleet.netpol_host) O(compiled_from)).
+    which the enforce role shows at the head of each host's diff (the C(compiled_from) option of M(netpol.fleet.netpol_host)).
   returned: when O(source=kubernetes)
   type: str
   sample: "the Kubernetes snapshot of https://127.0.0.1:6443 at resourceVersions Namespace 81234, NetworkPolicy 81240"
