@@ -179,7 +179,7 @@ class ActionModule(ActionBase):
         for warning in warnings:
             self._display.warning(str(warning))
         store = SetStore(args["set_store"] or os.path.join(C.DEFAULT_LOCAL_TMP, SET_STORE))
-        hosts_result = {host: host_result(state, store, "netpol_workloads" in hostvars.get(host, {}))
+        hosts_result = {host: host_result(state, store, may_host_vms(hostvars.get(host, {})))
                         for host, state in states.items()}
         result.update(
             changed=False,
@@ -206,6 +206,14 @@ class ActionModule(ActionBase):
             out = self._low_level_execute_command("echo $SSH_CLIENT").get("stdout", "")
             seen.append(ssh_client_address(out))
         return sorted({a for a in seen if a})
+
+
+def may_host_vms(host_vars: Mapping[str, Any]) -> bool:
+    """A hypervisor of the inventory (netpol_workloads), or a host whose bridges were searched for
+    KubeVirt VMIs (netpol_source=kubernetes): its bridge-mode tables are managed even without VMs
+    now, so the chains of VMs that left go with them."""
+    facts = host_vars.get(FACTS_VARIABLE)
+    return "netpol_workloads" in host_vars or (isinstance(facts, Mapping) and "fdb" in facts)
 
 
 def policy_base_dir(given: Optional[str], task_vars: Mapping[str, Any]) -> str:

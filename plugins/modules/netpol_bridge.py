@@ -41,6 +41,13 @@ options:
     type: list
     elements: str
     default: []
+  fdb:
+    description:
+      - With O(state=query), also read the bridges' forwarding database (C(bridge -j fdb show)) and report
+        which port each MAC the bridges learned is behind (RV(fdb)); those ports are reported in RV(ports)
+        too. The compile step finds KubeVirt VMIs' bridge ports this way (docs/kubernetes.md).
+    type: bool
+    default: false
   ipset_executable:
     description: The C(ipset) command that keeps the record, by name or path.
     type: str
@@ -79,6 +86,11 @@ ports:
   returned: always
   type: dict
   sample: {vnet0: br-vlan10, vnet1: null}
+fdb:
+  description: With O(fdb), each MAC the bridges learned (or hold as static), lower case, and the ports it is behind.
+  returned: when O(fdb) is set
+  type: dict
+  sample: {"52:54:00:12:34:56": [vnet0]}
 missing:
   description: Ports of O(ports) that do not exist on the host.
   returned: always
@@ -117,6 +129,8 @@ record:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.netpol.fleet.plugins.module_utils.bridge.fdb import FDB_COMMAND, parse_fdb
+from ansible_collections.netpol.fleet.plugins.module_utils.tools import run
 from ansible_collections.netpol.fleet.plugins.module_utils.bridge.netfilter import (
     FLAGS,
     BridgeError,
@@ -135,21 +149,35 @@ def flag_lines(flags: dict) -> str:
     return "".join("%s %s=%d\n" % (b, f, v[f]) for b, v in sorted(flags.items()) for f in FLAGS)
 
 
+def read_fdb(module) -> dict:
+    """MAC -> ports, from the kernel's bridge forwarding database (read only)."""
+    try:
+        return parse_fdb(run(module, [module.get_bin_path(FDB_COMMAND[0], required=True)] + list(FDB_COMMAND[1:]))[1])
+    except (ToolError, ValueError) as e:
+        module.fail_json(msg="netpol_bridge: cannot read the bridge forwarding database: %s" % e)
+    return {}  # not reached: fail_json exits
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
             state=dict(type="str", choices=["present", "absent", "query"], default="present"),
             bridges=dict(type="list", elements="str", default=[]),
             ports=dict(type="list", elements="str", default=[]),
+            fdb=dict(type="bool", default=False),
             ipset_executable=dict(type="str", default="ipset"),
         ),
         supports_check_mode=True,
     )
     p, sysfs = module.params, Sysfs()
-    facts = port_facts(sysfs, p["ports"])
+    learned = read_fdb(module) if p["fdb"] else {}
+    ports = list(p["ports"]) + sorted({port for found in learned.values() for port in found} - set(p["ports"]))
+    facts = port_facts(sysfs, ports)
     result = dict(changed=False, ports=facts.bridges, missing=list(facts.missing), vlan_aware=list(facts.vlan_aware),
                   br_netfilter=sysfs.br_netfilter(),
                   switched_on=[], switched_off=[], record={})
+    if p["fdb"]:
+        result["fdb"] = learned
     if result["br_netfilter"]:
         result["global_flags"] = sysfs.global_flags()
     ipset = module.get_bin_path(p["ipset_executable"], required=True)

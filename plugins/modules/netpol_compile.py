@@ -71,6 +71,8 @@ options:
       - C(policy_namespaces) (a list of namespaces) and C(policy_label_selectors) (a list of label selectors,
         ANDed) restrict which NetworkPolicies are read; Namespaces, Pods, Nodes and VMIs are always read
         cluster-wide. NetworkPolicies outside them are not enforced, and the run warns so.
+      - C(vmi_antispoof) (C(full), C(mac_only) or C(off); default C(full)) is the anti-spoofing of the bridge
+        ports of KubeVirt VMIs, found by MAC in their hypervisor's bridge forwarding database.
     type: dict
     default: {}
   hosts:

@@ -17,9 +17,10 @@ from typing import Any, Callable, Iterable, List, Mapping, Optional
 
 PREFIX = "netpol_"
 
-# Per-host inventory variables the compile reads (not role options, see docs/usage.md).
+# Per-host inventory variables the compile reads (not role options, see docs/usage.md; netpol_node_name:
+# docs/kubernetes.md).
 HOST_VARIABLES = ("netpol_namespace", "netpol_labels", "netpol_addresses", "netpol_ports", "netpol_workloads",
-                  "netpol_bridge_facts")
+                  "netpol_bridge_facts", "netpol_node_name")
 # Variables of the collection's playbooks (keywords, not role options).
 PLAYBOOK_VARIABLES = ("netpol_gather_facts", "netpol_serial", "netpol_verify_play_hosts", "netpol_verify_gather_facts")
 # What the roles and playbooks register or set themselves; they persist between plays of one run.

@@ -12,8 +12,10 @@ Mapping of cluster objects to inventory hosts (docs/kubernetes.md):
   inventory host's address, that host enforces for it (host mode: the host is the pod); any
   other pod is a peer only, enforced by nobody here. A hostNetwork pod is its node.
 - A VirtualMachineInstance is a bridge-mode workload of the hypervisor its status.nodeName maps
-  to (both nodes during a live migration); one on an inventory hypervisor stops the run until
-  bridge mode is enforced. VMIs elsewhere are peers.
+  to (both nodes during a live migration). Its bridge port is the one the hypervisor's bridge
+  forwarding database has its MAC behind (netpol_bridge state=query fdb=true, run on every host
+  before compile); a MAC behind no port, or behind several, stops the run. VMIs on nodes outside
+  the inventory are peers.
 Errors name the cluster object (kind namespace/name) and the field.
 """
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
+from ansible_collections.netpol.fleet.plugins.module_utils.bridge.ports import FACTS_VARIABLE
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.errors import InputErrors
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.ir import (
     METADATA_NAME,
@@ -75,7 +78,7 @@ def is_peer_only(workload: Workload) -> bool:
 
 
 def cluster_inputs(snapshot: Snapshot, inventory: Fleet, hostvars: Mapping[str, Mapping[str, Any]],
-                   declared_namespaces: Iterable[str] = ()) -> ClusterInputs:
+                   declared_namespaces: Iterable[str] = (), vmi_antispoof: str = "full") -> ClusterInputs:
     """The cluster's policies and the fleet of inventory and cluster workloads, or the errors."""
     found = ClusterInputs(warnings=list(snapshot.warnings))
     found.policies = cluster_policies(snapshot, found.errors, found.warnings)
@@ -87,7 +90,7 @@ def cluster_inputs(snapshot: Snapshot, inventory: Fleet, hostvars: Mapping[str, 
         if workload is not None:
             workloads.append((workload, Origin("Pod", _text(pod, "spec", "nodeName"))))
     for vmi in snapshot.of(VMIS):
-        workloads.extend(vmi_workloads(vmi, nodes, found.errors))
+        workloads.extend(vmi_workloads(vmi, nodes, found.errors, hostvars, vmi_antispoof))
     found.errors.extend(inventory_conflicts(workloads, inventory))
     found.errors.extend(duplicate_addresses(workloads))
     found.fleet = Fleet(
@@ -241,20 +244,21 @@ def container_ports(spec: Mapping[str, Any], where: str, errors: List[str]) -> T
 # ---- VirtualMachineInstances ------------------------------------------------------------------
 
 
-def vmi_workloads(vmi: Mapping[str, Any], nodes: NodeMap, errors: List[str]) -> List[Tuple[Workload, Origin]]:
+def vmi_workloads(vmi: Mapping[str, Any], nodes: NodeMap, errors: List[str],
+                  hostvars: Mapping[str, Mapping[str, Any]] = None, antispoof: str = "full") -> List[Tuple[Workload, Origin]]:
     """The VMI as a workload of each node it is on (two during a live migration)."""
     status = vmi.get("status") or {}
-    addresses, macs = vmi_addresses(status)
+    addresses, macs, link_local = vmi_addresses(status)
     if status.get("phase") in TERMINAL_PHASES or not addresses:
         return []
     where = "kubernetes VirtualMachineInstance %s" % _name(vmi)
     found = []
     for node in vmi_nodes(status):
         host = nodes.host_of(node)
+        port, mac = (None, macs[0] if macs else None)
         if host is not None:
-            errors.append("%s: status.nodeName: runs on node %s, inventory host %s: bridge mode (VMs on bridge "
-                          "ports) is not enforced by this release: its bridged traffic would pass unfiltered. "
-                          "No host was changed" % (where, node, host))
+            port, mac = vmi_port(status, (hostvars or {}).get(host, {}), "%s: runs on node %s, inventory host %s"
+                                 % (where, node, host), errors)
         workload = Workload(
             name=_text(vmi, "metadata", "name"),
             namespace=_text(vmi, "metadata", "namespace"),
@@ -262,10 +266,43 @@ def vmi_workloads(vmi: Mapping[str, Any], nodes: NodeMap, errors: List[str]) -> 
             addresses=addresses,
             ports=vmi_ports(vmi, where, errors),
             host=host or PEER_ONLY + "vmi/%s@%s" % (_name(vmi), node),
-            mac=macs[0] if macs else None,
+            mac=mac,
+            **({"interface": port, "antispoof": antispoof, "allowed_addresses": link_local} if port else {}),
         )
-        found.append((workload, Origin("VirtualMachineInstance", node)))
+        if host is None or port is not None:
+            found.append((workload, Origin("VirtualMachineInstance", node)))
     return found[:1] if len({w.host for w, _o in found}) == 1 else found
+
+
+def vmi_port(status: Mapping[str, Any], host_vars: Mapping[str, Any], where: str,
+             errors: List[str]) -> Tuple[Optional[str], Optional[str]]:
+    """(bridge port, MAC) of the VMI's one interface the hypervisor's bridges learned; else an error."""
+    facts = host_vars.get(FACTS_VARIABLE)
+    if not isinstance(facts, Mapping) or not isinstance(facts.get("fdb"), Mapping):
+        errors.append("%s: its bridge forwarding database was not read (%s.fdb is missing): run the enforce role, "
+                      "which reads it with netpol.fleet.netpol_bridge state=query fdb=true. No host was changed"
+                      % (where, FACTS_VARIABLE))
+        return None, None
+    bridged = [(i, str(iface["mac"]).lower()) for i, iface in enumerate(status.get("interfaces") or [])
+               if iface.get("mac") and str(iface["mac"]).lower() in facts["fdb"]]
+    if not bridged:
+        macs = [str(iface["mac"]).lower() for iface in status.get("interfaces") or [] if iface.get("mac")]
+        errors.append("%s: status.interfaces[].mac: no MAC of the VMI (%s) is behind a port of the host's bridges "
+                      "(its bridge forwarding database has no entry: the VM sent no frame within the bridge's "
+                      "ageing time, or it is not bridged on this host), so its traffic cannot be filtered. "
+                      "No host was changed" % (where, ", ".join(macs) or "none"))
+        return None, None
+    if len(bridged) > 1:
+        errors.append("%s: status.interfaces: %s are all bridged on the host: one bridge port per VM is supported. "
+                      "No host was changed" % (where, ", ".join("[%d] %s" % b for b in bridged)))
+        return None, None
+    index, mac = bridged[0]
+    ports = list(facts["fdb"][mac])
+    if len(ports) != 1:
+        errors.append("%s: status.interfaces[%d].mac: MAC %s is behind several bridge ports of the host (%s): "
+                      "a VM's MAC is on one port. No host was changed" % (where, index, mac, ", ".join(ports)))
+        return None, None
+    return str(ports[0]), mac
 
 
 def vmi_nodes(status: Mapping[str, Any]) -> List[str]:
@@ -276,19 +313,21 @@ def vmi_nodes(status: Mapping[str, Any]) -> List[str]:
     return [n for n in nodes if n] or [""]
 
 
-def vmi_addresses(status: Mapping[str, Any]) -> Tuple[Tuple[str, ...], List[str]]:
-    """Every interface's addresses (prefix lengths dropped, link-local left out) and MACs."""
+def vmi_addresses(status: Mapping[str, Any]) -> Tuple[Tuple[str, ...], List[str], Tuple[str, ...]]:
+    """Every interface's addresses (prefix lengths dropped, link-local apart: for anti-spoofing only,
+    never in a peer set) and MACs."""
     addresses: List[str] = []
+    link_local: List[str] = []
     macs: List[str] = []
     for interface in status.get("interfaces") or []:
         texts = list(interface.get("ipAddresses") or []) or [interface.get("ipAddress")]
         for text in texts:
             address = _address(str(text).partition("/")[0]) if text else None
-            if address and address not in addresses and not _link_local(address):
-                addresses.append(address)
+            if address and address not in addresses + link_local:
+                (link_local if _link_local(address) else addresses).append(address)
         if interface.get("mac"):
             macs.append(str(interface["mac"]).lower())
-    return tuple(addresses), macs
+    return tuple(addresses), macs, tuple(link_local)
 
 
 def vmi_ports(vmi: Mapping[str, Any], where: str, errors: List[str]) -> Tuple[NamedPort, ...]:

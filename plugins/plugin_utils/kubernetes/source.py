@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.errors import InputErrors
+from ansible_collections.netpol.fleet.plugins.module_utils.engine.fleet import ANTISPOOF_MODES
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.ir import Fleet, Policy
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.selectors import parse_selector
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.validate import dns1123_label
@@ -34,7 +35,7 @@ from ansible_collections.netpol.fleet.plugins.plugin_utils.kubernetes.snapshot i
 
 # The options of netpol_kubernetes / the lookup: kubernetes.core's auth options plus the lists'.
 SCOPE_OPTIONS = ("policy_namespaces", "policy_label_selectors")
-OPTIONS = tuple(AUTH_OPTIONS) + ("page_size", "timeout") + SCOPE_OPTIONS
+OPTIONS = tuple(AUTH_OPTIONS) + ("page_size", "timeout") + SCOPE_OPTIONS + ("vmi_antispoof",)
 
 
 @dataclass
@@ -74,6 +75,10 @@ def read_cluster(options: Mapping[str, Any], hostvars: Mapping[str, Mapping[str,
     read.inputs.errors.extend(unknown_options(options))
     scope, scope_errors = policy_scope(options)
     read.inputs.errors.extend(scope_errors)
+    antispoof = str(options.get("vmi_antispoof") or "full")
+    if antispoof not in ANTISPOOF_MODES:
+        read.inputs.errors.append("netpol_kubernetes.vmi_antispoof: %r is not one of %s"
+                                  % (antispoof, ", ".join(ANTISPOOF_MODES)))
     if read.inputs.errors:
         return read
     try:
@@ -85,7 +90,7 @@ def read_cluster(options: Mapping[str, Any], hostvars: Mapping[str, Mapping[str,
         read.inputs.errors.append("netpol_source=kubernetes: %s" % failure)
         return read
     read.resource_versions, read.pages, read.policy_scope = snapshot.resource_versions, snapshot.pages, scope
-    read.inputs = merged(snapshot, inventory, hostvars, inventory_policies, declared_namespaces)
+    read.inputs = merged(snapshot, inventory, hostvars, inventory_policies, declared_namespaces, antispoof)
     read.inputs.errors.extend(missing_namespaces(scope, snapshot))
     if not scope.everything:
         read.inputs.warnings.append(scope_warning(scope))
@@ -136,9 +141,10 @@ def scope_warning(scope: PolicyScope) -> str:
 
 
 def merged(snapshot: Snapshot, inventory: Fleet, hostvars: Mapping[str, Mapping[str, Any]],
-           inventory_policies: Sequence[Policy], declared_namespaces: Iterable[str]) -> ClusterInputs:
+           inventory_policies: Sequence[Policy], declared_namespaces: Iterable[str],
+           vmi_antispoof: str = "full") -> ClusterInputs:
     """Cluster inputs plus the inventory's policies; one name in both places is an error."""
-    found = cluster_inputs(snapshot, inventory, hostvars, declared_namespaces)
+    found = cluster_inputs(snapshot, inventory, hostvars, declared_namespaces, vmi_antispoof)
     cluster = {p.key: p for p in found.policies}
     for policy in inventory_policies:
         if policy.key in cluster:

@@ -117,13 +117,44 @@ def test_vmis_off_the_inventory_are_peers_with_global_addresses_on_both_migratio
     assert vms[0].ports == (NamedPort("pg", 5432, "TCP"),)
 
 
-def test_a_vmi_on_an_inventory_hypervisor_stops_the_run_until_bridge_mode_is_enforced(server):
-    hostvars = dict(HOSTVARS, **{"hv-1": {"netpol_addresses": ["192.0.2.20"]}})
-    found = inputs(server, hostvars)
+def hypervisor(fdb):
+    """hv-1 in the inventory, with what netpol_bridge state=query fdb=true reported there."""
+    return dict(HOSTVARS, **{"hv-1": {"netpol_addresses": ["192.0.2.20"],
+                                      "netpol_bridge_facts": {"ports": {}, "fdb": fdb}}})
+
+
+def settled(server):
+    """db-vm with its live migration finished: on hv-1 only."""
+    vmi = server.pages[VMIS.path][0]["items"][0]
+    vmi["status"]["migrationState"]["completed"] = True
+    return server
+
+
+def test_a_vmi_on_an_inventory_hypervisor_is_a_vm_on_the_port_its_mac_is_behind(server):
+    found = inputs(settled(server), hypervisor({"52:54:00:ab:cd:01": ["vnet7"], "52:54:00:00:00:99": ["vnet1"]}))
+    assert found.errors == []
+    vm = workload(found, "shop", "db-vm")
+    assert (vm.host, vm.interface, vm.mac, vm.antispoof) == ("hv-1", "vnet7", "52:54:00:ab:cd:01", "full")
+    assert vm.addresses == ("10.0.5.9", "fd00:5::9")
+    assert vm.allowed_addresses == ("fe80::5054:ff:feab:cd01",)  # link-local: anti-spoofing only
+
+
+def test_a_vmi_whose_mac_no_bridge_learned_stops_the_run_naming_vmi_host_and_mac(server):
+    found = inputs(settled(server), hypervisor({"52:54:00:00:00:99": ["vnet1"]}))
     assert found.errors == [
-        "kubernetes VirtualMachineInstance shop/db-vm: status.nodeName: runs on node hv-1, inventory host hv-1: "
-        "bridge mode (VMs on bridge ports) is not enforced by this release: its bridged traffic would pass "
-        "unfiltered. No host was changed"]
+        "kubernetes VirtualMachineInstance shop/db-vm: runs on node hv-1, inventory host hv-1: status.interfaces[].mac: "
+        "no MAC of the VMI (52:54:00:ab:cd:01) is behind a port of the host's bridges (its bridge forwarding database "
+        "has no entry: the VM sent no frame within the bridge's ageing time, or it is not bridged on this host), so "
+        "its traffic cannot be filtered. No host was changed"]
+
+
+def test_a_mac_behind_two_ports_or_an_unread_fdb_stops_the_run(server):
+    (two,) = inputs(settled(server), hypervisor({"52:54:00:ab:cd:01": ["vnet1", "vnet7"]})).errors
+    assert "status.interfaces[0].mac: MAC 52:54:00:ab:cd:01 is behind several bridge ports of the host (vnet1, vnet7)" in two
+    hostvars = hypervisor({})
+    del hostvars["hv-1"]["netpol_bridge_facts"]
+    (unread,) = inputs(settled(server), hostvars).errors
+    assert "its bridge forwarding database was not read (netpol_bridge_facts.fdb is missing)" in unread
 
 
 def test_an_invalid_cluster_policy_is_named_as_a_file_policy_would_be(no_kubevirt):

@@ -38,7 +38,7 @@ def test_an_unknown_option_is_named_before_anything_is_contacted():
     assert read.inputs.errors == ["netpol_kubernetes: unknown option 'hots': known options are kubeconfig, context, "
                                   "host, api_key, username, password, client_cert, client_key, ca_cert, "
                                   "validate_certs, proxy, impersonate_user, impersonate_groups, page_size, timeout, "
-                                  "policy_namespaces, policy_label_selectors"]
+                                  "policy_namespaces, policy_label_selectors, vmi_antispoof"]
 
 
 def test_an_unreachable_api_is_one_error_naming_it():
