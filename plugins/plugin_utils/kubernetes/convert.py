@@ -78,8 +78,10 @@ def is_peer_only(workload: Workload) -> bool:
 
 
 def cluster_inputs(snapshot: Snapshot, inventory: Fleet, hostvars: Mapping[str, Mapping[str, Any]],
-                   declared_namespaces: Iterable[str] = (), vmi_antispoof: str = "full") -> ClusterInputs:
-    """The cluster's policies and the fleet of inventory and cluster workloads, or the errors."""
+                   declared_namespaces: Iterable[str] = (), vmi_antispoof: str = "full",
+                   find_ports: bool = True) -> ClusterInputs:
+    """The cluster's policies and the fleet of inventory and cluster workloads, or the errors.
+    find_ports=False (the selector lookup, which never compiles) leaves VMIs' bridge ports unknown."""
     found = ClusterInputs(warnings=list(snapshot.warnings))
     found.policies = cluster_policies(snapshot, found.errors, found.warnings)
     nodes = NodeMap(snapshot.of(NODES), inventory, hostvars)
@@ -90,7 +92,7 @@ def cluster_inputs(snapshot: Snapshot, inventory: Fleet, hostvars: Mapping[str, 
         if workload is not None:
             workloads.append((workload, Origin("Pod", _text(pod, "spec", "nodeName"))))
     for vmi in snapshot.of(VMIS):
-        workloads.extend(vmi_workloads(vmi, nodes, found.errors, hostvars, vmi_antispoof))
+        workloads.extend(vmi_workloads(vmi, nodes, found.errors, hostvars if find_ports else None, vmi_antispoof))
     found.errors.extend(inventory_conflicts(workloads, inventory))
     found.errors.extend(duplicate_addresses(workloads))
     found.fleet = Fleet(
@@ -245,8 +247,10 @@ def container_ports(spec: Mapping[str, Any], where: str, errors: List[str]) -> T
 
 
 def vmi_workloads(vmi: Mapping[str, Any], nodes: NodeMap, errors: List[str],
-                  hostvars: Mapping[str, Mapping[str, Any]] = None, antispoof: str = "full") -> List[Tuple[Workload, Origin]]:
-    """The VMI as a workload of each node it is on (two during a live migration)."""
+                  hostvars: Optional[Mapping[str, Mapping[str, Any]]] = None,
+                  antispoof: str = "full") -> List[Tuple[Workload, Origin]]:
+    """The VMI as a workload of each node it is on (two during a live migration), on the bridge port
+    its MAC is behind there; without hostvars (the lookup) the port is left unknown."""
     status = vmi.get("status") or {}
     addresses, macs, link_local = vmi_addresses(status)
     if status.get("phase") in TERMINAL_PHASES or not addresses:
@@ -256,9 +260,11 @@ def vmi_workloads(vmi: Mapping[str, Any], nodes: NodeMap, errors: List[str],
     for node in vmi_nodes(status):
         host = nodes.host_of(node)
         port, mac = (None, macs[0] if macs else None)
-        if host is not None:
-            port, mac = vmi_port(status, (hostvars or {}).get(host, {}), "%s: runs on node %s, inventory host %s"
+        if host is not None and hostvars is not None:
+            port, mac = vmi_port(status, hostvars.get(host, {}), "%s: runs on node %s, inventory host %s"
                                  % (where, node, host), errors)
+            if port is None:
+                continue  # the error says why
         workload = Workload(
             name=_text(vmi, "metadata", "name"),
             namespace=_text(vmi, "metadata", "namespace"),
@@ -269,8 +275,7 @@ def vmi_workloads(vmi: Mapping[str, Any], nodes: NodeMap, errors: List[str],
             mac=mac,
             **({"interface": port, "antispoof": antispoof, "allowed_addresses": link_local} if port else {}),
         )
-        if host is None or port is not None:
-            found.append((workload, Origin("VirtualMachineInstance", node)))
+        found.append((workload, Origin("VirtualMachineInstance", node)))
     return found[:1] if len({w.host for w, _o in found}) == 1 else found
 
 

@@ -69,7 +69,7 @@ def unknown_options(options: Mapping[str, Any]) -> List[str]:
 
 def read_cluster(options: Mapping[str, Any], hostvars: Mapping[str, Mapping[str, Any]], inventory: Fleet,
                  inventory_policies: Sequence[Policy], declared_namespaces: Iterable[str] = (),
-                 environ: Optional[Mapping[str, str]] = None) -> ClusterRead:
+                 environ: Optional[Mapping[str, str]] = None, find_ports: bool = True) -> ClusterRead:
     """The cluster's snapshot merged with the inventory; read.inputs.errors lists every problem."""
     read = ClusterRead()
     read.inputs.errors.extend(unknown_options(options))
@@ -90,7 +90,8 @@ def read_cluster(options: Mapping[str, Any], hostvars: Mapping[str, Mapping[str,
         read.inputs.errors.append("netpol_source=kubernetes: %s" % failure)
         return read
     read.resource_versions, read.pages, read.policy_scope = snapshot.resource_versions, snapshot.pages, scope
-    read.inputs = merged(snapshot, inventory, hostvars, inventory_policies, declared_namespaces, antispoof)
+    read.inputs = merged(snapshot, inventory, hostvars, inventory_policies, declared_namespaces, antispoof,
+                         find_ports)
     read.inputs.errors.extend(missing_namespaces(scope, snapshot))
     if not scope.everything:
         read.inputs.warnings.append(scope_warning(scope))
@@ -142,9 +143,9 @@ def scope_warning(scope: PolicyScope) -> str:
 
 def merged(snapshot: Snapshot, inventory: Fleet, hostvars: Mapping[str, Mapping[str, Any]],
            inventory_policies: Sequence[Policy], declared_namespaces: Iterable[str],
-           vmi_antispoof: str = "full") -> ClusterInputs:
+           vmi_antispoof: str = "full", find_ports: bool = True) -> ClusterInputs:
     """Cluster inputs plus the inventory's policies; one name in both places is an error."""
-    found = cluster_inputs(snapshot, inventory, hostvars, declared_namespaces, vmi_antispoof)
+    found = cluster_inputs(snapshot, inventory, hostvars, declared_namespaces, vmi_antispoof, find_ports)
     cluster = {p.key: p for p in found.policies}
     for policy in inventory_policies:
         if policy.key in cluster:

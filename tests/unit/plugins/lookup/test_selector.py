@@ -106,8 +106,9 @@ def test_with_the_kubernetes_source_cluster_workloads_join_with_kind_and_node(se
     pod = Workload("web-7d4", "shop", (("app", "web"),), ("10.244.1.6",), host="kubernetes:pod/shop/web-7d4")
     calls = []
 
-    def read_cluster(options, hostvars, fleet, policies, declared):
+    def read_cluster(options, hostvars, fleet, policies, declared, find_ports=True):
         calls.append(options)
+        assert not find_ports  # a lookup needs no VMI's bridge port
         read = ClusterRead()
         read.inputs.fleet = Fleet(workloads=fleet.workloads + (pod,), namespaces=fleet.namespaces)
         read.inputs.origins = {pod: Origin("Pod", "node-a")}

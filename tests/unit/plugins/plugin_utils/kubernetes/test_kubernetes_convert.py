@@ -148,6 +148,14 @@ def test_a_vmi_whose_mac_no_bridge_learned_stops_the_run_naming_vmi_host_and_mac
         "its traffic cannot be filtered. No host was changed"]
 
 
+def test_without_looking_for_ports_a_vmi_is_its_hypervisors_workload_all_the_same(server):
+    hostvars = hypervisor({})
+    inventory = load_fleet(hostvars, {})
+    found = cluster_inputs(take_snapshot(settled(server)), inventory, hostvars, find_ports=False)
+    assert found.errors == []
+    assert workload(found, "shop", "db-vm").host == "hv-1"
+
+
 def test_a_mac_behind_two_ports_or_an_unread_fdb_stops_the_run(server):
     (two,) = inputs(settled(server), hypervisor({"52:54:00:ab:cd:01": ["vnet1", "vnet7"]})).errors
     assert "status.interfaces[0].mac: MAC 52:54:00:ab:cd:01 is behind several bridge ports of the host (vnet1, vnet7)" in two
