@@ -112,6 +112,10 @@ def test_vmis_are_enforced_on_the_bridge_port_their_mac_is_behind(site):
     assert "--physdev-in vm-db" in hypervisor_state(site) or "--physdev-out vm-db" in hypervisor_state(site)
     again = site.playbook("playbooks/site.yml", kubernetes).stdout
     assert "changed=0" in again.split("PLAY RECAP")[1].split(site.host("hv"))[1].splitlines()[0]
+    # The lookup returns the VMI the compiler enforced on the hypervisor, with kind and node.
+    assert [(w["kind"], w["namespace"], w["name"], w["host"], w["node"], w["addresses"])
+            for w in site.query("app=db", kubernetes)] == [
+        ("VirtualMachineInstance", "shop", "db", site.host("hv"), "hv-1", ["10.78.0.1", "fd78::1"])]
 
 
 def test_a_vmi_whose_mac_the_hypervisor_has_not_learned_stops_the_run_and_changes_nothing(site):
