@@ -23,10 +23,18 @@ class ToolError(Exception):
 
 
 def run(module, argv: Sequence[str], data: Optional[str] = None, check: bool = True) -> Tuple[int, str, str]:
-    """Run a tool through module.run_command under the C locale; raise ToolError on failure."""
-    rc, out, err = module.run_command(
-        list(argv), data=data, binary_data=data is not None, environ_update=TOOL_ENV
-    )
+    """Run a tool through module.run_command under the C locale; raise ToolError on failure.
+
+    A tool that cannot be started, or dies before it has read its input (killed, or a restore that
+    stops at its first bad line of a text longer than the pipe holds), is a ToolError too: left to
+    run_command, it would be a fail_json, which exits the process in the middle of a transaction
+    instead of letting it undo the steps already taken."""
+    try:
+        rc, out, err = module.run_command(
+            list(argv), data=data, binary_data=data is not None, environ_update=TOOL_ENV, handle_exceptions=False
+        )
+    except OSError as e:
+        raise ToolError(argv, -1, "could not be run or fed its input: %s" % e, data)
     if check and rc != 0:
         raise ToolError(argv, rc, err or out, data)
     return rc, out, err

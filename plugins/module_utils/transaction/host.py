@@ -82,6 +82,10 @@ class Transaction:
             raise TransactionError("\n".join([str(refused)] + _undo(applied, "nothing that traffic sees was changed")))
         except FAILURES as failure:
             raise TransactionError("\n".join(["%s: %s" % (applied[-1].label, failure)] + _undo(applied)))
+        except BaseException as crash:  # anything else half way (a bug, a fail_json's SystemExit) undoes too
+            where = applied[-1].label if applied else "before the first step"
+            raise TransactionError("\n".join(["%s: unexpected %s: %s" % (where, type(crash).__name__, crash)]
+                                             + _undo(applied))) from crash
 
     @staticmethod
     def _apply(steps: Sequence[Any], applied: List[Any]) -> None:

@@ -22,7 +22,7 @@ class FakeIpset:
         self.saved: Optional[str] = None
         self.calls: List[List[str]] = []
 
-    def run_command(self, argv, data=None, binary_data=False, environ_update=None):
+    def run_command(self, argv, data=None, binary_data=False, environ_update=None, **_kwargs):
         self.calls.append(list(argv))
         if argv[1] == "save":
             return (0, self.saved, "") if self.saved is not None else (1, "", "The set with the given name does not exist")

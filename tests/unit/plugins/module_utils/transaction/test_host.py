@@ -74,6 +74,24 @@ def test_an_undo_that_fails_does_not_stop_the_others_and_is_reported():
     assert "previous state" not in str(failure.value)
 
 
+class Crash(Step):
+    """A step that ends the process half way, as a fail_json (SystemExit) inside a tool call would."""
+
+    def apply(self) -> None:
+        self.journal.append("apply %s" % self.label)
+        raise SystemExit(1)
+
+
+def test_a_step_that_exits_the_process_still_undoes_every_step_taken():
+    journal: List[str] = []
+    crashing = Transaction([Step("new sets", journal)], [Step("ipv4 filter", journal), Crash("ipv6 filter", journal)])
+    with pytest.raises(TransactionError) as failure:
+        crashing.run()
+    assert journal[-3:] == ["undo ipv6 filter", "undo ipv4 filter", "undo new sets"]
+    assert "ipv6 filter: unexpected SystemExit: 1" in str(failure.value)
+    assert "the host is on its previous state" in str(failure.value)
+
+
 def test_unchanged_steps_are_neither_tested_nor_applied():
     journal: List[str] = []
     quiet = Transaction([Step("new sets", journal, False)], [Step("ipv4 filter", journal, False)])
