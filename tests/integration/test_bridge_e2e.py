@@ -42,6 +42,10 @@ LAYOUTS = {
     "one": {name: "hv1" for name in HOSTS},
     "two": {"a-web": "hv1", "a-api": "hv1", "b-db": "hv1", "b-cli": "hv2", "g-mon": "hv2"},
 }
+FOREIGN_EBTABLES = (
+    "ebtables -t nat -N CNI-HOSTPORT", "ebtables -t nat -A CNI-HOSTPORT --among-src 02:00:0a:00:00:09 -j ACCEPT",
+    "ebtables -t nat -A PREROUTING -j CNI-HOSTPORT", "ebtables -A FORWARD -i cni0 -j DROP",
+)
 OUTSIDE = {"netpol_addresses": ["10.77.0.200/24", "fd77::200/64"], "netpol_ports": [
     {"name": "http", "port": 80, "protocol": "TCP"}]}
 
@@ -69,7 +73,7 @@ def inventory_hosts(prefix: str, layout: Dict[str, str], hosts: Optional[Dict[st
         inventory[hypervisor]["netpol_workloads"].append({
             "name": name, "namespace": host_vars["netpol_namespace"], "labels": host_vars["netpol_labels"],
             "addresses": [a.split("/")[0] for a in host_vars["netpol_addresses"]], "ports": host_vars["netpol_ports"],
-            "interface": vm_port(name), "mac": vm_mac(index), "antispoof": "off"})
+            "interface": vm_port(name), "mac": vm_mac(index)})
     inventory["ext"] = dict(OUTSIDE)
     return inventory
 
@@ -108,8 +112,12 @@ class BridgeLab:
         return subprocess.run(["ip", "netns", "exec", ns, *argv], check=check, capture_output=True, text=True).stdout
 
     def foreign_state(self) -> None:
-        """A firewall of the hypervisor's own: a FORWARD rule, a nat rule, a set: byte-identical throughout."""
+        """A firewall of the hypervisor's own: a FORWARD rule, a nat rule, a set, a bridge CNI's ebtables
+        chain (an --among-src rule, which ebtables-nft cannot delete by specification) and a bridge
+        filter rule: byte-identical throughout."""
         for ns in self.hypervisors:
+            for command in FOREIGN_EBTABLES:
+                self.run_in(ns, *command.split())
             for tool, peer in (("iptables", "192.0.2.7/32"), ("ip6tables", "2001:db8::7/128")):
                 self.run_in(ns, tool, "-A", "FORWARD", "-s", peer, "-j", "ACCEPT")
                 self.run_in(ns, tool, "-t", "nat", "-A", "POSTROUTING", "-s", peer, "-j", "RETURN")
@@ -119,7 +127,8 @@ class BridgeLab:
     def snapshot(self) -> Dict[str, str]:
         """What a hypervisor's kernel shows: tables, sets, every bridge flag and the global switches."""
         return {ns: "\n".join([self.kernel(ns, "iptables-save"), self.kernel(ns, "ip6tables-save"),
-                               self.kernel(ns, "ipset save"), self.flags(ns)]) for ns in self.hypervisors}
+                               self.kernel(ns, "ebtables-save"), self.kernel(ns, "ipset save"), self.flags(ns)])
+                for ns in self.hypervisors}
 
     def kernel(self, ns: str, command: str) -> str:
         out = self.run_in(ns, *command.split())
@@ -324,7 +333,7 @@ def test_overlapping_addresses_on_two_bridges_keep_separate_conntrack_state(make
     hosts["b-vm"] = {"netpol_addresses": ["10.78.0.9/24"], "netpol_ports": [],
                      "lab_vm": {"hypervisor": prefix + "hv1", "bridge": "br-b", "port": "vm-b", "mac": vm_mac(9)}}
     hosts["hv1"]["netpol_workloads"].append({"name": "b-vm", "namespace": "beta", "addresses": ["10.78.0.9"],
-                                             "interface": "vm-b", "mac": vm_mac(9), "antispoof": "off"})
+                                             "interface": "vm-b", "mac": vm_mac(9)})
     lab = make_lab(prefix, hosts, {"netpol_namespaces": NAMESPACES})
     hypervisor = prefix + "hv1"
     for number in (1, 2):  # unmanaged neighbours on br-b, with the managed VMs' addresses

@@ -36,22 +36,11 @@ def check_ports(fleet: Fleet, hostvars: Mapping[str, Mapping[str, Any]]) -> Tupl
     vms = [w for w in fleet.workloads if w.interface is not None]
     errors += _duplicates(vms, hostvars, "interface", lambda w: (w.host, w.interface), "port")
     errors += _duplicates([w for w in vms if w.mac], hostvars, "mac", lambda w: w.mac, "MAC")
-    errors += _unapplied_antispoof(vms, hostvars)
     for host in sorted({w.host for w in vms}):
         found, host_errors = _host_ports(host, [w for w in vms if w.host == host], hostvars)
         errors += host_errors
         bridges[host] = found
     return errors, bridges
-
-
-def _unapplied_antispoof(vms: List[Workload], hostvars) -> List[str]:
-    """The layer-2 checks of bridge/antispoof.py are not applied by the enforce role yet: a port that
-    asks for them must not run as if it had them (accepted but not enforced)."""
-    return ["inventory host %s: %s: antispoof %s is not applied by the enforce role of this release yet "
-            "(docs/antispoof.md), so the port would stay unchecked at layer 2; set antispoof: off to enforce "
-            "NetworkPolicy for VM %s/%s without it" % (vm.host, field_of(hostvars, vm, "antispoof"),
-                                                       getattr(vm, "antispoof", "full"), vm.namespace, vm.name)
-            for vm in vms if getattr(vm, "antispoof", "off") != "off"]
 
 
 def _duplicates(vms: List[Workload], hostvars, name: str, key, what: str) -> List[str]:

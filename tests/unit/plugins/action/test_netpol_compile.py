@@ -212,9 +212,9 @@ def test_nothing_is_executed_on_hosts_when_the_controller_is_known(transport):
 
 
 VM1 = {"name": "vm1", "namespace": "shop", "labels": {"app": "db"}, "addresses": ["10.0.1.5"], "interface": "vnet0",
-       "mac": "52:54:00:00:00:01", "antispoof": "off"}
+       "mac": "52:54:00:00:00:01"}
 VM2 = {"name": "vm2", "namespace": "shop", "labels": {"app": "web"}, "addresses": ["10.0.1.6"], "interface": "vnet1",
-       "mac": "52:54:00:00:00:02", "antispoof": "off"}
+       "mac": "52:54:00:00:00:02"}
 READ = {"ports": {"vnet0": "br10", "vnet1": "br10"}, "missing": [], "br_netfilter": True}
 
 
@@ -234,7 +234,7 @@ def test_a_hypervisor_gets_bridge_chains_zones_no_nat_and_its_bridges(monkeypatc
     state = result["hosts"]["hv1"]
     assert state["bridges"] == ["br10"]
     tables = {(t["family"], t["name"]): t for t in state["tables"]}
-    assert sorted(tables) == [("ipv4", "filter"), ("ipv4", "nat"), ("ipv4", "raw"),
+    assert sorted(tables) == [("bridge", "nat"), ("ipv4", "filter"), ("ipv4", "nat"), ("ipv4", "raw"),
                               ("ipv6", "filter"), ("ipv6", "nat"), ("ipv6", "raw")]
     jumps = [(j["chain"], j["target"], j["match"]) for j in tables[("ipv4", "filter")]["jumps"]]
     assert ("FORWARD", "NETPOL-BRIDGE", "-m physdev --physdev-is-bridged") in jumps
@@ -242,6 +242,22 @@ def test_a_hypervisor_gets_bridge_chains_zones_no_nat_and_its_bridges(monkeypatc
     assert any(r.startswith("-m physdev --physdev-out vnet0 -j NETPOL-I-") for r in rules)  # vm1 is isolated
     assert not any("--physdev-out vnet1 -j NETPOL-I-" in r for r in rules)  # vm2 is not
     assert [c["rules"] for c in tables[("ipv4", "raw")]["chains"]][0][0].startswith("-i br10 ")
+    # The anti-spoofing of both ports (antispoof: full, the default), entered first from nat PREROUTING.
+    layer2 = tables[("bridge", "nat")]
+    assert [(j["chain"], j["target"]) for j in layer2["jumps"]] == [("PREROUTING", "NETPOL-L2")]
+    dispatch = next(c for c in layer2["chains"] if c["name"] == "NETPOL-L2")["rules"]
+    assert [r.split(" -j ")[0] for r in dispatch] == ["-i vnet0", "-i vnet1"]
+
+
+def test_ports_with_antispoof_off_get_no_bridge_table_and_the_others_keep_theirs(monkeypatch):
+    hypervisor(monkeypatch, vms=(dict(VM1, antispoof="off"), dict(VM2, antispoof="mac_only")))
+    state = run({"policies": [DB_FROM_WEB]}, batch=("hv1",))[0]["hosts"]["hv1"]
+    layer2 = next(t for t in state["tables"] if t["family"] == "bridge")
+    dispatch = next(c for c in layer2["chains"] if c["name"] == "NETPOL-L2")["rules"]
+    assert [r.split(" -j ")[0] for r in dispatch] == ["-i vnet1"]
+    hypervisor(monkeypatch, vms=(dict(VM1, antispoof="off"),))
+    state = run({"policies": [DB_FROM_WEB]}, batch=("hv1",))[0]["hosts"]["hv1"]
+    assert not [t for t in state["tables"] if t["family"] == "bridge"]
 
 
 def test_a_host_that_declares_no_vms_any_more_still_gets_its_bridge_tables_cleaned(monkeypatch):
@@ -258,8 +274,6 @@ def test_a_host_that_declares_no_vms_any_more_still_gets_its_bridge_tables_clean
      "inventory host hv1: netpol_workloads[0].interface: port vnet0 of VM shop/vm1 does not exist on the host"),
     (dict(READ, ports={"vnet0": None}), (VM1,),
      "inventory host hv1: netpol_workloads[0].interface: vnet0 of VM shop/vm1 is not a port of any bridge"),
-    (READ, (dict(VM1, antispoof="full"),),
-     "inventory host hv1: netpol_workloads[0].antispoof: antispoof full is not applied by the enforce role"),
     (dict(READ, vlan_aware=["br10"]), (VM1,),
      "inventory host hv1: netpol_workloads[0].interface: the bridge br10 of VM shop/vm1 filters VLANs"),
     (READ, (VM1, dict(VM2, mac=VM1["mac"])),
