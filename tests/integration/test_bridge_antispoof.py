@@ -56,13 +56,9 @@ DB_FROM_CLI = [policy("beta", "db-from-cli", {"podSelector": pods(app="db"), "in
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory) -> Iterator[BridgeLab]:
-    lifetime = build(tmp_path_factory, "one")
-    built = next(lifetime)
-    built.pristine_ebtables = ebtables(built)  # the foreign chains and rules alone
-    try:
+    for built in build(tmp_path_factory, "one"):  # one lab, torn down when the loop ends
+        built.pristine_ebtables = ebtables(built)  # the foreign chains and rules alone
         yield built
-    finally:
-        lifetime.close()  # tears the lab down
 
 
 def hypervisor(lab: BridgeLab) -> str:
