@@ -34,7 +34,7 @@ HYPERVISOR = {"netpol_addresses": ["10.78.0.101/24", "fd78::101/64"], "lab_bridg
               "netpol_node_name": "hv-1"}
 DB_FROM_WEB = policy("shop", "db-from-web", {"podSelector": {"matchLabels": {"app": "db"}}, "ingress": [
     {"from": [{"podSelector": {"matchLabels": {"app": "web"}}}], "ports": [{"port": "pg"}]}]})
-NO_ANTISPOOF = "off"  # layer-2 anti-spoofing is not applied by the enforce role of this release yet
+NO_ANTISPOOF = "off"  # this test is about finding the ports; anti-spoofing: test_bridge_antispoof.py
 
 
 def link_local(mac: str) -> str:
