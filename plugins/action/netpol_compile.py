@@ -17,6 +17,13 @@ from dataclasses import asdict
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ansible import constants as C
+from ansible.module_utils.common.validation import (
+    check_type_bool,
+    check_type_dict,
+    check_type_int,
+    check_type_list,
+    check_type_str,
+)
 from ansible.plugins.action import ActionBase
 
 try:  # ansible-core 2.19+ tags values with the file and line they were read from
@@ -74,6 +81,20 @@ PRIVILEGED_OPTIONS = {
     "dns_resolvers": "netpol_dns_resolvers",
     "ssh_port": "netpol_ssh_port",
 }
+# Fleet-wide options: the compile runs once (run_once) with the running host's values. A host's own
+# value (its host_vars, a group of only some hosts) would be silently ignored for it: it stops the run.
+FLEET_WIDE_OPTIONS = dict(
+    PRIVILEGED_OPTIONS,
+    controller_addresses="netpol_controller_addresses",
+    control_plane_group="netpol_control_plane_group",
+    enforce_jump_position="netpol_enforce_jump_position",
+    default_deny="netpol_default_deny",
+    allow_no_policies="netpol_allow_no_policies",
+    policies="netpol_policies",
+    policy_paths="netpol_policy_paths",
+    namespaces="netpol_namespaces",
+    source="netpol_source",
+)
 # The collection root (roles/ beside plugins/): the roles' argument specs name the known variables.
 COLLECTION_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_CONTROL_PLANE_GROUP = "control_plane"
@@ -140,6 +161,7 @@ class ActionModule(ActionBase):
         controller = list(args["controller_addresses"]) or self._detected_controller(hostvars)
         errors = settings.unknown_variable_errors(variable_origins(task_vars), known_variables())
         errors += variable_value_errors(args, task_vars.get("groups", {}))
+        errors += per_host_value_errors(args, task_vars["hostvars"], hosts, task_vars.get("inventory_hostname", ""))
         policies, fleet, warnings, input_errors = load_inputs(args, hostvars, base_dir)
         if args["source"] == "kubernetes":  # one snapshot, here on the controller, never per host
             cluster = read_cluster(args["kubernetes"], hostvars, fleet, policies, args["namespaces"])
@@ -276,6 +298,35 @@ def variable_value_errors(args: Mapping[str, Any], groups: Mapping[str, Any]) ->
     if group != DEFAULT_CONTROL_PLANE_GROUP and group not in groups:
         errors.append("netpol_control_plane_group: %r is not a group of the inventory" % group)
     return errors
+
+
+def per_host_value_errors(args: Mapping[str, Any], hostvars: Mapping[str, Any], hosts: Sequence[str],
+                          running_host: str) -> List[str]:
+    """A fleet-wide variable that a host of the run sets to a value of its own, one error per host and
+    variable: the compile would use the running host's value for every host."""
+    errors = []
+    for host in hosts:
+        variables = hostvars[host]
+        for option, name in FLEET_WIDE_OPTIONS.items():
+            if name not in variables:
+                continue
+            value = _as_option(option, to_plain(variables[name]))
+            if value != args[option]:
+                errors.append(
+                    "%s: host %s sets it to %r, but the compile runs once for the whole fleet (on %s) with %r: "
+                    "a per-host value would be ignored. Give every host the same %s (group_vars/all, or the play)"
+                    % (name, host, value, running_host or "the running host", args[option], name))
+    return errors
+
+
+def _as_option(option: str, value: Any) -> Any:
+    """A host's value as the action's argument spec converts the running host's (22 and "22" agree)."""
+    kind = ARGUMENT_SPEC[option]["type"]
+    try:
+        return {"int": check_type_int, "bool": check_type_bool, "list": check_type_list, "dict": check_type_dict,
+                "str": check_type_str}.get(kind, lambda v: v)(value)
+    except (TypeError, ValueError):
+        return value
 
 
 def _positive(value: Any) -> bool:

@@ -246,3 +246,23 @@ def test_mistakes_in_variables_stop_site_yml_before_any_host_changes(make_lab):
     for result in (typo, port, namespace, nothing):
         assert "no host was changed" in result.stdout
     assert {tool: in_ns(lab.hosts[0], tool) for tool in before} == before
+
+
+def test_a_per_host_value_of_a_fleet_wide_variable_stops_site_yml_naming_host_and_variable(make_lab):
+    """netpol_ssh_port in one host's own variables used to be silently ignored: the compile runs once,
+    with the running host's value, for every host's privileged rules."""
+    from conftest import run_playbook
+    from test_enforce_e2e import session_token
+
+    def host(n: int, **own) -> dict:
+        return dict({"netpol_namespace": "t", "netpol_addresses": ["10.79.0.%d/24" % n, "fd79::%d/64" % n]}, **own)
+
+    lab = make_lab("npf%sp-" % session_token(), {"a": host(1), "b": host(2, netpol_ssh_port=2222)})
+    before = {ns: {tool: in_ns(ns, tool) for tool in ("iptables-save", "ip6tables-save")} for ns in lab.hosts}
+    result = run_playbook("playbooks/site.yml", lab.inventory, "-e", "netpol_gather_facts=false",
+                          "-e", json.dumps({"netpol_policies": [POLICY_T]}), check=False)
+    assert result.returncode != 0
+    assert ("netpol_ssh_port: host %sb sets it to 2222, but the compile runs once for the whole fleet (on %sa) with 22"
+            % (lab.prefix, lab.prefix)) in result.stdout, result.stdout
+    assert "no host was changed" in result.stdout
+    assert {ns: {tool: in_ns(ns, tool) for tool in before[ns]} for ns in lab.hosts} == before

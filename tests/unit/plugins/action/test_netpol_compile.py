@@ -452,3 +452,46 @@ def test_every_host_variable_the_compile_reads_is_a_known_variable():
     read = {name for name in netpol_compile.HOST_VARIABLES if name.startswith("netpol_")}
     assert "netpol_node_name" in read
     assert read - netpol_compile.known_variables() == set()
+
+
+# Fleet-wide variables are compiled once, with the running host's values: a host's own value would be
+# ignored for it, so it stops the run naming host and variable.
+
+
+def run_batch_with_host_vars(args: Dict[str, Any], **per_host: Dict[str, Any]):
+    inventory = {host: dict(values, **per_host.get(host, {})) for host, values in INVENTORY.items()}
+    task = MagicMock(async_val=0, check_mode=False, args=args)
+    connection = MagicMock(transport="netpol.fleet.netns")
+    connection._shell.tmpdir = None
+    action = ActionModule(task, connection, MagicMock(check_mode=False), loader=None, templar=None,
+                          shared_loader_obj=None)
+    action._display = MagicMock()
+    task_vars = dict(hostvars=inventory, ansible_play_batch=["db", "web"], playbook_dir="/nowhere",
+                     inventory_hostname="db", groups={"all": list(inventory), "control_plane": ["cp"]})
+    return action.run(task_vars=task_vars)
+
+
+@pytest.mark.parametrize("variable, value, shown", [
+    ("netpol_ssh_port", 2222, "2222"),
+    ("netpol_management_cidrs", ["10.9.0.0/24"], "['10.9.0.0/24']"),
+    ("netpol_privileged_defaults", "false", "False"),
+    ("netpol_default_deny", True, "True"),
+])
+def test_a_fleet_wide_variable_one_host_sets_differently_stops_the_run_naming_host_and_variable(variable, value, shown):
+    result = run_batch_with_host_vars({"policies": [DB_FROM_WEB]}, web={variable: value})
+    assert result["failed"] and "hosts" not in result
+    assert any(e.startswith("%s: host web sets it to %s, but the compile runs once for the whole fleet (on db)"
+                            % (variable, shown)) for e in result["errors"]), result["errors"]
+
+
+def test_a_fleet_wide_variable_every_host_sets_alike_is_no_error():
+    same = {"netpol_ssh_port": "2222"}  # a string from an inventory is the same port as the action's int
+    result = run_batch_with_host_vars({"policies": [DB_FROM_WEB], "ssh_port": 2222}, web=same, db=same)
+    assert not result.get("failed"), result
+    ssh = [r for r in result["privileged"] if "2222" in str(r)]
+    assert ssh, result["privileged"]
+
+
+def test_a_fleet_wide_variable_set_on_a_host_outside_the_run_is_not_its_concern():
+    result = run_batch_with_host_vars({"policies": [DB_FROM_WEB]}, cp={"netpol_ssh_port": 2222})
+    assert not result.get("failed"), result
