@@ -13,10 +13,12 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
-from dataclasses import asdict
+from dataclasses import fields, is_dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ansible import constants as C
+from ansible.errors import AnsibleActionFail
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.module_utils.common.validation import (
     check_type_bool,
     check_type_dict,
@@ -140,6 +142,8 @@ ARGUMENT_SPEC = {
     }},
     "set_store": {"type": "path"},
 }
+# Arguments that, given as a list (a mapping), skip the validator's deep copy (ActionModule._validated_args).
+BULK_ARGUMENTS = {"policies": list, "namespaces": dict}
 # Each distinct set's content, once per play: the per-process temporary directory of ansible-playbook
 # (removed when it exits; its workers share it).
 SET_STORE = "netpol-sets"
@@ -154,12 +158,12 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         task_vars = task_vars or {}
-        args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)[1]
-        hostvars = fleet_vars(task_vars["hostvars"])
+        args = self._validated_args()
+        hostvars, origins = read_inventory(task_vars)
         hosts = args["hosts"] or list(task_vars.get("ansible_play_batch") or hostvars)
         base_dir = policy_base_dir(args["base_dir"], task_vars)
         controller = list(args["controller_addresses"]) or self._detected_controller(hostvars)
-        errors = settings.unknown_variable_errors(variable_origins(task_vars), known_variables())
+        errors = settings.unknown_variable_errors(origins, known_variables())
         errors += variable_value_errors(args, task_vars.get("groups", {}))
         errors += per_host_value_errors(args, task_vars["hostvars"], hosts, task_vars.get("inventory_hostname", ""))
         policies, fleet, warnings, input_errors = load_inputs(args, hostvars, base_dir)
@@ -221,6 +225,17 @@ class ActionModule(ActionBase):
                 return failure(result, ["explain: %s" % error])
         return result
 
+    def _validated_args(self) -> Dict[str, Any]:
+        """The task's arguments, validated. The validator deep-copies every value: the policies and
+        namespaces of a big fleet (1,000 manifests) made that copy the costliest step of validation.
+        A list (a mapping) passes its check unchanged, so such values are checked apart and kept as given."""
+        given = dict(self._task.args)
+        bulk = {name: given.pop(name) for name, kind in BULK_ARGUMENTS.items() if isinstance(given.get(name), kind)}
+        validation = ArgumentSpecValidator(ARGUMENT_SPEC).validate(given)
+        if validation.error_messages:  # unknown options were refused before, by _VALID_ARGS
+            raise AnsibleActionFail(validation.errors.msg, obj=self._task.args)
+        return dict(validation.validated_parameters, **bulk)
+
     def _detected_controller(self, hostvars: Mapping[str, Mapping[str, Any]]) -> List[str]:
         """Where the controller's sessions come from, as the managed hosts see it."""
         seen = [ssh_client_address(v.get("ansible_env", {}).get("SSH_CLIENT", "")) for v in hostvars.values()]
@@ -255,13 +270,29 @@ def known_variables() -> frozenset:
     return settings.known_variables(settings.role_options(COLLECTION_ROOT))
 
 
+def read_inventory(task_vars: Mapping[str, Any]) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, str]]:
+    """Every inventory host's fleet variables (fleet_vars) and every netpol_ variable with where it was
+    set (variable_origins), in one pass: Ansible computes a host's variables anew on each hostvars[host],
+    the bulk of a big inventory's cost."""
+    hostvars = task_vars.get("hostvars", {})
+    origins = add_origins({}, task_vars)
+    plain: Dict[str, Dict[str, Any]] = {}
+    for host in hostvars:
+        variables = hostvars[host]
+        plain[host] = host_fleet_vars(variables)
+        add_origins(origins, variables)
+    return plain, origins
+
+
 def variable_origins(task_vars: Mapping[str, Any]) -> Dict[str, str]:
     """Every netpol_ variable of this host and of every inventory host, with where it was set."""
-    found: Dict[str, str] = {}
-    sources = [task_vars] + [task_vars.get("hostvars", {})[h] for h in task_vars.get("hostvars", {})]
-    for variables in sources:
-        for name in [n for n in variables if str(n).startswith(settings.PREFIX) and str(n) not in found]:
-            found[str(name)] = origin_of(variables, name)
+    return read_inventory(task_vars)[1]
+
+
+def add_origins(found: Dict[str, str], variables: Mapping[str, Any]) -> Dict[str, str]:
+    """`found` with the netpol_ variables of `variables` it lacks, each with where it was set."""
+    for name in [n for n in variables if str(n).startswith(settings.PREFIX) and str(n) not in found]:
+        found[str(name)] = origin_of(variables, name)
     return found
 
 
@@ -401,13 +432,15 @@ def probes_between(hostvars: Mapping[str, Mapping[str, Any]], hosts: Sequence[st
 
 def fleet_vars(hostvars: Mapping[str, Any]) -> Dict[str, Dict[str, Any]]:
     """host -> its fleet variables and the SSH_CLIENT it saw, templated into plain data once."""
-    plain: Dict[str, Dict[str, Any]] = {}
-    for host in hostvars:
-        variables = hostvars[host]
-        plain[host] = {k: to_plain(variables[k]) for k in HOST_VARIABLES if k in variables}
-        ssh_client = (variables.get("ansible_env") or {}).get("SSH_CLIENT") if "ansible_env" in variables else None
-        if ssh_client:
-            plain[host]["ansible_env"] = {"SSH_CLIENT": str(ssh_client)}
+    return {host: host_fleet_vars(hostvars[host]) for host in hostvars}
+
+
+def host_fleet_vars(variables: Mapping[str, Any]) -> Dict[str, Any]:
+    """One host's fleet variables and the SSH_CLIENT it saw, as plain data."""
+    plain = {k: to_plain(variables[k]) for k in HOST_VARIABLES if k in variables}
+    ssh_client = (variables.get("ansible_env") or {}).get("SSH_CLIENT") if "ansible_env" in variables else None
+    if ssh_client:
+        plain["ansible_env"] = {"SSH_CLIENT": str(ssh_client)}
     return plain
 
 
@@ -461,9 +494,20 @@ def host_result(state: HostState, store: "SetStore", hypervisor: bool = False) -
     return with_base_tables({
         "host": state.host,
         "sets": {s.name: store.digest(s) for s in state.sets},
-        "tables": [asdict(t) for t in state.tables],
+        "tables": [as_plain(t) for t in state.tables],
         "bridges": list(state.bridges),
     }, BASE_TABLES + (BRIDGE_TABLES if hypervisor or state.bridges else ()))
+
+
+def as_plain(value: Any) -> Any:
+    """dataclasses.asdict for the frozen IR: dataclasses as dicts, tuples of them as tuples. Unlike asdict
+    it does not deep-copy the immutable leaves (rule texts), which made it the costliest step of 5,000
+    hosts' results."""
+    if is_dataclass(value):
+        return {f.name: as_plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, tuple) and any(is_dataclass(v) for v in value):
+        return tuple(as_plain(v) for v in value)
+    return value
 
 
 class SetStore:

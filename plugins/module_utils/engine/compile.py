@@ -117,6 +117,10 @@ class _Compiler:
         self.node_addresses: Dict[str, Tuple[str, ...]] = {}
         self.targets: Dict[int, List[Policy]] = {}  # id(workload) -> policies selecting it, by key
         self._memo: Dict[Tuple, Tuple[List[str], List[IpSet]]] = {}
+        # The privileged paths are the same on every host: rendered once per compile, not per host.
+        self._privileged_by = {(d.label, family): [rule for p in options.privileged if p.direction == d.label
+                                                   for rule in _privileged_rules(p, d, family)]
+                               for d in DIRECTIONS for family in FAMILIES}
         for policy in policies:
             for workload in resolver.select(policy.pod_selector, policy.namespace):
                 self.targets.setdefault(id(workload), []).append(policy)
@@ -163,9 +167,7 @@ class _Compiler:
         return build
 
     def _privileged(self, label: str, family: int) -> List[str]:
-        direction = DIRECTION_BY_LABEL[label]
-        return [rule for p in self.options.privileged if p.direction == label
-                for rule in _privileged_rules(p, direction, family)]
+        return list(self._privileged_by[(label, family)])
 
     def _table(self, family: int, workloads: List[Workload], used: Dict[str, IpSet], vms: Sequence[Workload] = ()) -> Table:
         chains: List[Chain] = []
@@ -210,10 +212,7 @@ class _Compiler:
         if family == 6:
             rules += ["-p ipv6-icmp -m icmp6 --icmpv6-type %d -j RETURN" % t for t in VITAL_ICMPV6]
         rules += invalid
-        for privileged in self.options.privileged:
-            if privileged.direction == direction.label:
-                rules += _privileged_rules(privileged, direction, family)
-        return rules
+        return rules + self._privileged(direction.label, family)
 
     def _workload_rules(
         self, direction: Direction, family: int, workload: Workload, policies: List[Policy], used: Dict[str, IpSet]
