@@ -495,3 +495,25 @@ def test_a_fleet_wide_variable_every_host_sets_alike_is_no_error():
 def test_a_fleet_wide_variable_set_on_a_host_outside_the_run_is_not_its_concern():
     result = run_batch_with_host_vars({"policies": [DB_FROM_WEB]}, cp={"netpol_ssh_port": 2222})
     assert not result.get("failed"), result
+
+
+def test_mistyped_arguments_are_refused_as_the_validator_words_them():
+    from ansible.errors import AnsibleActionFail
+    with pytest.raises(AnsibleActionFail, match="Invalid options for .*: polices"):
+        run({"polices": [DB_FROM_WEB]})
+    with pytest.raises(AnsibleActionFail, match="namespaces"):
+        run({"policies": [DB_FROM_WEB], "namespaces": "shop"})
+
+
+def test_a_comma_separated_policy_path_string_is_still_a_list_of_paths(tmp_path):
+    result = run({"policy_paths": "a.yml,b.yml", "base_dir": str(tmp_path)})[0]
+    assert result["failed"] and "'a.yml'" in result["msg"] and "'b.yml'" in result["msg"]
+
+
+def test_host_results_hold_the_same_tables_asdict_would():
+    from dataclasses import asdict
+    from ansible_collections.netpol.fleet.plugins.module_utils.engine.hoststate import Chain, Jump, Table
+    table = Table("ipv4", "filter", (Chain("NETPOL-INGRESS", ("-j RETURN",)), Chain("NETPOL-X")),
+                  (Jump("INPUT", "NETPOL-INGRESS", match="-m physdev --physdev-is-bridged", enforce_position=True),))
+    assert netpol_compile.as_plain(table) == asdict(table)
+    assert netpol_compile.as_plain(Table("ipv6", "raw")) == asdict(Table("ipv6", "raw"))
