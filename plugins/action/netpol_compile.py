@@ -33,7 +33,12 @@ try:  # ansible-core 2.19+ tags values with the file and line they were read fro
 except ImportError:  # pragma: no cover - older ansible-core: errors name no place
     Origin = None
 
-from ansible_collections.netpol.fleet.plugins.module_utils.bridge.ports import FACTS_VARIABLE, check_ports
+from ansible_collections.netpol.fleet.plugins.module_utils.bridge.ports import (
+    FACTS_VARIABLE,
+    UPLINKS_VARIABLE,
+    check_ports,
+    check_uplinks,
+)
 from ansible_collections.netpol.fleet.plugins.module_utils.engine import settings
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.compile import compile_fleet, limit_text
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.errors import InputErrors
@@ -66,7 +71,7 @@ BRIDGE_TABLES = (("ipv4", "nat"), ("ipv4", "raw"), ("ipv6", "nat"), ("ipv6", "ra
 # templated for each inventory host, so a big inventory costs hosts x 8 lookups, not more.
 HOST_VARIABLES = ("netpol_namespace", "netpol_labels", "netpol_addresses", "netpol_ports", "netpol_workloads",
                   "netpol_node_name", "ansible_all_ipv4_addresses", "ansible_all_ipv6_addresses", "ansible_host",
-                  FACTS_VARIABLE)
+                  FACTS_VARIABLE, UPLINKS_VARIABLE)
 # The controller reaches these hosts without the network: no SSH path to keep.
 LOCAL_CONNECTIONS = ("local", "ansible.builtin.local", "netpol.fleet.netns")
 EMPTY_FLEET = Fleet(workloads=(), namespaces=())
@@ -132,6 +137,7 @@ ARGUMENT_SPEC = {
     }},
     "allow_no_policies": {"type": "bool", "default": False},
     "default_deny": {"type": "bool", "default": False},
+    "bridge_drop_unmanaged": {"type": "raw", "default": False},  # checked by settings, naming the variable
     "expected": {"type": "bool", "default": False},
     "probe_ports": {"type": "list", "elements": "dict"},
     "explain": {"type": "dict", "options": {
@@ -181,7 +187,9 @@ class ActionModule(ActionBase):
             input_errors += [str(error) for error in unknown_namespace_errors(policies, fleet)]
         errors += input_errors
         bridge_errors, port_bridges = check_ports(fleet, hostvars) if not errors else ([], {})
-        errors += bridge_errors
+        drop_unmanaged = settings.boolean(args["bridge_drop_unmanaged"])
+        uplink_errors, uplinks = check_uplinks(hostvars, port_bridges, bool(drop_unmanaged)) if not errors else ([], {})
+        errors += bridge_errors + uplink_errors
         if not (policies or input_errors or args["allow_no_policies"] or args["default_deny"] or args.get("explain")):
             errors.append(NO_POLICIES)  # explain only reads: a fleet without policies is a question it answers
         if args["default_deny"]:
@@ -196,10 +204,11 @@ class ActionModule(ActionBase):
         if errors:
             return failure(result, errors)
         options = CompileOptions(privileged=privileged, log=log_options(args["log"]),
-                                 enforce_jump_position=args["enforce_jump_position"])
-        states = compile_fleet(fleet, policies, options, hosts=hosts, port_bridges=port_bridges)
+                                 enforce_jump_position=args["enforce_jump_position"],
+                                 bridge_drop_unmanaged=bool(drop_unmanaged))
+        states = compile_fleet(fleet, policies, options, hosts=hosts, port_bridges=port_bridges, bridge_uplinks=uplinks)
         outside = sorted(set(hostvars) - set(task_vars.get("ansible_play_hosts_all") or hostvars))
-        warnings += limited_run_warnings(fleet, policies, options, hosts, outside, port_bridges)
+        warnings += limited_run_warnings(fleet, policies, options, hosts, outside, port_bridges, uplinks)
         if self._connection.transport not in LOCAL_CONNECTIONS:
             warnings += lockout_warnings(privileged, controller, args["ssh_port"])
         for warning in warnings:
@@ -318,6 +327,7 @@ def variable_value_errors(args: Mapping[str, Any], groups: Mapping[str, Any]) ->
         "netpol_rollback_timeout": rollback.get("timeout"),
         "netpol_rollback_confirm_timeout": rollback.get("confirm_timeout") if _positive(rollback.get("timeout")) else None,
         "netpol_rollback_dir": rollback.get("dir"),
+        "netpol_bridge_drop_unmanaged": args.get("bridge_drop_unmanaged"),
     }
     errors = settings.value_errors(values)
     if log.get("limit") is not None:
@@ -383,7 +393,7 @@ def load_inputs(args: Mapping[str, Any], hostvars: Mapping[str, Any],
 
 
 def limited_run_warnings(fleet: Fleet, policies: Sequence[Policy], options: CompileOptions,
-                         in_run: Sequence[str], outside: Sequence[str], port_bridges=None) -> List[str]:
+                         in_run: Sequence[str], outside: Sequence[str], port_bridges=None, uplinks=None) -> List[str]:
     """A --limit run changes only its hosts, but hosts outside it hold the run's workloads'
     addresses in their sets: a workload that is new (or moved, or relabelled) is not yet known
     there, so those peers keep denying it (or allowing its old address) until they run too.
@@ -391,7 +401,7 @@ def limited_run_warnings(fleet: Fleet, policies: Sequence[Policy], options: Comp
     if not outside:
         return []
     ours = {a for w in fleet.workloads if w.host in set(in_run) for a in w.addresses}
-    states = compile_fleet(fleet, policies, options, hosts=outside, port_bridges=port_bridges)
+    states = compile_fleet(fleet, policies, options, hosts=outside, port_bridges=port_bridges, bridge_uplinks=uplinks)
     peers = [host for host, state in states.items()
              if any(_member_address(m.entry) in ours for s in state.sets for m in s.members)]
     if not peers:

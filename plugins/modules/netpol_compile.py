@@ -182,6 +182,13 @@ options:
         workload no policy selects is isolated. Policies are additive, so what any policy allows stays allowed.
     type: bool
     default: false
+  bridge_drop_unmanaged:
+    description:
+      - Bridge mode (C(netpol_bridge_drop_unmanaged)); C(true) or C(false), checked here so a bad value names the
+        variable. C(true) drops packets of the ports of bridges with VMs that are neither VMs of
+        C(netpol_workloads) nor uplinks of the hypervisor's C(netpol_bridge_uplinks).
+    type: raw
+    default: false
   expected:
     description: Also return the simulator's expected reachability matrix (flow records) in RV(expected).
     type: bool

@@ -17,13 +17,17 @@ reach them (docs/bridge.md has the order of checks for one packet):
     raw PREROUTING  NETPOL-BR-ZONES: one conntrack zone per bridge (L2 domain), never per port.
     nat PREROUTING  NETPOL-BR-NAT: packets from managed ports skip the host's DNAT (kube-proxy).
 
+With netpol_bridge_drop_unmanaged, NETPOL-BRIDGE first sends every packet of a managed bridge through
+NETPOL-BR-FROM and NETPOL-BR-TO (NETPOL-BR-INPUT through NETPOL-BR-FROM): a packet that enters or
+leaves by a port that is neither a managed VM's nor a declared uplink of that bridge is dropped.
+
 Pure Python, standard library only.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.hoststate import Chain, Jump, Table
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.ir import Workload
@@ -36,6 +40,8 @@ INGRESS_CHAIN = "NETPOL-BR-INGRESS"
 INPUT_CHAIN = "NETPOL-BR-INPUT"
 ZONES_CHAIN = "NETPOL-BR-ZONES"
 NAT_CHAIN = "NETPOL-BR-NAT"
+FROM_KNOWN_CHAIN = "NETPOL-BR-FROM"
+TO_KNOWN_CHAIN = "NETPOL-BR-TO"
 TABLE_FAMILY = {4: "ipv4", 6: "ipv6"}
 
 # Zones 1..ZONE_SPACE-1 are drawn from the bridge's name; 0 is the kernel's default zone.
@@ -102,21 +108,26 @@ def bridge_tables(
     privileged: PrivilegedRules,
     vital_icmpv6: Sequence[int],
     node_set: Optional[str] = None,
+    uplinks: Optional[Mapping[str, Sequence[str]]] = None,
 ) -> BridgeTables:
     """Everything one family needs for the VMs of one hypervisor; node_set names the set of the
-    hypervisor's own addresses (its traffic to its VMs is node traffic, always allowed)."""
+    hypervisor's own addresses (its traffic to its VMs is node traffic, always allowed).
+
+    uplinks: None keeps ports not in netpol_workloads as they are (the host's rules decide them);
+    otherwise bridge -> its uplink ports, and packets of every other port of a managed bridge drop."""
     ordered = sorted(ports, key=lambda p: p.interface)
+    unmanaged = _Unmanaged(ordered, uplinks)
     egress = [(p, workload_chain("egress", family, p.workload)) for p in ordered]
     ingress = [(p, workload_chain("ingress", family, p.workload)) for p in ordered]
     policy_chains = [c for _p, c in egress + ingress if c is not None]
     vital = _vital(family, vital_icmpv6)
     chains = (
-        Chain(BRIDGE_CHAIN, tuple(_managed_dispatch(ordered))),
+        Chain(BRIDGE_CHAIN, tuple(unmanaged.jumps(TO_KNOWN_CHAIN) + _managed_dispatch(ordered))),
         Chain(CHECK_CHAIN, tuple(_check_rules(vital))),
         Chain(EGRESS_CHAIN, tuple(privileged("egress", family) + _dispatch("--physdev-in", egress))),
         Chain(INGRESS_CHAIN, tuple(_from_node(node_set) + privileged("ingress", family) + _dispatch("--physdev-out", ingress))),
-        Chain(INPUT_CHAIN, tuple(_input_rules(vital, privileged("egress", family), egress))),
-    )
+        Chain(INPUT_CHAIN, tuple(_input_rules(vital, unmanaged.jumps() + privileged("egress", family), egress))),
+    ) + unmanaged.chains()
     jumps = (Jump("FORWARD", BRIDGE_CHAIN, BRIDGED, 1), Jump("INPUT", INPUT_CHAIN, FROM_BRIDGE_PORT, 2))
     return BridgeTables(
         filter_chains=chains + tuple(_unique(policy_chains)),
@@ -124,6 +135,29 @@ def bridge_tables(
         raw=_raw_table(family, ordered),
         nat=_nat_table(family, ordered),
     )
+
+
+class _Unmanaged:
+    """The drop of packets of ports that are neither a managed VM's nor an uplink (off: no rules)."""
+
+    def __init__(self, ports: Sequence[BridgePort], uplinks: Optional[Mapping[str, Sequence[str]]]):
+        self.on = uplinks is not None
+        self.bridges = sorted({p.bridge for p in ports})
+        given = uplinks or {}
+        self.known = sorted({p.interface for p in ports} | {u for b in self.bridges for u in given.get(b, ())})
+
+    def jumps(self, *also: str) -> List[str]:
+        """Per managed bridge: from a known port (and, in FORWARD, to one) or drop."""
+        if not self.on:
+            return []
+        return ["-i %s -j %s" % (bridge, chain) for bridge in self.bridges for chain in (FROM_KNOWN_CHAIN,) + also]
+
+    def chains(self) -> Tuple[Chain, ...]:
+        if not self.on:
+            return ()
+        return tuple(Chain(name, tuple(["-m physdev %s %s -j RETURN" % (flag, port) for port in self.known] + [
+            "%s -j DROP" % comment_match("netpol bridge: %s a port not in netpol_workloads nor an uplink" % way)]))
+            for name, flag, way in ((FROM_KNOWN_CHAIN, "--physdev-in", "from"), (TO_KNOWN_CHAIN, "--physdev-out", "to")))
 
 
 def _vital(family: int, types: Sequence[int]) -> List[str]:

@@ -79,3 +79,64 @@ def _host_ports(host: str, vms: List[Workload], hostvars) -> Tuple[Dict[str, str
         else:
             found[vm.interface or ""] = facts["ports"][vm.interface]
     return found, errors
+
+
+UPLINKS_VARIABLE = "netpol_bridge_uplinks"
+DROP_VARIABLE = "netpol_bridge_drop_unmanaged"
+Uplinks = Dict[str, Dict[str, Tuple[str, ...]]]  # hypervisor -> bridge -> its uplink ports
+
+
+def uplink_ports(value: Any) -> List[str]:
+    """Every port named in a netpol_bridge_uplinks value (to read where they are), whatever its shape."""
+    if not isinstance(value, Mapping):
+        return []
+    return [p for ports in value.values() if isinstance(ports, list) for p in ports if isinstance(p, str)]
+
+
+def check_uplinks(hostvars: Mapping[str, Mapping[str, Any]], bridges: PortBridges,
+                  drop_unmanaged: bool) -> Tuple[List[str], Uplinks]:
+    """netpol_bridge_uplinks of each hypervisor: bridge -> the ports that connect it to the network,
+    which netpol_bridge_drop_unmanaged never drops. With the option on, every bridge carrying VMs must
+    be listed (`[]` for one without an uplink): an uplink left out would be dropped as an unknown port."""
+    errors: List[str] = []
+    uplinks: Uplinks = {}
+    for host in sorted(hostvars):
+        value = hostvars[host].get(UPLINKS_VARIABLE)
+        managed = sorted(set(bridges.get(host, {}).values()))
+        if value is not None:
+            host_errors, uplinks[host] = _host_uplinks(host, value, bridges.get(host, {}), hostvars[host])
+            errors += host_errors
+        if drop_unmanaged:
+            errors += ["inventory host %s: %s: bridge %s carries VMs of netpol_workloads but is not listed: with %s "
+                       "every port of it that is not a VM's is dropped, its uplink too; list its uplink ports "
+                       "(%s: [eth1]), or %s: [] for a bridge without one" % (host, UPLINKS_VARIABLE, bridge, DROP_VARIABLE,
+                                                                          bridge, bridge)
+                       for bridge in managed if bridge not in (uplinks.get(host) or {})]
+    return errors, uplinks
+
+
+def _host_uplinks(host: str, value: Any, vm_bridges: Mapping[str, str],
+                  host_vars: Mapping[str, Any]) -> Tuple[List[str], Dict[str, Tuple[str, ...]]]:
+    where = "inventory host %s: %s" % (host, UPLINKS_VARIABLE)
+    if not isinstance(value, Mapping) or not all(isinstance(v, list) and all(isinstance(p, str) for p in v)
+                                                 for v in value.values()):
+        return ["%s: must map each bridge to the list of its uplink ports, like {br-vlan10: [bond0]}" % where], {}
+    managed = sorted(set(vm_bridges.values()))
+    facts = host_vars.get(FACTS_VARIABLE) if isinstance(host_vars.get(FACTS_VARIABLE), Mapping) else {}
+    found = facts.get("ports") or {}
+    errors: List[str] = []
+    for bridge, ports in sorted(value.items(), key=lambda item: str(item[0])):
+        if bridge not in managed:
+            errors.append("%s.%s: %s carries no VM of netpol_workloads on this host (its bridges with VMs: %s)" % (
+                where, bridge, bridge, ", ".join(managed) or "none"))
+            continue
+        for i, port in enumerate(ports):
+            at = "%s.%s[%d]" % (where, bridge, i)
+            if port in vm_bridges:
+                errors.append("%s: %s is a VM's port (netpol_workloads), not an uplink" % (at, port))
+            elif port not in found:
+                errors.append("%s: port %s does not exist on the host" % (at, port))
+            elif found[port] != bridge:
+                errors.append("%s: %s is not a port of %s (%s)" % (
+                    at, port, bridge, "it is a port of %s" % found[port] if found[port] else "it is on no bridge"))
+    return errors, {str(b): tuple(p) for b, p in value.items()}

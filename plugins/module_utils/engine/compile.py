@@ -94,15 +94,19 @@ def compile_fleet(
     options: CompileOptions = CompileOptions(),
     hosts: Optional[Iterable[str]] = None,
     port_bridges: Optional[Mapping[str, Mapping[str, str]]] = None,
+    bridge_uplinks: Optional[Mapping[str, Mapping[str, Sequence[str]]]] = None,
 ) -> Dict[str, HostState]:
     """Each host's HostState; `hosts` limits the output, peers still resolve fleet-wide.
 
     port_bridges: hypervisor -> VM bridge port -> the bridge it is a port of, as read from the
     hypervisor (bridge mode); a VM whose port is missing there is a ValueError.
+    bridge_uplinks: hypervisor -> bridge -> its uplink ports (netpol_bridge_uplinks), used when
+    options.bridge_drop_unmanaged drops the packets of every other port not in netpol_workloads.
     """
     resolver = Resolver(fleet)
     compiler = _Compiler(resolver, SetBook(resolver), sorted(policies, key=lambda p: p.key), options)
     compiler.node_addresses = dict(fleet.node_addresses)
+    compiler.uplinks = dict(bridge_uplinks or {})
     by_host: Dict[str, List[Workload]] = {}
     for workload in sorted(fleet.workloads, key=lambda w: (w.namespace, w.name)):
         by_host.setdefault(workload.enforcer, []).append(workload)
@@ -115,6 +119,7 @@ class _Compiler:
     def __init__(self, resolver: Resolver, book: SetBook, policies: List[Policy], options: CompileOptions):
         self.book, self.options = book, options
         self.node_addresses: Dict[str, Tuple[str, ...]] = {}
+        self.uplinks: Dict[str, Mapping[str, Sequence[str]]] = {}
         self.targets: Dict[int, List[Policy]] = {}  # id(workload) -> policies selecting it, by key
         self._memo: Dict[Tuple, Tuple[List[str], List[IpSet]]] = {}
         # The privileged paths are the same on every host: rendered once per compile, not per host.
@@ -134,7 +139,9 @@ class _Compiler:
             filter_table = self._table(family, own, used, [p.workload for p in ports])
             if ports:
                 node_set = self._node_set(host, family, used)
-                bridged = bridge_tables(family, ports, self._vm_chain(used), self._privileged, VITAL_ICMPV6, node_set)
+                uplinks = self.uplinks.get(host, {}) if self.options.bridge_drop_unmanaged else None
+                bridged = bridge_tables(family, ports, self._vm_chain(used), self._privileged, VITAL_ICMPV6, node_set,
+                                        uplinks)
                 filter_table = replace(filter_table, chains=filter_table.chains + bridged.filter_chains,
                                        jumps=filter_table.jumps + bridged.filter_jumps)
                 tables += [filter_table, bridged.raw, bridged.nat]

@@ -223,4 +223,6 @@ class CompileOptions:
     log: Optional[LogOptions] = None
     # Move our jumps back to position 1 on every run, above foreign rules inserted since (hoststate.Jump).
     enforce_jump_position: bool = False
+    # Bridge mode: drop packets of managed bridges' ports that are neither VMs nor uplinks.
+    bridge_drop_unmanaged: bool = False
     extra: Tuple[Tuple[str, str], ...] = field(default_factory=tuple)

@@ -20,7 +20,7 @@ PREFIX = "netpol_"
 # Per-host inventory variables the compile reads (not role options, see docs/usage.md; netpol_node_name:
 # docs/kubernetes.md).
 HOST_VARIABLES = ("netpol_namespace", "netpol_labels", "netpol_addresses", "netpol_ports", "netpol_workloads",
-                  "netpol_bridge_facts", "netpol_node_name")
+                  "netpol_bridge_facts", "netpol_node_name", "netpol_bridge_uplinks")
 # Variables of the collection's playbooks (keywords, not role options).
 PLAYBOOK_VARIABLES = ("netpol_gather_facts", "netpol_serial", "netpol_verify_play_hosts", "netpol_verify_gather_facts")
 # What the roles and playbooks register or set themselves; they persist between plays of one run.
@@ -104,6 +104,20 @@ def _integer(value: Any) -> Optional[int]:
         return None
 
 
+BOOLEAN_WORDS = {"true": True, "false": False}
+
+
+def boolean(value: Any) -> Optional[bool]:
+    """true/false (a YAML boolean, or its text after templating); None for anything else."""
+    if isinstance(value, bool):
+        return value
+    return BOOLEAN_WORDS.get(str(value).strip().lower()) if isinstance(value, str) else None
+
+
+def _boolean(value: Any) -> Optional[str]:
+    return None if boolean(value) is not None else "is not a boolean (true or false)"
+
+
 def _absolute_path(value: Any) -> Optional[str]:
     if not isinstance(value, str) or not os.path.isabs(value) or "\n" in value:
         return "is not an absolute path"
@@ -117,4 +131,5 @@ VALUE_CHECKS = {
     "netpol_rollback_timeout": _in_range(0, 86400, "a number of seconds"),
     "netpol_rollback_confirm_timeout": _in_range(0, 86400, "a number of seconds"),
     "netpol_rollback_dir": _absolute_path,
+    "netpol_bridge_drop_unmanaged": _boolean,
 }

@@ -218,10 +218,10 @@ VM2 = {"name": "vm2", "namespace": "shop", "labels": {"app": "web"}, "addresses"
 READ = {"ports": {"vnet0": "br10", "vnet1": "br10"}, "missing": [], "br_netfilter": True}
 
 
-def hypervisor(monkeypatch, facts="read", vms=(VM1, VM2)):
+def hypervisor(monkeypatch, facts="read", vms=(VM1, VM2), **more):
     """hv1 with these VMs and what the bridge query reported ("read": READ; None: no query ran)."""
     facts = READ if facts == "read" else facts
-    host_vars = {"netpol_addresses": ["10.0.0.50"], "netpol_workloads": list(vms)}
+    host_vars = {"netpol_addresses": ["10.0.0.50"], "netpol_workloads": list(vms), **more}
     if facts is not None:
         host_vars["netpol_bridge_facts"] = facts
     monkeypatch.setitem(INVENTORY, "hv1", host_vars)
@@ -286,6 +286,47 @@ def test_bad_bridge_input_stops_the_run_naming_host_and_field(monkeypatch, facts
     result = run({"policies": [DB_FROM_WEB]}, batch=("hv1", "db"))[0]
     assert result["failed"] and "no host was changed" in result["msg"]
     assert any(e.startswith(error) for e in result["errors"]), result["errors"]
+
+
+UPLINK_READ = dict(READ, ports={"vnet0": "br10", "vnet1": "br10", "eth1": "br10", "eth2": None, "eth3": "br20"})
+
+
+def test_unmanaged_ports_are_left_alone_by_default_and_dropped_when_asked(monkeypatch):
+    hypervisor(monkeypatch, UPLINK_READ, netpol_bridge_uplinks={"br10": ["eth1"]})
+    default = rules_of(run({"policies": [DB_FROM_WEB]}, batch=("hv1",))[0]["hosts"]["hv1"])
+    assert not any("NETPOL-BR-FROM" in r or "netpol_workloads nor an uplink" in r for r in default)
+    result = run({"policies": [DB_FROM_WEB], "bridge_drop_unmanaged": True}, batch=("hv1",))[0]
+    assert not result.get("failed"), result
+    rules = rules_of(result["hosts"]["hv1"])
+    assert [r for r in rules if "--physdev-in" in r and r.endswith("-j RETURN")] == [
+        "-m physdev --physdev-in %s -j RETURN" % p for p in ("eth1", "vnet0", "vnet1")]
+    assert "-i br10 -j NETPOL-BR-FROM" in rules and "-i br10 -j NETPOL-BR-TO" in rules
+
+
+@pytest.mark.parametrize("uplinks, drop, error", [
+    ({"br20": ["eth3"]}, False, "inventory host hv1: netpol_bridge_uplinks.br20: br20 carries no VM of netpol_workloads "
+                                "on this host (its bridges with VMs: br10)"),
+    ({"br10": ["eth9"]}, False, "inventory host hv1: netpol_bridge_uplinks.br10[0]: port eth9 does not exist on the host"),
+    ({"br10": ["eth1", "eth2"]}, False, "inventory host hv1: netpol_bridge_uplinks.br10[1]: eth2 is not a port of br10 "
+                                        "(it is on no bridge)"),
+    ({"br10": ["vnet1"]}, False, "inventory host hv1: netpol_bridge_uplinks.br10[0]: vnet1 is a VM's port"),
+    (["eth1"], False, "inventory host hv1: netpol_bridge_uplinks: must map each bridge to the list of its uplink ports"),
+    ({}, True, "inventory host hv1: netpol_bridge_uplinks: bridge br10 carries VMs of netpol_workloads but is not "
+               "listed: with netpol_bridge_drop_unmanaged every port of it that is not a VM's is dropped"),
+    (None, True, "inventory host hv1: netpol_bridge_uplinks: bridge br10 carries VMs"),
+])
+def test_bad_uplinks_stop_the_run_naming_host_and_field(monkeypatch, uplinks, drop, error):
+    more = {} if uplinks is None else {"netpol_bridge_uplinks": uplinks}
+    hypervisor(monkeypatch, UPLINK_READ, **more)
+    result = run({"policies": [DB_FROM_WEB], "bridge_drop_unmanaged": drop}, batch=("hv1", "db"))[0]
+    assert result["failed"] and "no host was changed" in result["msg"]
+    assert any(e.startswith(error) for e in result["errors"]), result["errors"]
+
+
+def test_a_drop_option_that_is_no_boolean_is_named():
+    result = run({"policies": [DB_FROM_WEB], "bridge_drop_unmanaged": "sometimes"})[0]
+    assert result["failed"]
+    assert "netpol_bridge_drop_unmanaged: 'sometimes' is not a boolean (true or false)" in result["errors"]
 
 
 @pytest.mark.parametrize("given, task_vars, expected", [

@@ -166,3 +166,21 @@ def test_a_vm_whose_bridge_is_unknown_is_refused():
     policies = load_policies([DB_FROM_WEB], [], ".")[0]
     with pytest.raises(ValueError, match="host hv1: no bridge known for the port of shop/db \\(vnet1\\)"):
         compile_fleet(load_fleet(hostvars(), None), policies, OPTIONS, hosts=["hv1"], port_bridges={"hv1": {"vnet0": "br10"}})
+
+
+def test_ports_not_in_netpol_workloads_drop_before_any_vm_check_when_asked():
+    """netpol_bridge_drop_unmanaged: a packet of a managed bridge must enter (and in FORWARD leave) by a
+    VM's port or an uplink; checked before the managed dispatch, and in INPUT after replies and ND."""
+    policies = load_policies([DB_FROM_WEB, WEB_EGRESS], [], ".")[0]
+    options = CompileOptions(privileged=OPTIONS.privileged, bridge_drop_unmanaged=True)
+    state = compile_fleet(load_fleet(hostvars(), None), policies, options, hosts=("hv1",), port_bridges=PORTS,
+                          bridge_uplinks={"hv1": {"br10": ("bond0",)}})["hv1"]
+    for family in ("ipv4", "ipv6"):
+        chains = chains_of(state, family)
+        assert chains[BRIDGE_CHAIN][:2] == ("-i br10 -j NETPOL-BR-FROM", "-i br10 -j NETPOL-BR-TO")
+        assert chains["NETPOL-BR-FROM"][:-1] == tuple("-m physdev --physdev-in %s -j RETURN" % p
+                                                      for p in ("bond0", "vnet0", "vnet1"))
+        assert chains["NETPOL-BR-TO"][-1].endswith("-j DROP") and "--physdev-out bond0" in chains["NETPOL-BR-TO"][0]
+        first_own = next(r for r in chains[INPUT_CHAIN] if "RELATED,ESTABLISHED" not in r and "icmp6" not in r)
+        assert first_own == "-i br10 -j NETPOL-BR-FROM"
+    assert "NETPOL-BR-FROM" not in chains_of(compiled()["hv1"])  # off by default: no rule at all
