@@ -18,7 +18,9 @@ description:
     off exactly those flags, so the host ends as it was.
   - O(state=query) changes nothing and reports which bridge each of O(ports) is a port of, whether
     br_netfilter is loaded and whether the global switches already filter every bridge.
-  - Used by the P(netpol.fleet.enforce#role) and P(netpol.fleet.remove#role) roles.
+  - The P(netpol.fleet.enforce#role) role reads with O(state=query) and switches the flags as a step of
+    M(netpol.fleet.netpol_host)'s transaction (its option C(bridges)), so a failed run puts them back;
+    the P(netpol.fleet.remove#role) role switches them off with O(state=absent).
 version_added: 0.2.0
 author:
   - netpol.fleet contributors (@netpol)

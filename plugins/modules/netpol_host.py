@@ -105,9 +105,20 @@ options:
     type: list
     elements: str
     default: [netpol4-, netpol6-]
+  bridges:
+    description:
+      - Bridge mode. The bridges whose per-bridge br_netfilter flags (C(nf_call_iptables), C(nf_call_ip6tables))
+        must be on, switched on after the chains and before the stale sets go, as one step of the transaction:
+        a later failure switches back exactly the flags this run switched. Flags the collection switched on
+        earlier (recorded in the ipset C(netpol-bridges)) of bridges no longer listed go back off
+        (M(netpol.fleet.netpol_bridge) documents the record).
+      - Left out (the default), no flag is read or changed.
+    type: list
+    elements: str
   save_to:
     description:
-      - Write the owned state (chains, jumps with their positions, sets with their members) as JSON to this
+      - Write the owned state (chains, jumps with their positions, sets with their members, the bridges whose flags the collection
+        switched on) as JSON to this
         file on the host, change nothing, and return. Used to arm the enforce role's rollback.
     type: path
   restore_from:
@@ -239,6 +250,12 @@ commands:
   description: Per step that changes, its C(ipset restore) lines or restore text, in apply order.
   returned: in check mode or with -vv, when something changes
   type: dict
+bridge_flags:
+  description: With O(bridges) (or a restored state that had bridges), the flags switched on and back off,
+    each C(BRIDGE FLAG) (in check mode, those that would be).
+  returned: always
+  type: dict
+  sample: {"switched_on": ["br-vlan10 nf_call_iptables"], "switched_off": []}
 rolled_back:
   description: With O(restore_from), whether the saved state was put back (false when disarmed in time).
   returned: with O(restore_from)
@@ -280,6 +297,7 @@ ARGUMENT_SPEC = dict(
     set_src=dict(type="list", elements="path"),
     prefix=dict(type="str", default=CHAIN_PREFIX),
     set_prefixes=dict(type="list", elements="str", default=["netpol4-", "netpol6-"]),
+    bridges=dict(type="list", elements="str"),
     save_to=dict(type="path"),
     restore_from=dict(type="path"),
     delay=dict(type="int", default=0),
@@ -299,7 +317,8 @@ def desired(params: Dict[str, Any]) -> Desired:
         tables = HostState.from_dict({"host": "", "tables": params["tables"]}).tables
     except (KeyError, TypeError) as e:
         raise TransactionError("tables: %s: each chain is {name, rules}, each jump {chain, target, match, position}" % e)
-    return Desired(sets_from_text("".join(t if t.endswith("\n") or not t else t + "\n" for t in texts)), tables)
+    return Desired(sets_from_text("".join(t if t.endswith("\n") or not t else t + "\n" for t in texts)), tables,
+                   params["bridges"])
 
 
 def read_text(path: str) -> str:
@@ -407,7 +426,7 @@ def main() -> None:
         argument_spec=ARGUMENT_SPEC,
         mutually_exclusive=[("save_to", "restore_from")] + [
             (mode, other) for mode in ("save_to", "restore_from")
-            for other in ("tables", "sets", "set_files", "set_content", "set_src")],
+            for other in ("tables", "sets", "set_files", "set_content", "set_src", "bridges")],
         required_by={"sets": "set_store"},
         supports_check_mode=True,
     )

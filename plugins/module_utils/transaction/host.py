@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Dict, Iterable, List, Mapping, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from ansible_collections.netpol.fleet.plugins.module_utils.bridge.netfilter import BridgeError, read_record
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.hoststate import HostState, Jump, Table
 from ansible_collections.netpol.fleet.plugins.module_utils.ebtables import chains as ebtables_chains
 from ansible_collections.netpol.fleet.plugins.module_utils.iptables import chains as iptables_chains
@@ -35,6 +36,7 @@ from ansible_collections.netpol.fleet.plugins.module_utils.ipset.sets import Pla
 from ansible_collections.netpol.fleet.plugins.module_utils.ipset.text import SavedSet, render_saved
 from ansible_collections.netpol.fleet.plugins.module_utils.owned_chains import ChainError
 from ansible_collections.netpol.fleet.plugins.module_utils.tools import ToolError
+from ansible_collections.netpol.fleet.plugins.module_utils.transaction.bridge_flags import BridgeFlagsStep
 from ansible_collections.netpol.fleet.plugins.module_utils.transaction.steps import (
     EmptyTablesStep,
     SetFillStep,
@@ -46,7 +48,7 @@ from ansible_collections.netpol.fleet.plugins.module_utils.transaction.steps imp
 CHAIN_BACKENDS = {"ipv4": iptables_chains, "ipv6": iptables_chains, "bridge": ebtables_chains}
 ALWAYS_READ = ("ipv4", "ipv6")
 OPTIONAL_TOOLS = {"bridge": ebtables_chains.SAVE}  # read when the host has the tool (or the family is desired)
-FAILURES = (ChainError, PlanError, ToolError)
+FAILURES = (ChainError, PlanError, ToolError, BridgeError)
 _SET_REFERENCE = re.compile(r"--(?:match|add|del)-set\s+(\S+)")
 
 
@@ -109,12 +111,14 @@ class Transaction:
         for step in sets:
             changes.update(step.changes())
         purge = [s for s in sets if isinstance(s, SetPurgeStep)]
+        flags = [s.report() for s in self.all_steps if isinstance(s, BridgeFlagsStep)]
         return dict(
             changed=self.changed,
             sets=changes,
             kept_referenced=[n for s in purge for n in s.plan.kept_referenced],
             tables={t.label: t.report() for t in tables if t.changed},
             tables_deleted=[name for s in self.all_steps if isinstance(s, EmptyTablesStep) for name in s.names],
+            bridge_flags=flags[0] if flags else {},
         )
 
     def commands(self) -> Dict[str, Any]:
@@ -141,10 +145,12 @@ def _undo(applied: Sequence[Any], done: str = "every step taken was undone: the 
 
 
 class Desired:
-    """What the host must own: its sets (validated, as ipset save prints them) and its tables."""
+    """What the host must own: its sets (validated, as ipset save prints them) and its tables; bridges:
+    those whose br_netfilter flags must be on (bridge mode), None to leave every flag alone."""
 
-    def __init__(self, sets: Sequence[SavedSet], tables: Sequence[Table]):
+    def __init__(self, sets: Sequence[SavedSet], tables: Sequence[Table], bridges: Optional[Sequence[str]] = None):
         self.sets, self.tables = list(sets), list(tables)
+        self.bridges = None if bridges is None else list(bridges)
 
 
 def check_families(tables: Iterable[Table]) -> None:
@@ -213,7 +219,9 @@ def _prepare(module, ipset_bin, desired: Desired, prefix, set_prefixes, delete_e
     purge = SetPurgeStep(module, ipset_bin, names, actual, foreign, set_prefixes)
     warnings = ["set %s is ours but still referenced by rules or sets that are not; it was kept" % n
                 for n in purge.plan.kept_referenced]
-    steps = [changed] + table_steps + [purge]
+    # The flags after the chains that judge the bridged packets, before the purge: undone with the tables.
+    flags = [] if desired.bridges is None else [BridgeFlagsStep(module, ipset_bin, desired.bridges)]
+    steps = [changed] + table_steps + flags + [purge]
     if delete_empty_tables:
         emptied = [step.outcome.table for step in table_steps if _emptied(step.outcome)]
         empty = EmptyTablesStep(module, emptied, prefix)
@@ -274,7 +282,8 @@ def snapshot(module, ipset_bin: str, prefix: str, set_prefixes: Tuple[str, ...])
     actual, _references = ipsets.read_state(module, ipset_bin, (), set_prefixes)
     tables = [_as_table(family, name, have, prefix) for (family, name), have in sorted(owned.items())]
     return {"tables": [HostState(host="", tables=(t,)).to_dict()["tables"][0] for t in tables if t.chains],
-            "sets": render_saved(actual[n] for n in sorted(actual))}
+            "sets": render_saved(actual[n] for n in sorted(actual)),
+            "bridges": sorted(read_record(module, ipset_bin))}  # whose flags we had switched on
 
 
 def _as_table(family: str, name: str, have, prefix: str) -> Table:
@@ -289,7 +298,7 @@ def _as_table(family: str, name: str, have, prefix: str) -> Table:
 
 def desired_from_snapshot(data: Mapping[str, Any]) -> Desired:
     state = HostState.from_dict({"host": "", "tables": data.get("tables", [])})
-    return Desired(ipsets.sets_from_text(data.get("sets", "")), state.tables)
+    return Desired(ipsets.sets_from_text(data.get("sets", "")), state.tables, data.get("bridges"))
 
 
 def dump(data: Mapping[str, Any]) -> str:
