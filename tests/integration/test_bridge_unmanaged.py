@@ -21,7 +21,7 @@ import pytest
 
 from conftest import run_playbook
 from test_bridge_e2e import inventory_hosts, vm_mac
-from test_engine_kernel import SERVER, _probe_all, in_ns
+from test_engine_kernel import SERVER, _probe_all
 from test_enforce_e2e import FAST, HOSTS, NAMESPACES, changed_counts, policy, pods, session_token
 
 pytestmark = pytest.mark.integration
@@ -89,7 +89,7 @@ def reach(lab: Dict[str, Any]) -> Dict[str, List[bool]]:
     }
     records = [r for name in flows for r in flows[name]]
     outcomes = iter(_probe_all(records))
-    return {name: [next(outcomes) for _ in flows[name]] for name in flows}
+    return {name: [next(outcomes) for _flow in flows[name]] for name in flows}
 
 
 ALWAYS = {"outside to a managed VM": [True, True], "managed VM to the outside": [True, True],

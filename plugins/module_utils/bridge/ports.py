@@ -107,12 +107,14 @@ def check_uplinks(hostvars: Mapping[str, Mapping[str, Any]], bridges: PortBridge
             host_errors, uplinks[host] = _host_uplinks(host, value, bridges.get(host, {}), hostvars[host])
             errors += host_errors
         if drop_unmanaged:
-            errors += ["inventory host %s: %s: bridge %s carries VMs of netpol_workloads but is not listed: with %s "
-                       "every port of it that is not a VM's is dropped, its uplink too; list its uplink ports "
-                       "(%s: [eth1]), or %s: [] for a bridge without one" % (host, UPLINKS_VARIABLE, bridge, DROP_VARIABLE,
-                                                                          bridge, bridge)
-                       for bridge in managed if bridge not in (uplinks.get(host) or {})]
+            errors += [_unlisted(host, bridge) for bridge in managed if bridge not in (uplinks.get(host) or {})]
     return errors, uplinks
+
+
+def _unlisted(host: str, bridge: str) -> str:
+    return ("inventory host %s: %s: bridge %s carries VMs of netpol_workloads but is not listed: with %s every port "
+            "of it that is not a VM's is dropped, its uplink too; list its uplink ports (%s: [eth1]), or %s: [] for a "
+            "bridge without one" % (host, UPLINKS_VARIABLE, bridge, DROP_VARIABLE, bridge, bridge))
 
 
 def _host_uplinks(host: str, value: Any, vm_bridges: Mapping[str, str],
