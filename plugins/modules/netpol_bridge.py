@@ -13,6 +13,9 @@ description:
   - Bridge mode (VMs on a hypervisor's bridge ports) needs iptables to see bridged packets. This module
     switches on the per-bridge flags C(nf_call_iptables) and C(nf_call_ip6tables) of the bridges that
     carry managed VM ports; it never touches the global C(net.bridge.bridge-nf-call-*) sysctls.
+  - With any such bridge it also switches on the network namespace's
+    C(net.bridge.bridge-nf-filter-vlan-tagged) (there is no per-bridge knob), without which 802.1Q-tagged
+    frames cross every bridge without meeting iptables; recorded and switched back off like the flags.
   - Only flags that were 0 are switched on, and which ones were is recorded in the kernel, in the ipset
     C(netpol-bridges). A bridge that no longer carries managed ports, and O(state=absent), switch back
     off exactly those flags, so the host ends as it was.
@@ -108,47 +111,51 @@ br_netfilter:
   returned: always
   type: bool
 global_flags:
-  description: The global C(bridge-nf-call-iptables) and C(bridge-nf-call-ip6tables); 1 filters every bridge.
+  description:
+    - The global C(bridge-nf-call-iptables) and C(bridge-nf-call-ip6tables) (1 filters every bridge), and
+      C(bridge-nf-filter-vlan-tagged) (0 lets 802.1Q-tagged frames skip iptables on every bridge).
   returned: when br_netfilter is loaded
   type: dict
-  sample: {nf_call_iptables: 0, nf_call_ip6tables: 0}
+  sample: {nf_call_iptables: 0, nf_call_ip6tables: 0, bridge-nf-filter-vlan-tagged: 0}
 switched_on:
   description: C(BRIDGE FLAG) of each flag switched on (or, in check mode, that would be).
   returned: always
   type: list
   elements: str
-  sample: ["br-vlan10 nf_call_iptables"]
+  sample: ["br-vlan10 nf_call_iptables", "net.bridge bridge-nf-filter-vlan-tagged"]
 switched_off:
   description: C(BRIDGE FLAG) of each flag put back to 0.
   returned: always
   type: list
   elements: str
 record:
-  description: The flags the collection has switched on, per bridge, after the run.
+  description: The flags the collection has switched on, per bridge (C(net.bridge) for the namespace's sysctl), after the run.
   returned: always
   type: dict
-  sample: {br-vlan10: [nf_call_iptables, nf_call_ip6tables]}
+  sample: {br-vlan10: [nf_call_iptables, nf_call_ip6tables], net.bridge: [bridge-nf-filter-vlan-tagged]}
 """
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.netpol.fleet.plugins.module_utils.bridge.fdb import FDB_COMMAND, parse_fdb
 from ansible_collections.netpol.fleet.plugins.module_utils.tools import run
 from ansible_collections.netpol.fleet.plugins.module_utils.bridge.netfilter import (
-    FLAGS,
     BridgeError,
     Plan,
     Sysfs,
     ToolError,
     apply,
     check_bridges,
+    flags_of,
     plan,
     port_facts,
     read_record,
+    shown,
+    with_sysctls,
 )
 
 
 def flag_lines(flags: dict) -> str:
-    return "".join("%s %s=%d\n" % (b, f, v[f]) for b, v in sorted(flags.items()) for f in FLAGS)
+    return "".join("%s %s=%d\n" % (shown(b), f, v[f]) for b, v in sorted(flags.items()) for f in flags_of(b))
 
 
 def read_fdb(module) -> dict:
@@ -185,11 +192,12 @@ def main() -> None:
     ipset = module.get_bin_path(p["ipset_executable"], required=True)
     try:
         record = read_record(module, ipset)
-        result["record"] = {b: list(f) for b, f in record.items()}
+        result["record"] = {shown(b): list(f) for b, f in record.items()}
         if p["state"] == "query":
             module.exit_json(**result)
         wanted = p["bridges"] if p["state"] == "present" else []
         check_bridges(sysfs, wanted)
+        wanted = with_sysctls(wanted)
         known = sorted(set(wanted) | set(record))
         exists = {b: sysfs.is_bridge(b) for b in known}
         flags = {b: sysfs.bridge_flags(b) for b in known if exists[b]}
@@ -205,9 +213,9 @@ def main() -> None:
         after[bridge][flag] = 0
     result.update(
         changed=the_plan.changed or the_plan.record != record,
-        switched_on=["%s %s" % s for s in the_plan.switch_on],
-        switched_off=["%s %s" % s for s in the_plan.switch_off],
-        record={b: list(f) for b, f in the_plan.record.items()},
+        switched_on=["%s %s" % (shown(b), f) for b, f in the_plan.switch_on],
+        switched_off=["%s %s" % (shown(b), f) for b, f in the_plan.switch_off],
+        record={shown(b): list(f) for b, f in the_plan.record.items()},
     )
     if module._diff:
         result["diff"] = dict(before=flag_lines(flags), after=flag_lines(after),

@@ -136,7 +136,8 @@ class BridgeLab:
 
     def flags(self, ns: str) -> str:
         return self.run_in(ns, "sh", "-c", "grep -H . /sys/class/net/*/bridge/nf_call_ip*tables "
-                                           "/proc/sys/net/bridge/bridge-nf-call-ip*tables")
+                                           "/proc/sys/net/bridge/bridge-nf-call-ip*tables "
+                                           "/proc/sys/net/bridge/bridge-nf-filter-vlan-tagged")
 
 
 def build(tmp_path_factory, layout_name: str) -> Iterator[BridgeLab]:
@@ -197,6 +198,7 @@ def test_the_bridges_filter_by_their_own_flags_only(lab):
         assert "/sys/class/net/%s/bridge/nf_call_iptables:1" % BRIDGE in flags
         assert "/sys/class/net/%s/bridge/nf_call_ip6tables:1" % BRIDGE in flags
         assert "bridge-nf-call-iptables:0" in flags and "bridge-nf-call-ip6tables:0" in flags
+        assert "bridge-nf-filter-vlan-tagged:1" in flags  # tagged frames meet iptables too (test_bridge_vlan)
 
 
 def test_a_forward_policy_drop_and_a_hijacking_dnat_do_not_break_allowed_vm_flows(lab):

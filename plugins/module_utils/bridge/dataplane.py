@@ -31,7 +31,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.hoststate import Chain, Jump, Table
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.ir import Workload
-from ansible_collections.netpol.fleet.plugins.module_utils.engine.names import comment_match, stable_hash
+from ansible_collections.netpol.fleet.plugins.module_utils.engine.names import comment_match, label_match, stable_hash
 
 BRIDGE_CHAIN = "NETPOL-BRIDGE"
 CHECK_CHAIN = "NETPOL-BR-CHECK"
@@ -124,8 +124,9 @@ def bridge_tables(
     chains = (
         Chain(BRIDGE_CHAIN, tuple(unmanaged.jumps(TO_KNOWN_CHAIN) + _managed_dispatch(ordered))),
         Chain(CHECK_CHAIN, tuple(_check_rules(vital))),
-        Chain(EGRESS_CHAIN, tuple(privileged("egress", family) + _dispatch("--physdev-in", egress))),
-        Chain(INGRESS_CHAIN, tuple(_from_node(node_set) + privileged("ingress", family) + _dispatch("--physdev-out", ingress))),
+        Chain(EGRESS_CHAIN, tuple(privileged("egress", family) + _dispatch("--physdev-in", egress, "egress of VM %s"))),
+        Chain(INGRESS_CHAIN, tuple(_from_node(node_set) + privileged("ingress", family)
+                                   + _dispatch("--physdev-out", ingress, "ingress of VM %s"))),
         Chain(INPUT_CHAIN, tuple(_input_rules(vital, unmanaged.jumps() + privileged("egress", family), egress))),
     ) + unmanaged.chains()
     jumps = (Jump("FORWARD", BRIDGE_CHAIN, BRIDGED, 1), Jump("INPUT", INPUT_CHAIN, FROM_BRIDGE_PORT, 2))
@@ -144,18 +145,21 @@ class _Unmanaged:
         self.on = uplinks is not None
         self.bridges = sorted({p.bridge for p in ports})
         given = uplinks or {}
-        self.known = sorted({p.interface for p in ports} | {u for b in self.bridges for u in given.get(b, ())})
+        self.known = dict({p.interface: "VM %s" % p.who for p in ports},
+                          **{u: "uplink of %s" % b for b in self.bridges for u in given.get(b, ())})
 
     def jumps(self, *also: str) -> List[str]:
         """Per managed bridge: from a known port (and, in FORWARD, to one) or drop."""
         if not self.on:
             return []
-        return ["-i %s -j %s" % (bridge, chain) for bridge in self.bridges for chain in (FROM_KNOWN_CHAIN,) + also]
+        return ["-i %s %s -j %s" % (bridge, comment_match("ports of %s not in netpol_workloads drop" % bridge), chain)
+                for bridge in self.bridges for chain in (FROM_KNOWN_CHAIN,) + also]
 
     def chains(self) -> Tuple[Chain, ...]:
         if not self.on:
             return ()
-        return tuple(Chain(name, tuple(["-m physdev %s %s -j RETURN" % (flag, port) for port in self.known] + [
+        return tuple(Chain(name, tuple(["-m physdev %s %s %s -j RETURN" % (flag, port, comment_match(self.known[port]))
+                                        for port in sorted(self.known)] + [
             "%s -j DROP" % comment_match("netpol bridge: %s a port not in netpol_workloads nor an uplink" % way)]))
             for name, flag, way in ((FROM_KNOWN_CHAIN, "--physdev-in", "from"), (TO_KNOWN_CHAIN, "--physdev-out", "to")))
 
@@ -170,14 +174,15 @@ def _vital(family: int, types: Sequence[int]) -> List[str]:
 def _managed_dispatch(ports: Sequence[BridgePort]) -> List[str]:
     """A bridged packet concerns us when it enters or leaves by a managed port; others fall through."""
     return [
-        "-m physdev %s %s -j %s" % (flag, p.interface, CHECK_CHAIN)
+        "-m physdev %s %s %s -j %s" % (flag, p.interface, comment_match("%s VM %s" % (way, p.who)), CHECK_CHAIN)
         for p in ports
-        for flag in ("--physdev-in", "--physdev-out")
+        for flag, way in (("--physdev-in", "from"), ("--physdev-out", "to"))
     ]
 
 
 def _check_rules(vital: List[str]) -> List[str]:
-    rules = [REPLIES_ACCEPT] + ["%s -j ACCEPT" % v for v in vital] + [INVALID_DROP]
+    rules = [_labelled(REPLIES_ACCEPT, "netpol bridge: the checks of bridged packets of managed VMs")]
+    rules += ["%s -j ACCEPT" % v for v in vital] + [INVALID_DROP]
     rules += ["-j %s" % EGRESS_CHAIN, "-j %s" % INGRESS_CHAIN]
     rules.append("%s -j ACCEPT" % comment_match("netpol bridge: allowed by source egress and destination ingress"))
     return rules
@@ -190,13 +195,21 @@ def _from_node(node_set: Optional[str]) -> List[str]:
     return ["-m set --match-set %s src %s -j RETURN" % (node_set, comment_match("node to its own VMs"))]
 
 
-def _dispatch(flag: str, chains: Sequence[Tuple[BridgePort, Optional[Chain]]]) -> List[str]:
-    return ["-m physdev %s %s -j %s" % (flag, p.interface, c.name) for p, c in chains if c is not None]
+def _labelled(rule: str, label: str) -> str:
+    """The rule with the comment that says what its chain stands for (host mode's convention)."""
+    head, _sep, target = rule.rpartition(" -j ")
+    return "%s %s -j %s" % (head, label_match(label), target)
+
+
+def _dispatch(flag: str, chains: Sequence[Tuple[BridgePort, Optional[Chain]]], what: str) -> List[str]:
+    return ["-m physdev %s %s %s -j %s" % (flag, p.interface, comment_match(what % p.who), c.name)
+            for p, c in chains if c is not None]
 
 
 def _input_rules(vital: List[str], privileged: List[str], egress: Sequence[Tuple[BridgePort, Optional[Chain]]]) -> List[str]:
     """VM -> hypervisor: the VM's egress; RETURN so the hypervisor's own INPUT still decides."""
-    return [REPLIES_RETURN] + ["%s -j RETURN" % v for v in vital] + privileged + _dispatch("--physdev-in", egress)
+    return ([_labelled(REPLIES_RETURN, "netpol bridge: VMs to the hypervisor")] + ["%s -j RETURN" % v for v in vital]
+            + privileged + _dispatch("--physdev-in", egress, "egress of VM %s to the hypervisor"))
 
 
 def _raw_table(family: int, ports: Sequence[BridgePort]) -> Table:

@@ -9,6 +9,11 @@ iptables sees bridged packets only when br_netfilter passes them up: globally
 only those that were 0; which ones we switched is recorded in the kernel, in the ipset
 `netpol-bridges` (one member per bridge, `127.0.0.0/8,BRIDGE`, whose comment lists the flags), so
 that remove, or a bridge that no longer carries a managed port, turns back off exactly those.
+
+802.1Q/802.1ad-tagged frames skip iptables entirely while the namespace's
+net.bridge.bridge-nf-filter-vlan-tagged is 0 (the default; there is no per-bridge knob): a host
+with managed bridges gets it switched on too, recorded under the name "." (no interface can be
+called so), and back off with the last managed bridge.
 Standard library only, Python 3.9.
 """
 
@@ -21,6 +26,8 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 from ansible_collections.netpol.fleet.plugins.module_utils.tools import ToolError, run
 
 FLAGS = ("nf_call_iptables", "nf_call_ip6tables")
+VLAN_TAGGED = "bridge-nf-filter-vlan-tagged"
+SYSCTLS = "."  # the record's name for the namespace-wide net.bridge sysctls (never an interface's name)
 GLOBAL_SYSCTL = {"nf_call_iptables": "bridge-nf-call-iptables", "nf_call_ip6tables": "bridge-nf-call-ip6tables"}
 RECORD_SET = "netpol-bridges"
 RECORD_KEY = "127.0.0.0/8"  # hash:net,iface needs an address part; the interface is what counts
@@ -45,12 +52,16 @@ class Sysfs:
         return os.path.isdir(self.path("proc/sys/net/bridge"))
 
     def global_flags(self) -> Flags:
-        return {f: int(_read(self.path("proc/sys/net/bridge", GLOBAL_SYSCTL[f])) or 0) for f in FLAGS}
+        flags = {f: int(_read(self.path("proc/sys/net/bridge", GLOBAL_SYSCTL[f])) or 0) for f in FLAGS}
+        flags[VLAN_TAGGED] = int(_read(self.path("proc/sys/net/bridge", VLAN_TAGGED)) or 0)
+        return flags
 
     def exists(self, interface: str) -> bool:
         return os.path.exists(self.path("sys/class/net", interface))
 
     def is_bridge(self, interface: str) -> bool:
+        if interface == SYSCTLS:
+            return self.br_netfilter()
         return os.path.isdir(self.path("sys/class/net", interface, "bridge"))
 
     def master(self, port: str) -> Optional[str]:
@@ -64,12 +75,30 @@ class Sysfs:
     def vlan_filtering(self, bridge: str) -> bool:
         return _read(self.path("sys/class/net", bridge, "bridge", "vlan_filtering")) == "1"
 
+    def flag_path(self, bridge: str, flag: str) -> str:
+        if bridge == SYSCTLS:
+            return self.path("proc/sys/net/bridge", flag)
+        return self.path("sys/class/net", bridge, "bridge", flag)
+
     def bridge_flags(self, bridge: str) -> Flags:
-        return {f: int(_read(self.path("sys/class/net", bridge, "bridge", f)) or 0) for f in FLAGS}
+        return {f: int(_read(self.flag_path(bridge, f)) or 0) for f in flags_of(bridge)}
 
     def set_flag(self, bridge: str, flag: str, value: int) -> None:
-        with open(self.path("sys/class/net", bridge, "bridge", flag), "w") as handle:
+        with open(self.flag_path(bridge, flag), "w") as handle:
             handle.write("%d\n" % value)
+
+
+def flags_of(bridge: str) -> Tuple[str, ...]:
+    return (VLAN_TAGGED,) if bridge == SYSCTLS else FLAGS
+
+
+def with_sysctls(bridges: Sequence[str]) -> List[str]:
+    """The bridges, and the namespace's sysctls when there is any: tagged frames must reach iptables."""
+    return sorted(set(bridges)) + [SYSCTLS] if bridges else []
+
+
+def shown(bridge: str) -> str:
+    return "net.bridge" if bridge == SYSCTLS else bridge
 
 
 def _read(path: str) -> str:
@@ -118,12 +147,12 @@ def plan(wanted: Sequence[str], record: Mapping[str, Tuple[str, ...]], flags: Ma
     after: Dict[str, Tuple[str, ...]] = {}
     for bridge in sorted(set(wanted)):
         mine = set(record.get(bridge, ()))
-        for flag in FLAGS:
+        for flag in flags_of(bridge):
             if flags[bridge][flag] == 0:
                 switch_on.append((bridge, flag))
                 mine.add(flag)
         if mine:
-            after[bridge] = tuple(f for f in FLAGS if f in mine)
+            after[bridge] = tuple(f for f in flags_of(bridge) if f in mine)
     for bridge in sorted(set(record) - set(wanted)):
         if exists.get(bridge):
             switch_off += [(bridge, f) for f in record[bridge] if flags[bridge].get(f) == 1]
@@ -141,7 +170,7 @@ def read_record(module, ipset: str) -> Dict[str, Tuple[str, ...]]:
         if len(words) >= 3 and words[0] == "add" and words[1] == RECORD_SET:
             bridge = words[2].partition(",")[2]
             comment = words[4].strip().strip('"') if len(words) == 5 and words[3] == "comment" else ""
-            record[bridge] = tuple(f for f in FLAGS if f in comment.split())
+            record[bridge] = tuple(f for f in flags_of(bridge) if f in comment.split())
     return record
 
 
@@ -187,9 +216,9 @@ def check_bridges(sysfs: Sysfs, bridges: Sequence[str]) -> None:
                           "packets, so the VMs on %s would pass unfiltered. Load it: modprobe br_netfilter"
                           % ", ".join(sorted(bridges)))
     for bridge in bridges:
-        if not sysfs.is_bridge(bridge):
+        if bridge != SYSCTLS and not sysfs.is_bridge(bridge):
             raise BridgeError("%s is not a Linux bridge on this host" % bridge)
 
 
-__all__ = ["BridgeError", "FLAGS", "Plan", "PortFacts", "Sysfs", "ToolError", "apply", "check_bridges",
-           "plan", "port_facts", "read_record", "write_record"]
+__all__ = ["BridgeError", "FLAGS", "SYSCTLS", "VLAN_TAGGED", "Plan", "PortFacts", "Sysfs", "ToolError", "apply",
+           "check_bridges", "flags_of", "plan", "port_facts", "read_record", "shown", "with_sysctls", "write_record"]

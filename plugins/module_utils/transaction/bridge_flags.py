@@ -15,11 +15,12 @@ from __future__ import annotations
 from typing import Dict, List, Optional, Sequence
 
 from ansible_collections.netpol.fleet.plugins.module_utils.bridge import netfilter
-from ansible_collections.netpol.fleet.plugins.module_utils.bridge.netfilter import FLAGS, Sysfs
+from ansible_collections.netpol.fleet.plugins.module_utils.bridge.netfilter import Sysfs, flags_of, shown
 
 
 class BridgeFlagsStep:
-    """Flags of `wanted` bridges on (those that were 0), recorded flags of other bridges back off."""
+    """Flags of `wanted` bridges on (those that were 0), recorded flags of other bridges back off; with any
+    wanted bridge, net.bridge.bridge-nf-filter-vlan-tagged on too (tagged frames would skip iptables)."""
 
     label = "bridge flags"
 
@@ -27,6 +28,7 @@ class BridgeFlagsStep:
         self.module, self.ipset_bin, self.sysfs = module, ipset_bin, sysfs or Sysfs()
         self.record = netfilter.read_record(module, ipset_bin)
         netfilter.check_bridges(self.sysfs, wanted)
+        wanted = netfilter.with_sysctls(wanted)
         known = sorted(set(wanted) | set(self.record))
         exists = {b: self.sysfs.is_bridge(b) for b in known}
         self.flags = {b: self.sysfs.bridge_flags(b) for b in known if exists[b]}
@@ -58,11 +60,11 @@ class BridgeFlagsStep:
         return flags
 
     def report(self) -> Dict[str, List[str]]:
-        return dict(switched_on=["%s %s" % s for s in self.plan.switch_on],
-                    switched_off=["%s %s" % s for s in self.plan.switch_off])
+        return dict(switched_on=["%s %s" % (shown(b), f) for b, f in self.plan.switch_on],
+                    switched_off=["%s %s" % (shown(b), f) for b, f in self.plan.switch_off])
 
     def commands(self) -> List[str]:
-        return ["echo %d > /sys/class/net/%s/bridge/%s" % (value, bridge, flag)
+        return ["echo %d > %s" % (value, self.sysfs.flag_path(bridge, flag))
                 for value, switched in ((1, self.plan.switch_on), (0, self.plan.switch_off)) for bridge, flag in switched]
 
     def diff(self) -> List[Dict[str, str]]:
@@ -71,4 +73,4 @@ class BridgeFlagsStep:
 
 
 def _lines(flags: Dict[str, Dict[str, int]]) -> str:
-    return "".join("%s %s=%d\n" % (b, f, v[f]) for b, v in sorted(flags.items()) for f in FLAGS)
+    return "".join("%s %s=%d\n" % (shown(b), f, v[f]) for b, v in sorted(flags.items()) for f in flags_of(b))

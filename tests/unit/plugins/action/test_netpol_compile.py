@@ -239,8 +239,9 @@ def test_a_hypervisor_gets_bridge_chains_zones_no_nat_and_its_bridges(monkeypatc
     jumps = [(j["chain"], j["target"], j["match"]) for j in tables[("ipv4", "filter")]["jumps"]]
     assert ("FORWARD", "NETPOL-BRIDGE", "-m physdev --physdev-is-bridged") in jumps
     rules = rules_of(state)
-    assert any(r.startswith("-m physdev --physdev-out vnet0 -j NETPOL-I-") for r in rules)  # vm1 is isolated
-    assert not any("--physdev-out vnet1 -j NETPOL-I-" in r for r in rules)  # vm2 is not
+    assert any(r.startswith("-m physdev --physdev-out vnet0 -m comment --comment \"ingress of VM shop/vm1\" -j NETPOL-I-")
+               for r in rules)  # vm1 is isolated
+    assert not any("--physdev-out vnet1 " in r and "-j NETPOL-I-" in r for r in rules)  # vm2 is not
     assert [c["rules"] for c in tables[("ipv4", "raw")]["chains"]][0][0].startswith("-i br10 ")
     # The anti-spoofing of both ports (antispoof: full, the default), entered first from nat PREROUTING.
     layer2 = tables[("bridge", "nat")]
@@ -299,8 +300,11 @@ def test_unmanaged_ports_are_left_alone_by_default_and_dropped_when_asked(monkey
     assert not result.get("failed"), result
     rules = rules_of(result["hosts"]["hv1"])
     assert [r for r in rules if "--physdev-in" in r and r.endswith("-j RETURN")] == [
-        "-m physdev --physdev-in %s -j RETURN" % p for p in ("eth1", "vnet0", "vnet1")]
-    assert "-i br10 -j NETPOL-BR-FROM" in rules and "-i br10 -j NETPOL-BR-TO" in rules
+        '-m physdev --physdev-in %s -m comment --comment "%s" -j RETURN' % known
+        for known in (("eth1", "uplink of br10"), ("vnet0", "VM shop/vm1"), ("vnet1", "VM shop/vm2"))]
+    assert [r for r in rules if r.startswith("-i br10 ")] == [
+        '-i br10 -m comment --comment "ports of br10 not in netpol_workloads drop" -j NETPOL-BR-%s' % c
+        for c in ("FROM", "TO", "FROM")]  # FORWARD both ways, INPUT from
 
 
 @pytest.mark.parametrize("uplinks, drop, error", [

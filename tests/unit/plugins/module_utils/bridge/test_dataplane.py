@@ -75,16 +75,20 @@ def test_golden_hypervisor():
 def test_a_bridged_packet_meets_source_egress_then_destination_ingress_then_accept():
     chains = chains_of(compiled()["hv1"])
     check = chains[CHECK_CHAIN]
-    assert check[0] == "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
+    assert check[0] == ("-m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment "
+                        "\"netpol bridge: the checks of bridged packets of managed VMs\" -j ACCEPT")
     assert check.index("-m conntrack --ctstate INVALID -j DROP") < check.index("-j %s" % EGRESS_CHAIN)
     assert check.index("-j %s" % EGRESS_CHAIN) < check.index("-j %s" % INGRESS_CHAIN) < len(check) - 1
     assert check[-1].endswith("-j ACCEPT")
     egress, ingress = chains[EGRESS_CHAIN], chains[INGRESS_CHAIN]
-    assert [r.split(" -j ")[0] for r in egress if "physdev" in r] == ["-m physdev --physdev-in vnet0"]  # web only
-    assert [r.split(" -j ")[0] for r in ingress if "physdev" in r] == ["-m physdev --physdev-out vnet1"]  # db only
+    assert [r.split(" -j ")[0] for r in egress if "physdev" in r] == [
+        '-m physdev --physdev-in vnet0 -m comment --comment "egress of VM shop/web"']  # web only
+    assert [r.split(" -j ")[0] for r in ingress if "physdev" in r] == [
+        '-m physdev --physdev-out vnet1 -m comment --comment "ingress of VM shop/db"']  # db only
     assert any("privileged dhcp-client" in r for r in egress) and not any("privileged" in r for r in ingress)
-    assert chains[BRIDGE_CHAIN] == tuple("-m physdev %s %s -j %s" % (flag, port, CHECK_CHAIN)
-                                         for port in ("vnet0", "vnet1") for flag in ("--physdev-in", "--physdev-out"))
+    assert chains[BRIDGE_CHAIN] == tuple('-m physdev %s %s -m comment --comment "%s VM shop/%s" -j %s' % (
+        flag, port, way, vm, CHECK_CHAIN) for port, vm in (("vnet0", "web"), ("vnet1", "db"))
+        for flag, way in (("--physdev-in", "from"), ("--physdev-out", "to")))
 
 
 def test_the_hypervisors_own_addresses_reach_its_vms_also_when_routed_back_through_forward():
@@ -98,8 +102,9 @@ def test_vm_to_hypervisor_is_the_vms_egress_in_input_and_returns():
     state = compiled()["hv1"]
     chains = chains_of(state)
     web_egress = next(r.split("-j ")[-1] for r in chains[EGRESS_CHAIN] if "vnet0" in r)
-    assert chains[INPUT_CHAIN][0] == "-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN"
-    assert "-m physdev --physdev-in vnet0 -j %s" % web_egress in chains[INPUT_CHAIN]
+    assert chains[INPUT_CHAIN][0].startswith("-m conntrack --ctstate RELATED,ESTABLISHED -m comment")
+    assert ('-m physdev --physdev-in vnet0 -m comment --comment "egress of VM shop/web to the hypervisor" -j %s'
+            % web_egress) in chains[INPUT_CHAIN]
     assert not any(r.endswith("ACCEPT") for r in chains[INPUT_CHAIN])
     jumps = {(j.chain, j.target): j for j in state.table("ipv4").jumps}
     assert jumps[("INPUT", INPUT_CHAIN)].match == "-m physdev --physdev-is-in"
@@ -157,6 +162,18 @@ def test_host_mode_output_is_untouched_by_bridge_mode():
     assert state.bridges == () and not any("physdev" in r for t in state.tables for c in t.chains for r in c.rules)
 
 
+def test_every_bridge_rule_that_concerns_one_vm_names_it_in_a_comment():
+    """iptables -S and the diff show whose rule it is (host mode comments its chains the same way)."""
+    state = compiled()["hv1"]
+    for family in ("ipv4", "ipv6"):
+        for name, rules in chains_of(state, family).items():
+            for rule in rules:
+                if "--physdev-in vnet" in rule or "--physdev-out vnet" in rule:
+                    assert "VM shop/web" in rule or "VM shop/db" in rule, (name, rule)
+        assert "netpol bridge:" in chains_of(state, family)[CHECK_CHAIN][0]
+        assert "netpol bridge:" in chains_of(state, family)[INPUT_CHAIN][0]
+
+
 def test_names_fit_the_kernel():
     state = compiled()["hv1"]
     assert all(len(c.name) <= CHAIN_NAME_MAX for t in state.tables for c in t.chains)
@@ -177,10 +194,11 @@ def test_ports_not_in_netpol_workloads_drop_before_any_vm_check_when_asked():
                           bridge_uplinks={"hv1": {"br10": ("bond0",)}})["hv1"]
     for family in ("ipv4", "ipv6"):
         chains = chains_of(state, family)
-        assert chains[BRIDGE_CHAIN][:2] == ("-i br10 -j NETPOL-BR-FROM", "-i br10 -j NETPOL-BR-TO")
-        assert chains["NETPOL-BR-FROM"][:-1] == tuple("-m physdev --physdev-in %s -j RETURN" % p
-                                                      for p in ("bond0", "vnet0", "vnet1"))
+        assert [r.split(" -j ")[1] for r in chains[BRIDGE_CHAIN][:2]] == ["NETPOL-BR-FROM", "NETPOL-BR-TO"]
+        assert all(r.startswith("-i br10 ") for r in chains[BRIDGE_CHAIN][:2])
+        assert [r.split(" -m comment")[0] for r in chains["NETPOL-BR-FROM"][:-1]] == [
+            "-m physdev --physdev-in %s" % p for p in ("bond0", "vnet0", "vnet1")]
         assert chains["NETPOL-BR-TO"][-1].endswith("-j DROP") and "--physdev-out bond0" in chains["NETPOL-BR-TO"][0]
         first_own = next(r for r in chains[INPUT_CHAIN] if "RELATED,ESTABLISHED" not in r and "icmp6" not in r)
-        assert first_own == "-i br10 -j NETPOL-BR-FROM"
+        assert first_own.startswith("-i br10 ") and first_own.endswith("-j NETPOL-BR-FROM")
     assert "NETPOL-BR-FROM" not in chains_of(compiled()["hv1"])  # off by default: no rule at all

@@ -12,7 +12,8 @@ from typing import Dict, List, Optional
 import pytest
 
 from ansible_collections.netpol.fleet.plugins.module_utils.bridge.netfilter import (
-    RECORD_SET, BridgeError, Sysfs, apply, check_bridges, plan, port_facts, read_record, record_text)
+    RECORD_SET, SYSCTLS, VLAN_TAGGED, BridgeError, Sysfs, apply, check_bridges, plan, port_facts, read_record,
+    record_text, with_sysctls)
 
 
 class FakeIpset:
@@ -37,7 +38,7 @@ class FakeIpset:
 
 
 def make_sysfs(root: Path, bridges: Dict[str, Dict[str, int]], ports: Dict[str, Optional[str]],
-               global_flags=(0, 0), br_netfilter=True) -> Sysfs:
+               global_flags=(0, 0), br_netfilter=True, vlan_tagged=0) -> Sysfs:
     net = root / "sys/class/net"
     for bridge, flags in bridges.items():
         (net / bridge / "bridge").mkdir(parents=True)
@@ -52,6 +53,7 @@ def make_sysfs(root: Path, bridges: Dict[str, Dict[str, int]], ports: Dict[str, 
         proc.mkdir(parents=True)
         (proc / "bridge-nf-call-iptables").write_text("%d\n" % global_flags[0])
         (proc / "bridge-nf-call-ip6tables").write_text("%d\n" % global_flags[1])
+        (proc / VLAN_TAGGED).write_text("%d\n" % vlan_tagged)
     return Sysfs(str(root))
 
 
@@ -62,7 +64,7 @@ def test_ports_are_found_on_their_bridge_on_none_or_missing(tmp_path):
     sysfs = make_sysfs(tmp_path, {"br10": OFF}, {"vnet0": "br10", "vnet1": None})
     facts = port_facts(sysfs, ["vnet0", "vnet1", "vnet9"])
     assert facts.bridges == {"vnet0": "br10", "vnet1": None} and facts.missing == ("vnet9",)
-    assert sysfs.global_flags() == OFF
+    assert sysfs.global_flags() == dict(OFF, **{VLAN_TAGGED: 0})
 
 
 def flags_of(sysfs: Sysfs, bridges):
@@ -110,3 +112,21 @@ def test_missing_br_netfilter_and_a_non_bridge_are_refused_before_anything_chang
     sysfs = make_sysfs(tmp_path / "b", {"br10": OFF}, {"vnet0": "br10"})
     with pytest.raises(BridgeError, match="vnet0 is not a Linux bridge"):
         check_bridges(sysfs, ["vnet0"])
+
+
+def test_tagged_frames_meet_iptables_while_a_bridge_is_managed_and_the_knob_goes_back_after(tmp_path):
+    """bridge-nf-filter-vlan-tagged is per network namespace: on with the first managed bridge (when it
+    was 0), recorded under ".", back to 0 with the last; a knob that was 1 already is never touched."""
+    sysfs = make_sysfs(tmp_path / "a", {"br10": OFF}, {})
+    ipset = FakeIpset()
+    converge(sysfs, ipset, with_sysctls(["br10"]))
+    assert sysfs.bridge_flags(SYSCTLS) == {VLAN_TAGGED: 1}
+    assert read_record(ipset, "ipset")[SYSCTLS] == (VLAN_TAGGED,)
+    converge(sysfs, ipset, with_sysctls([]))
+    assert sysfs.bridge_flags(SYSCTLS) == {VLAN_TAGGED: 0} and read_record(ipset, "ipset") == {}
+    already = make_sysfs(tmp_path / "b", {"br10": OFF}, {}, vlan_tagged=1)
+    ipset = FakeIpset()
+    converge(already, ipset, with_sysctls(["br10"]))
+    assert SYSCTLS not in read_record(ipset, "ipset")
+    converge(already, ipset, with_sysctls([]))
+    assert already.bridge_flags(SYSCTLS) == {VLAN_TAGGED: 1}

@@ -48,17 +48,21 @@ def test_a_later_failure_puts_every_flag_and_the_record_back(sysfs):
     with pytest.raises(TransactionError, match="injected failure"):
         Transaction([], [step, Failing()]).run()
     assert [sysfs.bridge_flags(b) for b in ("br10", "br20", "br30")] == [ON, OFF, ON]
-    assert read_record(ipset, "ipset") == {"br10": ("nf_call_iptables", "nf_call_ip6tables")}
+    assert read_record(ipset, "ipset") == {"br10": ("nf_call_iptables", "nf_call_ip6tables"),
+                                           ".": ("bridge-nf-filter-vlan-tagged",)}  # the first run's
 
 
 def test_the_diff_shows_each_flag_and_an_unchanged_step_is_quiet(sysfs):
     ipset = FakeIpset()
     step = BridgeFlagsStep(ipset, "ipset", ["br30"], sysfs)
+    assert step.commands() == ["echo 1 > %s/proc/sys/net/bridge/bridge-nf-filter-vlan-tagged" % sysfs.root]
+    step.apply()
+    step = BridgeFlagsStep(ipset, "ipset", ["br30"], sysfs)
     assert not step.changed and step.commands() == []
     step = BridgeFlagsStep(ipset, "ipset", ["br20"], sysfs)
     diff = step.diff()[0]
     assert "br20 nf_call_iptables=0\n" in diff["before"] and "br20 nf_call_iptables=1\n" in diff["after"]
-    assert step.commands()[0] == "echo 1 > /sys/class/net/br20/bridge/nf_call_iptables"
+    assert step.commands()[0] == "echo 1 > %s/sys/class/net/br20/bridge/nf_call_iptables" % sysfs.root
 
 
 def test_a_bridge_that_is_not_there_is_refused_when_planned(sysfs):
