@@ -108,7 +108,7 @@ options:
   bridges:
     description:
       - Bridge mode. The bridges whose per-bridge br_netfilter flags (C(nf_call_iptables), C(nf_call_ip6tables))
-        must be on, switched on after the chains and before the stale sets go, as one step of the transaction:
+        must be on, switched on after the chains and before the stale sets go, as one step of the transaction;
         a later failure switches back exactly the flags this run switched. Flags the collection switched on
         earlier (recorded in the ipset C(netpol-bridges)) of bridges no longer listed go back off
         (M(netpol.fleet.netpol_bridge) documents the record).
