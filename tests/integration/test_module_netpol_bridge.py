@@ -52,7 +52,8 @@ def ns():
 
 
 def flags(ns: str) -> str:
-    return sh(ns, "grep -H . /sys/class/net/br*/bridge/nf_call_ip*tables /proc/sys/net/bridge/bridge-nf-call-ip*tables")
+    return sh(ns, "grep -H . /sys/class/net/br*/bridge/nf_call_ip*tables /proc/sys/net/bridge/bridge-nf-call-ip*tables "
+                  "/proc/sys/net/bridge/bridge-nf-filter-vlan-tagged")
 
 
 def play(ns: str, tmp_path: Path, args: Dict[str, Any], *options: str) -> Tuple[Dict[str, Any], str]:
@@ -74,7 +75,8 @@ def test_query_reports_ports_and_global_switches_and_changes_nothing(ns, tmp_pat
     before = flags(ns)
     result = play(ns, tmp_path, {"state": "query", "ports": ["vnet0", "vnet9", "vnet7"]})[0]
     assert result["ports"] == {"vnet0": "br10", "vnet9": None} and result["missing"] == ["vnet7"]
-    assert result["br_netfilter"] and result["global_flags"] == {"nf_call_iptables": 0, "nf_call_ip6tables": 0}
+    assert result["br_netfilter"] and result["global_flags"] == {"nf_call_iptables": 0, "nf_call_ip6tables": 0,
+                                                                 "bridge-nf-filter-vlan-tagged": 0}
     assert not result["changed"] and flags(ns) == before
 
 
@@ -82,11 +84,13 @@ def test_present_switches_only_flags_that_were_off_check_and_diff_first_then_abs
     before, foreign = flags(ns), sh(ns, "ipset save theirs")
     checked, out = play(ns, tmp_path, {"bridges": ["br10", "br20"]}, "--check", "--diff")
     assert checked["changed"] and flags(ns) == before
-    assert checked["switched_on"] == ["br10 nf_call_iptables", "br10 nf_call_ip6tables", "br20 nf_call_ip6tables"]
+    assert checked["switched_on"] == ["net.bridge bridge-nf-filter-vlan-tagged", "br10 nf_call_iptables",
+                                      "br10 nf_call_ip6tables", "br20 nf_call_ip6tables"]
     assert "-br10 nf_call_iptables=0" in out and "+br10 nf_call_iptables=1" in out
     applied = play(ns, tmp_path, {"bridges": ["br10", "br20"]})[0]
     assert applied["changed"] and applied["record"] == {"br10": ["nf_call_iptables", "nf_call_ip6tables"],
-                                                        "br20": ["nf_call_ip6tables"]}
+                                                        "br20": ["nf_call_ip6tables"],
+                                                        "net.bridge": ["bridge-nf-filter-vlan-tagged"]}
     now = flags(ns)
     assert "br10/bridge/nf_call_iptables:1" in now and "br20/bridge/nf_call_ip6tables:1" in now
     assert "bridge-nf-call-iptables:0" in now  # the global switch is never touched
