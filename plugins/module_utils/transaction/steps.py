@@ -70,15 +70,39 @@ def _chain_text(name: str, rules) -> str:
 
 def _jumps_text(owned, prefix: str, backend) -> str:
     """The jump lines of owned_text(): every line that is not a chain of ours."""
-    text = backend.owned_text(type(owned)(base=owned.base), prefix)
-    return text
+    return backend.owned_text(type(owned)(base=owned.base), prefix)
 
 
 def _entry(header: str, before: str, after: str) -> Dict[str, str]:
     return dict(before_header=header, after_header=header, before=before, after=after)
 
 
-class SetFillStep:
+class _SetPlanStep:
+    """What both set steps do with their ipset plan: report it, apply it, and put sets back."""
+
+    module: Any
+    ipset_bin: str
+    plan: Any
+
+    @property
+    def changed(self) -> bool:
+        return self.plan.changed
+
+    def apply(self) -> None:
+        ipsets.apply(self.module, self.ipset_bin, self.plan)
+
+    def commands(self) -> List[str]:
+        return list(self.plan.script)
+
+    def changes(self) -> Dict[str, Any]:
+        return {c.name: c.to_dict() for c in self.plan.changes}
+
+    def _apply_back(self, back) -> None:
+        if back.changed:
+            ipsets.apply(self.module, self.ipset_bin, back)
+
+
+class SetFillStep(_SetPlanStep):
     """New and changed sets, built complete before they are swapped in (ipset/sets.py plan)."""
 
     def __init__(self, module, ipset_bin: str, desired: Sequence[SavedSet], actual: Mapping[str, SavedSet],
@@ -89,30 +113,15 @@ class SetFillStep:
         wanted = {s.name for s in desired}
         self.touched = [c.name for c in self.plan.changes if c.name in wanted]
 
-    @property
-    def changed(self) -> bool:
-        return self.plan.changed
-
     def test(self) -> None:
         """Sets have no --test: their dry check is the plan (names, types, entries, references)."""
-
-    def apply(self) -> None:
-        ipsets.apply(self.module, self.ipset_bin, self.plan)
 
     def undo(self) -> None:
         """Changed sets get their old members back through a swap; sets this run created go again."""
         now, references = ipsets.read_state(self.module, self.ipset_bin, self.touched)
         previous = [self.actual[n] for n in self.touched if n in self.actual]
         created = [n for n in self.touched if n not in self.actual and n in now]
-        back = ipsets.plan(previous, now, references, absent=created)
-        if back.changed:
-            ipsets.apply(self.module, self.ipset_bin, back)
-
-    def commands(self) -> List[str]:
-        return list(self.plan.script)
-
-    def changes(self) -> Dict[str, Any]:
-        return {c.name: c.to_dict() for c in self.plan.changes}
+        self._apply_back(ipsets.plan(previous, now, references, absent=created))
 
     def diff(self) -> List[Dict[str, str]]:
         wanted = {s.name: s for s in self.desired}
@@ -120,7 +129,7 @@ class SetFillStep:
                 for name in sorted(self.touched)]
 
 
-class SetPurgeStep:
+class SetPurgeStep(_SetPlanStep):
     """Our sets that nothing wants any more, destroyed once no chain of ours uses them."""
 
     label = "stale sets"
@@ -134,28 +143,13 @@ class SetPurgeStep:
         self.plan = ipsets.plan([], self.actual, foreign_references, purge_prefix=prefixes, keep=wanted)
         self.destroyed = [c.name for c in self.plan.changes if c.destroyed]
 
-    @property
-    def changed(self) -> bool:
-        return self.plan.changed
-
     def test(self) -> None:
         """Nothing to test: destroying an unreferenced set cannot be refused."""
-
-    def apply(self) -> None:
-        ipsets.apply(self.module, self.ipset_bin, self.plan)
 
     def undo(self) -> None:
         """Destroyed sets come back with the members they had (a failed destroy leaves others done)."""
         now, references = ipsets.read_state(self.module, self.ipset_bin, self.destroyed)
-        back = ipsets.plan([self.actual[n] for n in self.destroyed if n not in now], now, references)
-        if back.changed:
-            ipsets.apply(self.module, self.ipset_bin, back)
-
-    def commands(self) -> List[str]:
-        return list(self.plan.script)
-
-    def changes(self) -> Dict[str, Any]:
-        return {c.name: c.to_dict() for c in self.plan.changes}
+        self._apply_back(ipsets.plan([self.actual[n] for n in self.destroyed if n not in now], now, references))
 
     def diff(self) -> List[Dict[str, str]]:
         return [_entry("set %s" % name, _set_text(self.actual[name]), "") for name in sorted(self.destroyed)]
