@@ -16,13 +16,17 @@ Run inside a network namespace:
 from __future__ import annotations
 
 import ipaddress
+import os
 import select
 import socket
 import struct
+import subprocess
 import sys
 import time
+from typing import List, Mapping
 
 ETH_P_ALL = 0x0003
+HERE = os.path.abspath(__file__)
 
 
 def mac_bytes(mac: str) -> bytes:
@@ -68,6 +72,26 @@ def ipv6_udp(src: str, dst: str, sport: int, dport: int, payload: bytes) -> byte
     udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
     checksum = _checksum(_pseudo6(src, dst, 17, udp) + udp) or 0xFFFF
     return ipv6(src, dst, 17, udp[:6] + struct.pack("!H", checksum) + udp[8:])
+
+
+def _tcp(sport: int, dport: int, flags: int, payload: bytes) -> bytes:
+    return struct.pack("!HHIIBBHHH", sport, dport, 1000, 0, 5 << 4, flags, 64240, 0, 0) + payload
+
+
+def ipv4_tcp(src: str, dst: str, sport: int, dport: int, flags: int, payload: bytes) -> bytes:
+    """A TCP segment with the given flags (0x02 SYN, 0x03 SYN+FIN: INVALID for conntrack)."""
+    segment = _tcp(sport, dport, flags, payload)
+    pseudo = ipaddress.IPv4Address(src).packed + ipaddress.IPv4Address(dst).packed + struct.pack("!xBH", 6, len(segment))
+    segment = segment[:16] + struct.pack("!H", _checksum(pseudo + segment)) + segment[18:]
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(segment), 1, 0, 64, 6, 0,
+                         ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed)
+    return header[:10] + struct.pack("!H", _checksum(header)) + header[12:] + segment
+
+
+def ipv6_tcp(src: str, dst: str, sport: int, dport: int, flags: int, payload: bytes) -> bytes:
+    segment = _tcp(sport, dport, flags, payload)
+    segment = segment[:16] + struct.pack("!H", _checksum(_pseudo6(src, dst, 6, segment) + segment)) + segment[18:]
+    return ipv6(src, dst, 6, segment)
 
 
 def icmpv6(src: str, dst: str, kind: int, body: bytes) -> bytes:
@@ -128,6 +152,24 @@ def say(address: str, port: str, text: str) -> None:
     sock, sockaddr = _udp(address, port)
     with sock:
         sock.sendto(text.encode(), sockaddr)
+
+
+def received(sender: str, frame: bytes, mark: bytes, fence: bytes, fence_mark: bytes,
+             watchers: Mapping[str, str]) -> List[str]:
+    """From the host: the watchers (label -> network namespace) whose eth0 received `frame`, sent raw
+    from the eth0 of namespace `sender`. The sender sends `fence` (a frame every check lets through,
+    holding `fence_mark`) after it, and each watcher watches until the fence: what did not arrive was
+    dropped, not late."""
+    sniffers = {label: subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, HERE, "sniff", "eth0",
+                                         mark.hex(), fence_mark.hex()], stdout=subprocess.PIPE, text=True)
+                for label, ns in watchers.items()}
+    for sniffer in sniffers.values():
+        assert sniffer.stdout.readline().strip() == "ready"
+    subprocess.run(["ip", "netns", "exec", sender, sys.executable, HERE, "send", "eth0", frame.hex(), fence.hex()],
+                   check=True)
+    counts = {label: int(sniffer.communicate()[0].strip()) for label, sniffer in sniffers.items()}
+    assert -1 not in counts.values(), "a watcher never saw the fence: %s" % counts
+    return sorted(label for label, count in counts.items() if count)
 
 
 def main(argv) -> None:

@@ -8,13 +8,21 @@ bridge, each the VMI of the same MAC and addresses. No inventory variable names 
 compile step finds it in the hypervisor's bridge forwarding database by the VMI's MAC. Real TCP
 over IPv4 and IPv6 between the VMs is compared with the simulator; a VMI whose MAC no bridge there
 has learned stops the run, naming VMI, hypervisor and MAC, with nothing applied on any host.
+
+With `vmi_antispoof: full` each VMI's port gets the layer-2 checks built from the VMI's status (its
+MAC, addresses and link-local addresses): cli forging web's MAC, IPv4 or IPv6 source towards db,
+whose policy admits web, is sent as raw frames (AF_PACKET) with the checks off first, where it
+arrives (and moves web's MAC to cli's port in the forwarding database the compile step reads), then
+with them on, where it reaches nobody, while what the VMs legitimately send still arrives.
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
-from typing import Dict, Iterator
+import uuid
+from pathlib import Path
+from typing import Dict, Iterator, List, Tuple
 
 import pytest
 
@@ -22,7 +30,9 @@ from conftest import LAB_PLAYBOOK, REPO, delete_netns, run_playbook, session_pre
 from test_kubernetes_source import Site, measured, policy
 
 sys.path.insert(0, str(REPO / "tests" / "kubernetes"))
+sys.path.insert(0, str(Path(__file__).parent))
 from cluster import Cluster, apiserver_binary  # noqa: E402
+import l2_frames as frames  # noqa: E402  pylint: disable=wrong-import-position
 
 BRIDGE = "br-net"
 VMS = {  # name -> (MAC, IPv4, IPv6, named port)
@@ -34,7 +44,13 @@ HYPERVISOR = {"netpol_addresses": ["10.78.0.101/24", "fd78::101/64"], "lab_bridg
               "netpol_node_name": "hv-1"}
 DB_FROM_WEB = policy("shop", "db-from-web", {"podSelector": {"matchLabels": {"app": "db"}}, "ingress": [
     {"from": [{"podSelector": {"matchLabels": {"app": "web"}}}], "ports": [{"port": "pg"}]}]})
-NO_ANTISPOOF = "off"  # this test is about finding the ports; anti-spoofing: test_bridge_antispoof.py
+NO_ANTISPOOF = "off"  # these tests are about finding the ports; anti-spoofing: the last tests
+# cli's guest also uses a stable-privacy link-local (RFC 7217) beside its EUI-64 one; the VMI reports both.
+STABLE_PRIVACY = {"cli": "fe80::9a3c:71ff:2e0b:4d13"}
+# db also admits web on UDP 4001: what the raw frames below carry, so only layer 2 can stop a forgery.
+DB_UDP_FROM_WEB = policy("shop", "db-udp-from-web", {"podSelector": {"matchLabels": {"app": "db"}}, "ingress": [
+    {"from": [{"podSelector": {"matchLabels": {"app": "web"}}}], "ports": [{"protocol": "UDP", "port": 4001}]}]})
+BROADCAST = "ff:ff:ff:ff:ff:ff"
 
 
 def link_local(mac: str) -> str:
@@ -45,13 +61,15 @@ def link_local(mac: str) -> str:
 
 
 def vmi(name: str, mac: str, addresses: tuple, port: tuple, node: str = "hv-1") -> dict:
+    reported = ["%s/24" % addresses[0], "%s/64" % addresses[1], "%s/64" % link_local(mac)]
+    if name in STABLE_PRIVACY:
+        reported.append("%s/64" % STABLE_PRIVACY[name])
     return {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
             "metadata": {"name": name, "namespace": "shop", "labels": {"app": name}},
             "spec": {"domain": {"devices": {"interfaces": [{"name": "default", "bridge": {}, "ports": [
                 {"name": port[0], "port": port[1], "protocol": "TCP"}]}]}}},
             "status": {"phase": "Running", "nodeName": node, "interfaces": [
-                {"name": "default", "mac": mac, "ipAddresses": ["%s/24" % addresses[0], "%s/64" % addresses[1],
-                                                                "%s/64" % link_local(mac)]}]}}
+                {"name": "default", "mac": mac, "ipAddresses": reported}]}}
 
 
 def lab_hosts(prefix: str) -> Dict[str, dict]:
@@ -132,3 +150,120 @@ def test_a_vmi_whose_mac_the_hypervisor_has_not_learned_stops_the_run_and_change
             "no MAC of the VMI (52:54:00:78:00:99) is behind a port of the host's bridges" % site.host("hv")) in result.stdout
     assert "no host was changed" in result.stdout
     assert {name: site.kernel(name) for name in ("hv", *VMS)} == before
+
+
+# ---------------------------------------------------------------- anti-spoofing of VMI ports
+
+
+def mac_of(vm: str) -> str:
+    return VMS[vm][0]
+
+
+def marker() -> bytes:
+    return b"netpol-vmi-" + uuid.uuid4().hex[:12].encode()
+
+
+def received(site: Site, sender: str, frame: bytes, mark: bytes) -> List[str]:
+    """The other VMs whose eth0 received `frame`, sent raw from the sender's eth0. The fence after it
+    is an ARP request from the sender's own MAC and address: every check lets it through."""
+    fence_mark = mark[:-4] + b"done"
+    fence = frames.ethernet(BROADCAST, mac_of(sender), 0x0806, frames.arp(
+        1, mac_of(sender), VMS[sender][1], "00:00:00:00:00:00", "10.78.0.254") + fence_mark)
+    watchers = {vm: site.host(vm) for vm in VMS if vm != sender}
+    return frames.received(site.host(sender), frame, mark, fence, fence_mark, watchers)
+
+
+def udp4(src_mac: str, src_ip: str, to: str, dst_ip: str = "") -> Tuple[bytes, bytes]:
+    mark = marker()
+    return frames.ethernet(mac_of(to), src_mac, 0x0800,
+                           frames.ipv4_udp(src_ip, dst_ip or VMS[to][1], 4000, 4001, mark)), mark
+
+
+def udp6(src_mac: str, src_ip: str, to: str, dst_ip: str = "") -> Tuple[bytes, bytes]:
+    mark = marker()
+    return frames.ethernet(mac_of(to), src_mac, 0x86DD,
+                           frames.ipv6_udp(src_ip, dst_ip or VMS[to][2], 4000, 4001, mark)), mark
+
+
+# cli sends as web to db, which admits web, and from a link-local of nobody's to web (selected by no
+# policy): only the layer-2 checks can stop these. The forged MACs last: unchecked, they teach the
+# bridge that web's MAC is behind cli's port, and frames to web would go nowhere after them.
+FORGERIES = {
+    "a link-local the VMI does not report": lambda: udp6(mac_of("cli"), "fe80::bad:1", "web", link_local(mac_of("web"))),
+    "web's IPv4 source": lambda: udp4(mac_of("cli"), VMS["web"][1], "db"),
+    "web's IPv6 source": lambda: udp6(mac_of("cli"), VMS["web"][2], "db"),
+    "web's MAC and IPv4 source": lambda: udp4(mac_of("web"), VMS["web"][1], "db"),
+    "web's MAC and IPv6 source": lambda: udp6(mac_of("web"), VMS["web"][2], "db"),
+}
+
+
+def forgeries_received(site: Site) -> Dict[str, List[str]]:
+    return {name: received(site, "cli", *forge()) for name, forge in FORGERIES.items()}
+
+
+def fdb_ports(site: Site, mac: str) -> List[str]:
+    lines = subprocess.run(["ip", "netns", "exec", site.host("hv"), "bridge", "fdb", "show", "br", BRIDGE],
+                           check=True, capture_output=True, text=True).stdout.splitlines()
+    return [line.split()[2] for line in lines if line.startswith(mac + " ") and "permanent" not in line]
+
+
+def talk(site: Site, sender: str, receiver: str, address: str) -> None:
+    """A UDP datagram over sockets: ARP or neighbour discovery resolves the address on the way."""
+    text = uuid.uuid4().hex
+    listener = subprocess.Popen(["ip", "netns", "exec", site.host(receiver), sys.executable, frames.HERE, "listen",
+                                 address, "5353"], stdout=subprocess.PIPE, text=True)
+    assert listener.stdout.readline().strip() == "ready"
+    subprocess.run(["ip", "netns", "exec", site.host(sender), sys.executable, frames.HERE, "say", address, "5353", text],
+                   check=True)
+    assert listener.communicate()[0].strip() == text, "%s -> %s %s" % (sender, receiver, address)
+
+
+def hv_changed(out: str, site: Site) -> str:
+    return out.split("PLAY RECAP")[1].split(site.host("hv"))[1].splitlines()[0]
+
+
+def test_vmi_ports_with_anti_spoofing_drop_forged_frames_and_pass_what_the_vmis_really_send(site):
+    kubernetes = {"kubeconfig": str(site.cluster.kubeconfig())}  # vmi_antispoof: full, the default
+    site.cluster.create(DB_UDP_FROM_WEB)
+    try:
+        greet_the_hypervisor(site)
+        site.playbook("playbooks/site.yml", dict(kubernetes, vmi_antispoof="off"))
+        # Without the checks every forgery arrives, and web's MAC moves to cli's port.
+        unchecked = forgeries_received(site)
+        assert all(unchecked.values()), unchecked
+        assert fdb_ports(site, mac_of("web")) == ["vm-cli"]
+        greet_the_hypervisor(site)  # web speaks again: its MAC is back on its own port
+        assert fdb_ports(site, mac_of("web")) == ["vm-web"]
+
+        out = site.playbook("playbooks/demo.yml", kubernetes).stdout
+        assert "flows, measured exactly as expected" in out  # TCP over IPv4 and IPv6, as the simulator says
+        ebtables = subprocess.run(["ip", "netns", "exec", site.host("hv"), "ebtables-save"], check=True,
+                                  capture_output=True, text=True).stdout
+        assert "-s ! %s -j NETPOL-L2D-" % mac_of("web") in ebtables
+        checked = forgeries_received(site)
+        assert checked == {name: [] for name in FORGERIES}, checked
+        assert fdb_ports(site, mac_of("web")) == ["vm-web"]  # the forged MAC was dropped before the bridge learned it
+        # The next run finds every VMI on its own port again: nothing to change on the hypervisor.
+        assert "changed=0" in hv_changed(site.playbook("playbooks/site.yml", kubernetes).stdout, site)
+
+        # What the forgeries imitated arrives from web itself, in both families.
+        assert received(site, "web", *udp4(mac_of("web"), VMS["web"][1], "db")) == ["db"]
+        assert received(site, "web", *udp6(mac_of("web"), VMS["web"][2], "db")) == ["db"]
+        # cli's own sources pass: its addresses, its EUI-64 and its stable-privacy link-local (from the VMI's status).
+        assert received(site, "cli", *udp4(mac_of("cli"), VMS["cli"][1], "web")) == ["web"]
+        assert received(site, "cli", *udp6(mac_of("cli"), VMS["cli"][2], "web")) == ["web"]
+        for source in (link_local(mac_of("cli")), STABLE_PRIVACY["cli"]):
+            assert received(site, "cli", *udp6(mac_of("cli"), source, "web", link_local(mac_of("web")))) == ["web"]
+        # A DHCP discover from 0.0.0.0 passes the layer-2 checks: web receives it (db's ingress admits web only).
+        mark = marker()
+        discover = frames.ethernet(BROADCAST, mac_of("cli"), 0x0800,
+                                   frames.ipv4_udp("0.0.0.0", "255.255.255.255", 68, 67, mark))
+        assert received(site, "cli", discover, mark) == ["web"]
+        # ARP and neighbour discovery resolve afresh, to global and link-local addresses.
+        for vm in VMS:
+            subprocess.run(["ip", "netns", "exec", site.host(vm), "ip", "neigh", "flush", "dev", "eth0"], check=True)
+        talk(site, "db", "web", VMS["web"][1])
+        talk(site, "db", "web", VMS["web"][2])
+        talk(site, "cli", "web", "%s%%eth0" % link_local(mac_of("web")))
+    finally:
+        site.cluster.delete(DB_UDP_FROM_WEB)
