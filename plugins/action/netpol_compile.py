@@ -38,6 +38,7 @@ from ansible_collections.netpol.fleet.plugins.module_utils.bridge.ports import (
     UPLINKS_VARIABLE,
     check_ports,
     check_uplinks,
+    uplink_ports,
 )
 from ansible_collections.netpol.fleet.plugins.module_utils.engine import settings
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.compile import compile_fleet, limit_text
@@ -60,7 +61,7 @@ from ansible_collections.netpol.fleet.plugins.module_utils.engine.privileged imp
 )
 from ansible_collections.netpol.fleet.plugins.module_utils.verify.explain import ExplainError, explain, explained_matrix
 from ansible_collections.netpol.fleet.plugins.module_utils.verify.flows import address_family, bare_address, flow_targets
-from ansible_collections.netpol.fleet.plugins.plugin_utils.kubernetes.source import read_cluster
+from ansible_collections.netpol.fleet.plugins.plugin_utils.kubernetes.source import read_cluster, read_vmi_hosts
 
 # Every (family, table) a host always gets a call for, so chains we owned there before are
 # removed even when the new policy set compiles nothing into them.
@@ -68,10 +69,13 @@ BASE_TABLES = (("ipv4", "filter"), ("ipv6", "filter"))
 # A host that declares netpol_workloads (even an empty list) may hold bridge-mode chains in raw and nat.
 BRIDGE_TABLES = (("ipv4", "nat"), ("ipv4", "raw"), ("ipv6", "nat"), ("ipv6", "raw"))
 # The per-host variables the fleet is made of (and its address fallbacks): only these are
-# templated for each inventory host, so a big inventory costs hosts x 8 lookups, not more.
+# templated for each inventory host, so a big inventory costs hosts x 10 lookups, not more. A host's
+# bridge query result is not one of them: it comes from the batch's one query task (bridge_facts).
 HOST_VARIABLES = ("netpol_namespace", "netpol_labels", "netpol_addresses", "netpol_ports", "netpol_workloads",
                   "netpol_node_name", "ansible_all_ipv4_addresses", "ansible_all_ipv6_addresses", "ansible_host",
-                  FACTS_VARIABLE, UPLINKS_VARIABLE)
+                  UPLINKS_VARIABLE)
+# What of a netpol_bridge state=query result compile reads (bridge/ports.py, kubernetes/convert.py).
+QUERY_FACTS = ("ports", "missing", "vlan_aware", "br_netfilter", "fdb")
 # The controller reaches these hosts without the network: no SSH path to keep.
 LOCAL_CONNECTIONS = ("local", "ansible.builtin.local", "netpol.fleet.netns")
 EMPTY_FLEET = Fleet(workloads=(), namespaces=())
@@ -147,9 +151,11 @@ ARGUMENT_SPEC = {
         "protocol": {"type": "str", "default": "TCP"},
     }},
     "set_store": {"type": "path"},
+    "stage": {"type": "str", "choices": ["compile", "bridge_query"], "default": "compile"},
+    "bridge_facts": {"type": "list", "elements": "raw", "default": []},
 }
 # Arguments that, given as a list (a mapping), skip the validator's deep copy (ActionModule._validated_args).
-BULK_ARGUMENTS = {"policies": list, "namespaces": dict}
+BULK_ARGUMENTS = {"policies": list, "namespaces": dict, "bridge_facts": list}
 # Each distinct set's content, once per play: the per-process temporary directory of ansible-playbook
 # (removed when it exits; its workers share it).
 SET_STORE = "netpol-sets"
@@ -165,7 +171,10 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         task_vars = task_vars or {}
         args = self._validated_args()
+        if args["stage"] == "bridge_query":
+            return self._bridge_query(result, args, task_vars)
         hostvars, origins = read_inventory(task_vars)
+        with_bridge_facts(hostvars, args["bridge_facts"])
         hosts = args["hosts"] or list(task_vars.get("ansible_play_batch") or hostvars)
         base_dir = policy_base_dir(args["base_dir"], task_vars)
         controller = list(args["controller_addresses"]) or self._detected_controller(hostvars)
@@ -214,7 +223,8 @@ class ActionModule(ActionBase):
         for warning in warnings:
             self._display.warning(str(warning))
         store = SetStore(args["set_store"] or os.path.join(C.DEFAULT_LOCAL_TMP, SET_STORE))
-        hosts_result = {host: host_result(state, store, may_host_vms(hostvars.get(host, {})))
+        kubernetes = args["source"] == "kubernetes"
+        hosts_result = {host: host_result(state, store, kubernetes or may_host_vms(hostvars.get(host, {})))
                         for host, state in states.items()}
         result.update(
             changed=False,
@@ -232,6 +242,15 @@ class ActionModule(ActionBase):
                 result["explained"] = explain(fleet, policies, options=options, **args["explain"])
             except ExplainError as error:
                 return failure(result, ["explain: %s" % error])
+        return result
+
+    def _bridge_query(self, result: Dict[str, Any], args: Mapping[str, Any],
+                      task_vars: Mapping[str, Any]) -> Dict[str, Any]:
+        """stage=bridge_query: only which hosts of the batch the bridge query runs on, and with what."""
+        query, errors = bridge_query(args, task_vars)
+        if errors:
+            return failure(result, errors)
+        result.update(changed=False, bridge_query=query)
         return result
 
     def _validated_args(self) -> Dict[str, Any]:
@@ -255,11 +274,59 @@ class ActionModule(ActionBase):
 
 
 def may_host_vms(host_vars: Mapping[str, Any]) -> bool:
-    """A hypervisor of the inventory (netpol_workloads), or a host whose bridges were searched for
-    KubeVirt VMIs (netpol_source=kubernetes): its bridge-mode tables are managed even without VMs
-    now, so the chains of VMs that left go with them."""
-    facts = host_vars.get(FACTS_VARIABLE)
-    return "netpol_workloads" in host_vars or (isinstance(facts, Mapping) and "fdb" in facts)
+    """A hypervisor of the inventory (netpol_workloads): its bridge-mode tables are managed even
+    without VMs now, so the chains of VMs that left go with them. With netpol_source=kubernetes every
+    host's are (a VMI may have left it since the last run)."""
+    return "netpol_workloads" in host_vars
+
+
+def bridge_query(args: Mapping[str, Any], task_vars: Mapping[str, Any]) -> Tuple[List[Dict[str, Any]], List[str]]:
+    """The hosts of the batch whose bridges compile must read, in batch order, each as {host, ports, fdb}
+    (netpol.fleet.netpol_bridge state=query's options), and the errors. The hypervisors of the inventory
+    (netpol_workloads) with their VMs' ports and uplinks; with netpol_source=kubernetes also the hosts
+    the cluster's VMIs run on now, with their bridges' forwarding database (a VMI's port is found by its
+    MAC there). A fleet without hypervisors or VMIs: an empty list, and no host is contacted."""
+    hostvars = task_vars.get("hostvars", {})
+    batch = list(args["hosts"] or task_vars.get("ansible_play_batch") or hostvars)
+    kubernetes = args["source"] == "kubernetes"
+    plain = fleet_vars(hostvars) if kubernetes else {h: query_vars(hostvars[h]) for h in batch}
+    wanted = {h for h in batch if isinstance(plain[h].get("netpol_workloads"), list)}
+    if kubernetes:
+        try:
+            inventory = load_fleet(plain, args["namespaces"])
+        except InputErrors:  # the compile reports them; Nodes are mapped by name then
+            inventory = EMPTY_FLEET
+        vmi_hosts, errors = read_vmi_hosts(args["kubernetes"], plain, inventory)
+        if errors:
+            return [], errors
+        wanted.update(vmi_hosts)
+    return [{"host": h, "ports": query_ports(plain[h]), "fdb": kubernetes} for h in batch if h in wanted], []
+
+
+def query_vars(variables: Mapping[str, Any]) -> Dict[str, Any]:
+    """The variables that say whether a host is a hypervisor, and its ports, as plain data."""
+    return {k: to_plain(variables[k]) for k in ("netpol_workloads", UPLINKS_VARIABLE) if k in variables}
+
+
+def query_ports(host_vars: Mapping[str, Any]) -> List[str]:
+    """The ports to read on a hypervisor: its VMs' (netpol_workloads[].interface) and its uplinks."""
+    workloads = host_vars.get("netpol_workloads")
+    ports = [w["interface"] for w in workloads if isinstance(w, Mapping) and isinstance(w.get("interface"), str)] \
+        if isinstance(workloads, list) else []
+    ports += [p for p in uplink_ports(host_vars.get(UPLINKS_VARIABLE)) if p not in ports]
+    return ports
+
+
+def with_bridge_facts(hostvars: Dict[str, Dict[str, Any]], results: Sequence[Any]) -> Dict[str, Dict[str, Any]]:
+    """hostvars with each queried host's bridge query result as its netpol_bridge_facts. The results are
+    the items of the batch's one query task (run_once, delegated to each host in a loop), each naming
+    its host; a registered netpol_bridge_facts in hostvars is that task's, the same on every host."""
+    for one in results:
+        item = one.get("item") if isinstance(one, Mapping) else None
+        host = item.get("host") if isinstance(item, Mapping) else None
+        if host in hostvars and not one.get("failed") and not one.get("skipped"):
+            hostvars[host][FACTS_VARIABLE] = {k: to_plain(one[k]) for k in QUERY_FACTS if k in one}
+    return hostvars
 
 
 def policy_base_dir(given: Optional[str], task_vars: Mapping[str, Any]) -> str:

@@ -227,6 +227,25 @@ options:
       - Default a C(netpol-sets) directory in ansible-playbook's own temporary directory (removed when it
         exits), so each set exists once per play on the controller.
     type: path
+  stage:
+    description:
+      - V(compile) compiles every host's state (everything this page describes).
+      - V(bridge_query) only lists the hosts of O(hosts) whose bridges the compile reads, in RV(bridge_query), and
+        contacts no host. They are the hypervisors of the inventory (C(netpol_workloads)) and, with O(source=kubernetes),
+        the hosts the cluster's KubeVirt VMIs run on now (only Nodes and VMIs are listed). The enforce role runs
+        M(netpol.fleet.netpol_bridge) O(netpol.fleet.netpol_bridge#module:state=query) once for the batch,
+        delegated to each of them in a loop, and passes the results back as O(bridge_facts).
+    type: str
+    choices: [compile, bridge_query]
+    default: compile
+  bridge_facts:
+    description:
+      - The results of the bridge query loop (the registered C(results)), each with C(item.host), the host it
+        read. A hypervisor's VM ports are checked against them and a VMI's port is found by its MAC in them; a
+        VMI on a host without one stops the run.
+    type: list
+    elements: raw
+    default: []
 attributes:
   check_mode:
     support: full
@@ -351,6 +370,15 @@ explained:
                  reason: "isolated for ingress by billing/allow-monitoring, ...; no rule matched",
                  isolated_by: [billing/allow-monitoring], decided_by: [billing/lab-db isolated for ingress],
                  kernel: [billing/lab-db isolated for ingress]}}
+bridge_query:
+  description:
+    - With O(stage=bridge_query), the hosts to read, in batch order, each with the options of its query -
+      C(host), C(ports) (its VMs' ports and uplinks) and C(fdb) (read the forwarding database, with
+      O(source=kubernetes)). Empty for a fleet without hypervisors or VMIs.
+  returned: when O(stage=bridge_query)
+  type: list
+  elements: dict
+  sample: [{"host": "hv1", "ports": ["vnet0", "bond0"], "fdb": false}]
 errors:
   description: Every input error, each naming file, object and field.
   returned: failure

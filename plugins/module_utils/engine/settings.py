@@ -25,7 +25,7 @@ HOST_VARIABLES = ("netpol_namespace", "netpol_labels", "netpol_addresses", "netp
 PLAYBOOK_VARIABLES = ("netpol_gather_facts", "netpol_serial", "netpol_verify_play_hosts", "netpol_verify_gather_facts")
 # What the roles and playbooks register or set themselves; they persist between plays of one run.
 INTERNAL_VARIABLES = (
-    "netpol_compiled", "netpol_rollback_armed", "netpol_host", "netpol_log_options", "netpol_sets_result",
+    "netpol_compiled", "netpol_bridge_query", "netpol_rollback_armed", "netpol_host", "netpol_log_options", "netpol_sets_result",
     "netpol_tables_result", "netpol_purge_result", "netpol_tables_changed", "netpol_changes",
     "netpol_verify_probe", "netpol_verify_matrix", "netpol_verify_comparison", "netpol_side_by_side",
     "netpol_open", "netpol_verify_listen", "netpol_verify_stop", "netpol_verify_report", "netpol_conntrack_result",

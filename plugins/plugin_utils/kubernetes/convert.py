@@ -13,8 +13,8 @@ Mapping of cluster objects to inventory hosts (docs/kubernetes.md):
   other pod is a peer only, enforced by nobody here. A hostNetwork pod is its node.
 - A VirtualMachineInstance is a bridge-mode workload of the hypervisor its status.nodeName maps
   to (both nodes during a live migration). Its bridge port is the one the hypervisor's bridge
-  forwarding database has its MAC behind (netpol_bridge state=query fdb=true, run on every host
-  before compile); a MAC behind no port, or behind several, stops the run. VMIs on nodes outside
+  forwarding database has its MAC behind (netpol_bridge state=query fdb=true, run before compile on
+  the hosts vmi_hosts lists); a MAC behind no port, or behind several, stops the run. VMIs on nodes outside
   the inventory are peers.
 Errors name the cluster object (kind namespace/name) and the field.
 """
@@ -279,14 +279,28 @@ def vmi_workloads(vmi: Mapping[str, Any], nodes: NodeMap, errors: List[str],
     return found[:1] if len({w.host for w, _o in found}) == 1 else found
 
 
+def vmi_hosts(snapshot: Snapshot, inventory: Fleet, hostvars: Mapping[str, Mapping[str, Any]]) -> List[str]:
+    """The inventory hosts the snapshot's VMIs run on (both nodes of a live migration), mapped as
+    cluster_inputs maps them: the hypervisors whose bridge forwarding database compile must read."""
+    nodes = NodeMap(snapshot.of(NODES), inventory, hostvars)
+    found: List[str] = []
+    for vmi in snapshot.of(VMIS):
+        status = vmi.get("status") or {}
+        if status.get("phase") in TERMINAL_PHASES or not vmi_addresses(status)[0]:
+            continue  # not a workload (vmi_workloads): no port to find
+        found.extend(h for h in (nodes.host_of(node) for node in vmi_nodes(status)) if h and h not in found)
+    return found
+
+
 def vmi_port(status: Mapping[str, Any], host_vars: Mapping[str, Any], where: str,
              errors: List[str]) -> Tuple[Optional[str], Optional[str]]:
     """(bridge port, MAC) of the VMI's one interface the hypervisor's bridges learned; else an error."""
     facts = host_vars.get(FACTS_VARIABLE)
     if not isinstance(facts, Mapping) or not isinstance(facts.get("fdb"), Mapping):
-        errors.append("%s: its bridge forwarding database was not read (%s.fdb is missing): run the enforce role, "
-                      "which reads it with netpol.fleet.netpol_bridge state=query fdb=true. No host was changed"
-                      % (where, FACTS_VARIABLE))
+        errors.append("%s: its bridge forwarding database was not read: the enforce role reads it only on the hosts "
+                      "VMIs ran on when it listed them (netpol.fleet.netpol_bridge state=query fdb=true, before the "
+                      "compile): the VMI came to this node since, or the host is not in this run's batch; run again "
+                      "(with the host). No host was changed" % where)
         return None, None
     bridged = [(i, str(iface["mac"]).lower()) for i, iface in enumerate(status.get("interfaces") or [])
                if iface.get("mac") and str(iface["mac"]).lower() in facts["fdb"]]

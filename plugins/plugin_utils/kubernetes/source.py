@@ -20,12 +20,14 @@ from ansible_collections.netpol.fleet.plugins.module_utils.engine.ir import Flee
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.selectors import parse_selector
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.validate import dns1123_label
 from ansible_collections.netpol.fleet.plugins.plugin_utils.kubernetes.auth import AUTH_OPTIONS, AuthError, connect
-from ansible_collections.netpol.fleet.plugins.plugin_utils.kubernetes.convert import ClusterInputs, cluster_inputs
+from ansible_collections.netpol.fleet.plugins.plugin_utils.kubernetes.convert import ClusterInputs, cluster_inputs, vmi_hosts
 from ansible_collections.netpol.fleet.plugins.plugin_utils.kubernetes.snapshot import (
     DEFAULT_PAGE_SIZE,
     DEFAULT_TIMEOUT,
     EVERY_POLICY,
     NAMESPACES,
+    NODES,
+    VMIS,
     PolicyScope,
     Snapshot,
     SnapshotError,
@@ -96,6 +98,23 @@ def read_cluster(options: Mapping[str, Any], hostvars: Mapping[str, Mapping[str,
     if not scope.everything:
         read.inputs.warnings.append(scope_warning(scope))
     return read
+
+
+def read_vmi_hosts(options: Mapping[str, Any], hostvars: Mapping[str, Mapping[str, Any]], inventory: Fleet,
+                   environ: Optional[Mapping[str, str]] = None) -> Tuple[List[str], List[str]]:
+    """(the inventory hosts the cluster's VMIs run on now, errors): only Nodes and VMIs are listed. What the
+    enforce role reads bridge forwarding databases on before compiling; the compile's own snapshot, taken
+    after, finds each VMI's port there (a VMI that came to another host meanwhile stops the run)."""
+    errors = unknown_options(options)
+    if errors:
+        return [], errors
+    try:
+        connection = connect(options, environ)
+        snapshot = take_snapshot(client_page_reader(connection.client), _int(options, "page_size", DEFAULT_PAGE_SIZE),
+                                 _int(options, "timeout", DEFAULT_TIMEOUT), resources=(NODES, VMIS))
+    except (AuthError, SnapshotError, ValueError) as failure:
+        return [], ["netpol_source=kubernetes: %s" % failure]
+    return vmi_hosts(snapshot, inventory, hostvars), []
 
 
 def policy_scope(options: Mapping[str, Any]) -> Tuple[PolicyScope, List[str]]:

@@ -39,7 +39,18 @@ DB_FROM_WEB = {
 }
 
 
+# host -> what its bridge query reported, as the role's one query task returns it (hypervisor() below).
+QUERIED: Dict[str, Dict[str, Any]] = {}
+
+
+def query_results(queried: Dict[str, Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The registered results of the role's query loop: one per host, naming it in item.host."""
+    return [dict(facts, changed=False, item={"host": host, "ports": [], "fdb": False}) for host, facts in queried.items()]
+
+
 def run(args: Dict[str, Any], transport: str = "netpol.fleet.netns", batch=("db",), **more_vars: Any):
+    if QUERIED and "bridge_facts" not in args:
+        args = dict(args, bridge_facts=query_results(QUERIED))
     task = MagicMock(async_val=0, check_mode=False, args=args)
     connection = MagicMock(transport=transport)
     connection._shell.tmpdir = None
@@ -223,7 +234,7 @@ def hypervisor(monkeypatch, facts="read", vms=(VM1, VM2), **more):
     facts = READ if facts == "read" else facts
     host_vars = {"netpol_addresses": ["10.0.0.50"], "netpol_workloads": list(vms), **more}
     if facts is not None:
-        host_vars["netpol_bridge_facts"] = facts
+        monkeypatch.setitem(QUERIED, "hv1", facts)
     monkeypatch.setitem(INVENTORY, "hv1", host_vars)
 
 
@@ -483,13 +494,22 @@ def test_a_limited_run_names_the_peers_outside_it_that_hold_its_workloads_addres
     assert limited(["web"], list(INVENTORY)) == []  # serial batches: the others run in this play
 
 
-def test_a_host_whose_bridges_were_searched_for_vmis_keeps_its_bridge_tables_managed():
-    # netpol_source=kubernetes: every host reported its FDB; one without VMIs now still gets its
-    # bridge-mode tables, so the chains of a VMI that left are removed.
-    assert netpol_compile.may_host_vms({"netpol_bridge_facts": {"ports": {}, "fdb": {}}})
+def test_a_hypervisor_keeps_its_bridge_tables_managed_without_vms():
     assert netpol_compile.may_host_vms({"netpol_workloads": []})
-    assert not netpol_compile.may_host_vms({"netpol_bridge_facts": {"ports": {}}})
     assert not netpol_compile.may_host_vms({})
+
+
+def test_with_the_kubernetes_source_every_host_keeps_its_bridge_tables_managed(monkeypatch):
+    # Only the hosts VMIs run on now are queried; one a VMI left since the last run still gets its
+    # bridge-mode tables, so the chains of that VMI are removed.
+    cluster = MagicMock(inputs=MagicMock(policies=(), fleet=netpol_compile.load_fleet(INVENTORY, {}), warnings=[],
+                                         errors=[]), report={"resource_versions": {}, "pages": {}},
+                        compiled_from="a snapshot", policy_scope=MagicMock())
+    monkeypatch.setattr(netpol_compile, "read_cluster", lambda *a: cluster)
+    result = run({"source": "kubernetes", "default_deny": True}, batch=("db", "web"))[0]
+    assert not result.get("failed"), result
+    for host in ("db", "web"):
+        assert ("ipv4", "raw") in {(t["family"], t["name"]) for t in result["hosts"][host]["tables"]}
 
 
 def test_every_host_variable_the_compile_reads_is_a_known_variable():
@@ -562,3 +582,41 @@ def test_host_results_hold_the_same_tables_asdict_would():
                   (Jump("INPUT", "NETPOL-INGRESS", match="-m physdev --physdev-is-bridged", enforce_position=True),))
     assert netpol_compile.as_plain(table) == asdict(table)
     assert netpol_compile.as_plain(Table("ipv6", "raw")) == asdict(Table("ipv6", "raw"))
+
+
+def bridge_query(batch, **args):
+    return run(dict(args, stage="bridge_query"), batch=batch)[0]
+
+
+def test_the_bridge_query_is_listed_for_the_hypervisors_of_the_batch_only(monkeypatch):
+    hypervisor(monkeypatch, netpol_bridge_uplinks={"br10": ["eth1", "vnet1"]})
+    result = bridge_query(("db", "hv1", "web"))
+    assert not result.get("failed") and not result["changed"], result
+    assert result["bridge_query"] == [{"host": "hv1", "ports": ["vnet0", "vnet1", "eth1"], "fdb": False}]
+    assert "hosts" not in result  # nothing compiled
+    assert bridge_query(("db", "web"))["bridge_query"] == []  # no hypervisor: an empty loop, no host contacted
+
+
+def test_with_the_kubernetes_source_the_hosts_vmis_run_on_are_queried_with_their_fdb(monkeypatch):
+    hypervisor(monkeypatch)
+    asked = []
+    monkeypatch.setattr(netpol_compile, "read_vmi_hosts",
+                        lambda options, hostvars, fleet: asked.append((options, sorted(hostvars))) or (["web", "other"], []))
+    result = bridge_query(("db", "hv1", "web"), source="kubernetes", kubernetes={"context": "prod"})
+    assert result["bridge_query"] == [{"host": "hv1", "ports": ["vnet0", "vnet1"], "fdb": True},
+                                      {"host": "web", "ports": [], "fdb": True}]  # "other" is not in the batch
+    assert asked == [({"context": "prod"}, sorted(INVENTORY))]  # Nodes map to any inventory host
+    monkeypatch.setattr(netpol_compile, "read_vmi_hosts", lambda *a: ([], ["netpol_source=kubernetes: refused"]))
+    failed = bridge_query(("db",), source="kubernetes")
+    assert failed["failed"] and failed["errors"] == ["netpol_source=kubernetes: refused"]
+
+
+def test_a_host_s_bridges_are_read_from_its_own_query_result_never_from_hostvars(monkeypatch):
+    # The registered netpol_bridge_facts is the batch's one query task, the same on every host: a
+    # hypervisor the loop did not read has no ports known, whatever hostvars holds.
+    hypervisor(monkeypatch, facts=None, netpol_bridge_facts=READ)
+    result = run({"policies": [DB_FROM_WEB]}, batch=("hv1",))[0]
+    assert result["failed"] and "the host's bridge ports were not read" in result["msg"]
+    result = run({"policies": [DB_FROM_WEB], "bridge_facts": query_results({"hv1": READ})}, batch=("hv1",))[0]
+    assert not result.get("failed"), result
+    assert result["hosts"]["hv1"]["bridges"] == ["br10"]

@@ -17,6 +17,7 @@ from ansible_collections.netpol.fleet.plugins.module_utils.engine.ir import Name
 from ansible_collections.netpol.fleet.plugins.plugin_utils.kubernetes.convert import (
     cluster_inputs,
     is_peer_only,
+    vmi_hosts,
 )
 from ansible_collections.netpol.fleet.plugins.plugin_utils.kubernetes.snapshot import VMIS, take_snapshot
 
@@ -162,7 +163,25 @@ def test_a_mac_behind_two_ports_or_an_unread_fdb_stops_the_run(server):
     hostvars = hypervisor({})
     del hostvars["hv-1"]["netpol_bridge_facts"]
     (unread,) = inputs(settled(server), hostvars).errors
-    assert "its bridge forwarding database was not read (netpol_bridge_facts.fdb is missing)" in unread
+    assert unread.startswith("kubernetes VirtualMachineInstance shop/db-vm: runs on node hv-1, inventory host hv-1: its "
+                             "bridge forwarding database was not read: the enforce role reads it only on the hosts VMIs "
+                             "ran on when it listed them")
+    assert unread.endswith("the VMI came to this node since, or the host is not in this run's batch; run again (with "
+                           "the host). No host was changed")
+
+
+def test_the_hosts_to_read_are_those_vmis_run_on_mapped_as_compile_maps_them(server):
+    hostvars = dict(hypervisor({}), hypervisor2={"netpol_addresses": ["198.51.100.2"], "netpol_node_name": "hv-2"})
+    snapshot = take_snapshot(server)  # db-vm migrating from hv-1 to hv-2: both nodes' hosts
+    assert vmi_hosts(snapshot, load_fleet(hostvars, {}), hostvars) == ["hv-1", "hypervisor2"]
+    assert vmi_hosts(take_snapshot(settled(server)), load_fleet(hostvars, {}), hostvars) == ["hv-1"]
+    assert vmi_hosts(snapshot, load_fleet(HOSTVARS, {}), HOSTVARS) == []  # its nodes are no inventory hosts
+
+
+def test_a_finished_vmi_needs_no_host_read(server):
+    hostvars = hypervisor({})
+    server.pages[VMIS.path][0]["items"][0]["status"]["phase"] = "Succeeded"
+    assert vmi_hosts(take_snapshot(server), load_fleet(hostvars, {}), hostvars) == []
 
 
 def test_an_invalid_cluster_policy_is_named_as_a_file_policy_would_be(no_kubevirt):

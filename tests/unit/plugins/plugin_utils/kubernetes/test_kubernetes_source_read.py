@@ -17,6 +17,7 @@ from ansible_collections.netpol.fleet.plugins.plugin_utils.kubernetes.source imp
     missing_namespaces,
     policy_scope,
     read_cluster,
+    read_vmi_hosts,
     scope_warning,
 )
 
@@ -46,6 +47,12 @@ def test_an_unreachable_api_is_one_error_naming_it():
     (error,) = read.inputs.errors
     assert error.startswith("netpol_source=kubernetes: cannot reach the Kubernetes API at https://127.0.0.1:1")
     assert read.source == "options (host https://127.0.0.1:1, api_key; or their K8S_AUTH_* variables)"
+
+
+def test_listing_the_hosts_vmis_run_on_checks_the_options_and_names_an_unreachable_api():
+    assert read_vmi_hosts({"hots": "https://x"}, {}, EMPTY)[1][0].startswith("netpol_kubernetes: unknown option 'hots'")
+    hosts, (error,) = read_vmi_hosts({"host": "https://127.0.0.1:1", "api_key": "x", "timeout": 2}, {}, EMPTY, environ={})
+    assert hosts == [] and error.startswith("netpol_source=kubernetes: cannot reach the Kubernetes API at https://127.0.0.1:1")
 
 
 def test_a_page_size_that_is_no_number_is_an_error():
