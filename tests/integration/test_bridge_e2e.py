@@ -12,8 +12,10 @@ simulator's matrix. A hypervisor's address is on its bridge, so VM -> hypervisor
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
+import struct
 import subprocess
 import sys
 import uuid
@@ -574,3 +576,19 @@ def test_a_hypervisor_whose_global_switch_filters_every_bridge(lab, tmp_path):
     finally:
         for ns in lab.hypervisors:
             lab.run_in(ns, "sysctl", "-qw", *("%s=0" % switch for switch in GLOBAL_SWITCHES))
+
+
+def test_mld_reports_survive_deny_all_and_other_icmpv6_does_not(lab):
+    """a-web isolated both ways: its MLDv2 report (ICMPv6 143, from its link-local to ff02::16) reaches
+    the outside host, its echo request to ff02::1 does not."""
+    lab.site([policy(ns, "deny-all", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}) for ns in NAMESPACES])
+    web_ll = lab_link_local(lab, "a-web")
+    report = struct.pack("!HH", 0, 1) + struct.pack("!BBH", 4, 0, 0) + ipaddress.IPv6Address("ff02::1:ff77:1").packed
+    got = {}
+    for name, kind, body, group, group_mac in (("MLDv2 report", 143, report, "ff02::16", "33:33:00:00:00:16"),
+                                                ("echo request", 128, struct.pack("!HH", 7, 1), "ff02::1",
+                                                 "33:33:00:00:00:01")):
+        mark = marked()
+        frame = frames.ethernet(group_mac, vm_mac(1), 0x86DD, frames.icmpv6(web_ll, group, kind, body + mark))
+        got[name] = arrivals(lab, "a-web", frame, mark, watchers=["ext"])
+    assert got == {"MLDv2 report": ["ext"], "echo request": []}
