@@ -36,9 +36,11 @@ export NETPOL_KUBE_CACHE
 # (sshd, ssh, socat: tests/integration drives the playbooks over real SSH into namespaces running sshd).
 APT_PACKAGES  ?= iproute2 iptables nftables ipset ebtables conntrack openssh-server openssh-client socat
 KERNEL_TOOLS  ?= ip iptables ip6tables nft ipset ebtables conntrack sshd ssh ssh-keygen socat
-# What the integration tests need besides: a headless browser opens the HTML reachability report.
-TEST_APT_PACKAGES ?= chromium
-TEST_TOOLS        ?= chromium
+# What the integration tests need besides: a headless browser opens the HTML reachability report;
+# user-mode-linux is a Linux kernel run as a process, for what this kernel cannot build (VLAN-aware
+# bridges, 8021q devices: tests/integration/uml.py).
+TEST_APT_PACKAGES ?= chromium user-mode-linux
+TEST_TOOLS        ?= chromium linux.uml
 # The demo's HTML reachability report (self-contained: open it in any browser).
 REPORT      ?= $(CURDIR)/netpol-reachability.html
 
