@@ -75,7 +75,7 @@ HOST_VARIABLES = ("netpol_namespace", "netpol_labels", "netpol_addresses", "netp
                   "netpol_node_name", "ansible_all_ipv4_addresses", "ansible_all_ipv6_addresses", "ansible_host",
                   UPLINKS_VARIABLE)
 # What of a netpol_bridge state=query result compile reads (bridge/ports.py, kubernetes/convert.py).
-QUERY_FACTS = ("ports", "missing", "vlan_aware", "br_netfilter", "fdb")
+QUERY_FACTS = ("ports", "missing", "vlan_aware", "vlans", "br_netfilter", "fdb")
 # The controller reaches these hosts without the network: no SSH path to keep.
 LOCAL_CONNECTIONS = ("local", "ansible.builtin.local", "netpol.fleet.netns")
 EMPTY_FLEET = Fleet(workloads=(), namespaces=())

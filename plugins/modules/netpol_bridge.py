@@ -106,6 +106,14 @@ vlan_aware:
   returned: always
   type: list
   elements: str
+vlans:
+  description:
+    - Each port of O(ports) on a bridge of RV(vlan_aware), with its VLANs as C(bridge -j vlan show) reports them
+      (read only when there is such a port) - C(pvid) (null when none), C(untagged) (sent back untagged) and
+      C(tagged). An access port has one VLAN, its PVID, untagged.
+  returned: always
+  type: dict
+  sample: {vnet0: {pvid: 10, untagged: [10], tagged: []}, bond0: {pvid: null, untagged: [], tagged: [10, 20]}}
 br_netfilter:
   description: Whether br_netfilter is loaded (C(/proc/sys/net/bridge) exists).
   returned: always
@@ -137,6 +145,7 @@ record:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.netpol.fleet.plugins.module_utils.bridge.fdb import FDB_COMMAND, parse_fdb
+from ansible_collections.netpol.fleet.plugins.module_utils.bridge.vlans import VLAN_COMMAND, parse_vlans
 from ansible_collections.netpol.fleet.plugins.module_utils.tools import run
 from ansible_collections.netpol.fleet.plugins.module_utils.bridge.netfilter import (
     BridgeError,
@@ -167,6 +176,18 @@ def read_fdb(module) -> dict:
     return {}  # not reached: fail_json exits
 
 
+def read_vlans(module, ports: list) -> dict:
+    """The VLANs of the given ports of VLAN-aware bridges (read only)."""
+    if not ports:
+        return {}
+    try:
+        return parse_vlans(run(module, [module.get_bin_path(VLAN_COMMAND[0], required=True)] + list(VLAN_COMMAND[1:]))[1],
+                           ports)
+    except (ToolError, ValueError, KeyError, TypeError) as e:
+        module.fail_json(msg="netpol_bridge: cannot read the bridges' VLANs: %s" % e)
+    return {}  # not reached: fail_json exits
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
@@ -182,7 +203,9 @@ def main() -> None:
     learned = read_fdb(module) if p["fdb"] else {}
     ports = list(p["ports"]) + sorted({port for found in learned.values() for port in found} - set(p["ports"]))
     facts = port_facts(sysfs, ports)
+    on_vlan_aware = [port for port, bridge in facts.bridges.items() if bridge in facts.vlan_aware]
     result = dict(changed=False, ports=facts.bridges, missing=list(facts.missing), vlan_aware=list(facts.vlan_aware),
+                  vlans=read_vlans(module, on_vlan_aware),
                   br_netfilter=sysfs.br_netfilter(),
                   switched_on=[], switched_off=[], record={})
     if p["fdb"]:

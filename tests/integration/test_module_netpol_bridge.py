@@ -75,6 +75,7 @@ def test_query_reports_ports_and_global_switches_and_changes_nothing(ns, tmp_pat
     before = flags(ns)
     result = play(ns, tmp_path, {"state": "query", "ports": ["vnet0", "vnet9", "vnet7"]})[0]
     assert result["ports"] == {"vnet0": "br10", "vnet9": None} and result["missing"] == ["vnet7"]
+    assert result["vlan_aware"] == [] and result["vlans"] == {}
     assert result["br_netfilter"] and result["global_flags"] == {"nf_call_iptables": 0, "nf_call_ip6tables": 0,
                                                                  "bridge-nf-filter-vlan-tagged": 0}
     assert not result["changed"] and flags(ns) == before
@@ -111,12 +112,15 @@ def test_a_port_is_not_a_bridge(ns, tmp_path):
 
 
 def test_a_vlan_aware_bridge_is_reported_or_the_kernel_cannot_build_one(ns, tmp_path):
-    """VLAN-aware bridges (vlan_filtering 1) are refused by the compile step; the query must see them."""
+    """VLAN-aware bridges (vlan_filtering 1) are refused by the compile step; the query must see them and
+    their ports' VLANs (on a kernel that builds one, test_uml_vlan_refusal does this in a UML guest)."""
     built = subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "add", "brv", "type", "bridge", "vlan_filtering", "1"],
                            capture_output=True, text=True, check=False)
     if built.returncode != 0 or sh(ns, "cat /sys/class/net/brv/bridge/vlan_filtering").strip() != "1":
         pytest.skip("this kernel cannot build a VLAN-aware bridge (vlan_filtering 1): %s"
                     % (built.stderr.strip() or "the flag stays 0"))
     sh(ns, "ip link add vnet5 type veth peer name vnet5p && ip link set vnet5 master brv")
+    sh(ns, "bridge vlan add dev vnet5 vid 10 pvid untagged && bridge vlan del dev vnet5 vid 1")
     result = play(ns, tmp_path, {"state": "query", "ports": ["vnet0", "vnet5"]})[0]
     assert result["ports"] == {"vnet0": "br10", "vnet5": "brv"} and result["vlan_aware"] == ["brv"]
+    assert result["vlans"] == {"vnet5": {"pvid": 10, "untagged": [10], "tagged": []}}  # vnet0's bridge: no VLANs

@@ -5,7 +5,8 @@
 
 The VMs of netpol_workloads against each other (one port and one MAC per VM) and against what
 each hypervisor reported (netpol.fleet.netpol_bridge state=query, registered as
-`netpol_bridge_facts`): the port exists, it is a port of a bridge, br_netfilter is there.
+`netpol_bridge_facts`): the port exists, it is a port of a bridge that does not filter VLANs (the
+refusal says which VLANs the port carries), br_netfilter is there.
 Out come the errors, each naming the inventory host and the field, and each hypervisor's
 port -> bridge map for compile. Pure Python, standard library only.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Tuple
 
+from ansible_collections.netpol.fleet.plugins.module_utils.bridge.vlans import describe
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.ir import Fleet, Workload
 
 FACTS_VARIABLE = "netpol_bridge_facts"
@@ -73,9 +75,11 @@ def _host_ports(host: str, vms: List[Workload], hostvars) -> Tuple[Dict[str, str
         elif not facts["ports"][vm.interface]:
             errors.append("%s: %s of VM %s/%s is not a port of any bridge" % (where, vm.interface, vm.namespace, vm.name))
         elif facts["ports"][vm.interface] in (facts.get("vlan_aware") or ()):
-            errors.append("%s: the bridge %s of VM %s/%s filters VLANs (vlan_filtering 1): VLAN-aware bridges are "
-                          "not supported by this release (one conntrack zone per bridge would join its VLANs); use "
-                          "a bridge per VLAN" % (where, facts["ports"][vm.interface], vm.namespace, vm.name))
+            carries = (facts.get("vlans") or {}).get(vm.interface)
+            errors.append("%s: the bridge %s of VM %s/%s filters VLANs (vlan_filtering 1; %s: %s): VLAN-aware bridges "
+                          "are not supported by this release (one conntrack zone per bridge would join its VLANs); use "
+                          "a bridge per VLAN" % (where, facts["ports"][vm.interface], vm.namespace, vm.name,
+                                                 vm.interface, describe(carries) if carries else "VLANs not read"))
         else:
             found[vm.interface or ""] = facts["ports"][vm.interface]
     return found, errors

@@ -288,6 +288,9 @@ def test_a_host_that_declares_no_vms_any_more_still_gets_its_bridge_tables_clean
      "inventory host hv1: netpol_workloads[0].interface: vnet0 of VM shop/vm1 is not a port of any bridge"),
     (dict(READ, vlan_aware=["br10"]), (VM1,),
      "inventory host hv1: netpol_workloads[0].interface: the bridge br10 of VM shop/vm1 filters VLANs"),
+    (dict(READ, vlan_aware=["br10"], vlans={"vnet0": {"pvid": 10, "untagged": [10], "tagged": [20]}}), (VM1,),
+     "inventory host hv1: netpol_workloads[0].interface: the bridge br10 of VM shop/vm1 filters VLANs "
+     "(vlan_filtering 1; vnet0: PVID 10, untagged 10, tagged 20): VLAN-aware bridges are not supported"),
     (READ, (VM1, dict(VM2, mac=VM1["mac"])),
      "inventory host hv1: netpol_workloads[1].mac: MAC 52:54:00:00:00:01 is also the MAC of shop/vm1"),
     (READ, (VM1, dict(VM2, interface="vnet0")),
