@@ -6,18 +6,22 @@
 Debian's `user-mode-linux` package is a Linux 6.1 kernel built as an ordinary program
 (/usr/bin/linux.uml, modules under /usr/lib/uml/modules). It boots in a few seconds with the host's
 root filesystem as its own (hostfs, read-only), and has what the host kernel lacks here: bridge
-vlan_filtering and 8021q VLAN devices, beside br_netfilter, veth, network namespaces, nf_tables,
-ebtables, ipset. So a test can build the hypervisor, its VMs and its switch in the guest and run the
+vlan_filtering and 8021q VLAN devices, beside br_netfilter, veth, network namespaces, ebtables-nft,
+ipset and conntrack. So a test can build hypervisors, VMs and switches in the guest and run the
 collection's own playbooks there, with the same tools, venv and repository as on the host.
+Its limits: no nf_tables for IPv4/IPv6 (iptables and ip6tables are the legacy ones in the guest) and
+no conntrack zones (CONFIG_NF_CONNTRACK_ZONES is not set), so the product's bridge dataplane, which
+zones every managed bridge, cannot be applied there (docs/bridge.md "VLAN layouts").
 
     guest = Guest.boot_or_skip(tmp_path)          # skips, printing why, when UML is missing or broken
     result = guest.run("ip link add br0 type bridge vlan_filtering 1 && bridge -j vlan show")
     assert result.rc == 0, result.output
 
 Each run() is one boot: the guest's init (uml/guest-init.sh) mounts proc, sysfs and tmpfs over every
-directory a tool writes to (HOME is /run/home), mounts the test's own directory read-write at /run/work (the only place
-on the host the guest can change) and runs the script there as root, its output and exit status
-written beside it; then the guest halts. A guest that does not halt in time is killed.
+directory a tool writes to (HOME is /run/home), mounts the test's own directory read-write at
+/run/work (the only place on the host the guest can change) and runs the script there as root, its
+output and exit status written beside it; then the guest halts. A guest that does not halt in time
+is killed, its whole process group.
 """
 
 from __future__ import annotations

@@ -17,16 +17,16 @@ mkdir -p /run/work /run/netns /run/lock
 mount -t hostfs -o "$NETPOL_UML_WORK" hostfs /run/work
 # Kernel modules: the guest's are under /usr/lib/uml/modules; modprobe wants them under
 # lib/modules/$(uname -r) of a root it is given (-d). The kernel itself calls the same modprobe
-# when a tool needs a module (nf_tables' tables, xt matches, ...).
+# when a tool needs a module (a table, a match).
 mkdir -p /run/modules/lib/modules
 ln -s "/usr/lib/uml/modules/$(uname -r)" "/run/modules/lib/modules/$(uname -r)"
 printf '#!/bin/sh\nexec /sbin/modprobe -d /run/modules "$@"\n' > /run/modprobe
 chmod 0755 /run/modprobe
 echo /run/modprobe > /proc/sys/kernel/modprobe
-# On demand loading alone is not enough: iptables-nft batches fail with "TABLE_ADD failed (Operation
-# not supported)" while their modules load, and br_netfilter (whose sysctls the product looks for) is
-# never loaded on demand. So load, up front, what the backends and tests use (iptables-nft and
-# ebtables-nft run xtables matches through nft_compat). Never the legacy tables (iptable_*, ebtable_*).
+# br_netfilter is never loaded on demand (and the product looks for its sysctls); the rest is loaded
+# up front too, so no tool's first call waits for a module: what the backends and tests use (ebtables-nft
+# runs its matches through nft_compat; iptables here is the legacy one, see below). Never the legacy
+# tables (iptable_*, ebtable_*): the tools load those they need.
 /run/modprobe -a bridge br_netfilter veth 8021q nf_tables nft_compat nft_ct nft_limit \
     nft_log nft_reject nf_nat nf_conntrack nf_conntrack_netlink nfnetlink_log \
     xt_physdev xt_conntrack xt_comment xt_set xt_addrtype xt_CT xt_multiport xt_limit xt_NFLOG xt_mark xt_tcpudp \
