@@ -72,9 +72,8 @@ def live_members(group: int) -> List[int]:
 
 def _reap(group: int) -> None:
     """UML's helper processes get SIGKILL with the group; wait (at most 10 s) until none is left."""
-    for _ in range(100):
-        if not live_members(group):
-            return
+    deadline = time.monotonic() + 10
+    while live_members(group) and time.monotonic() < deadline:
         time.sleep(0.1)
 
 
