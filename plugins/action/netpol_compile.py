@@ -173,14 +173,14 @@ class ActionModule(ActionBase):
         args = self._validated_args()
         if args["stage"] == "bridge_query":
             return self._bridge_query(result, args, task_vars)
-        hostvars, origins = read_inventory(task_vars)
+        hosts = args["hosts"] or list(task_vars.get("ansible_play_batch") or task_vars.get("hostvars", {}))
+        hostvars, origins, own_values = read_inventory(task_vars, hosts)
         with_bridge_facts(hostvars, args["bridge_facts"])
-        hosts = args["hosts"] or list(task_vars.get("ansible_play_batch") or hostvars)
         base_dir = policy_base_dir(args["base_dir"], task_vars)
         controller = list(args["controller_addresses"]) or self._detected_controller(hostvars)
         errors = settings.unknown_variable_errors(origins, known_variables())
         errors += variable_value_errors(args, task_vars.get("groups", {}))
-        errors += per_host_value_errors(args, task_vars["hostvars"], hosts, task_vars.get("inventory_hostname", ""))
+        errors += per_host_value_errors(args, own_values, task_vars.get("inventory_hostname", ""))
         policies, fleet, warnings, input_errors = load_inputs(args, hostvars, base_dir)
         if args["source"] == "kubernetes":  # one snapshot, here on the controller, never per host
             cluster = read_cluster(args["kubernetes"], hostvars, fleet, policies, args["namespaces"])
@@ -346,23 +346,62 @@ def known_variables() -> frozenset:
     return settings.known_variables(settings.role_options(COLLECTION_ROOT))
 
 
-def read_inventory(task_vars: Mapping[str, Any]) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, str]]:
-    """Every inventory host's fleet variables (fleet_vars) and every netpol_ variable with where it was
-    set (variable_origins), in one pass: Ansible computes a host's variables anew on each hostvars[host],
-    the bulk of a big inventory's cost."""
+HostValues = Dict[str, Dict[str, Any]]  # host -> variable -> its value there, as plain data
+
+
+def read_inventory(task_vars: Mapping[str, Any],
+                   batch: Sequence[str] = ()) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, str], HostValues]:
+    """Every inventory host's fleet variables (fleet_vars), every netpol_ variable with where it was
+    set (variable_origins), and each host of the batch's own values of the fleet-wide variables
+    (for per_host_value_errors), in one pass: Ansible computes a host's variables anew on each
+    hostvars[host], the bulk of a big inventory's cost."""
     hostvars = task_vars.get("hostvars", {})
     origins = add_origins({}, task_vars)
     plain: Dict[str, Dict[str, Any]] = {}
+    own: HostValues = {}
+    in_batch, shared = set(batch), SharedValues()
     for host in hostvars:
         variables = hostvars[host]
         plain[host] = host_fleet_vars(variables)
         add_origins(origins, variables)
-    return plain, origins
+        if host in in_batch:
+            own[host] = {name: shared.plain(variables, name) for name in FLEET_WIDE_OPTIONS.values() if name in variables}
+    return plain, origins, {host: own[host] for host in batch if host in own}
 
 
 def variable_origins(task_vars: Mapping[str, Any]) -> Dict[str, str]:
     """Every netpol_ variable of this host and of every inventory host, with where it was set."""
     return read_inventory(task_vars)[1]
+
+
+class SharedValues:
+    """Plain values of variables, converted once per value that many hosts share. A value set for the
+    whole inventory (group_vars/all, extra vars: 1,000 manifests in netpol_policies) is one object in
+    every host's variables; templating and converting it for each of 5,000 hosts was the compile's
+    costliest step. A value holding a template is converted on every host (it may differ per host)."""
+
+    def __init__(self):
+        self._plain: Dict[int, Any] = {}  # id(raw value) -> its plain value
+        self._keep: List[Any] = []  # keeps the ids above from being reused
+
+    def plain(self, variables: Mapping[str, Any], name: str) -> Any:
+        raw = getattr(variables, "_vars", variables)[name]  # hostvars[host] templates on access; its _vars do not
+        if id(raw) in self._plain:
+            return self._plain[id(raw)]
+        value = to_plain(variables[name])
+        if not holds_template(raw):
+            self._keep.append(raw)
+            self._plain[id(raw)] = value
+        return value
+
+
+def holds_template(value: Any) -> bool:
+    """Whether a raw (not yet templated) value has a Jinja2 expression, statement or comment in it."""
+    if isinstance(value, Mapping):
+        return any(holds_template(k) or holds_template(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(holds_template(v) for v in value)
+    return isinstance(value, str) and any(mark in value for mark in ("{{", "{%", "{#"))
 
 
 def add_origins(found: Dict[str, str], variables: Mapping[str, Any]) -> Dict[str, str]:
@@ -408,18 +447,21 @@ def variable_value_errors(args: Mapping[str, Any], groups: Mapping[str, Any]) ->
     return errors
 
 
-def per_host_value_errors(args: Mapping[str, Any], hostvars: Mapping[str, Any], hosts: Sequence[str],
-                          running_host: str) -> List[str]:
+def per_host_value_errors(args: Mapping[str, Any], own_values: HostValues, running_host: str) -> List[str]:
     """A fleet-wide variable that a host of the run sets to a value of its own, one error per host and
-    variable: the compile would use the running host's value for every host."""
+    variable: the compile would use the running host's value for every host. own_values: read_inventory's;
+    a value many hosts share (one object) is compared once."""
     errors = []
-    for host in hosts:
-        variables = hostvars[host]
+    differs: Dict[Tuple[str, int], bool] = {}  # (option, id(plain value)) -> whether it differs from the running host's
+    for host, values in own_values.items():
         for option, name in FLEET_WIDE_OPTIONS.items():
-            if name not in variables:
+            if name not in values:
                 continue
-            value = _as_option(option, to_plain(variables[name]))
-            if value != args[option]:
+            value = _as_option(option, values[name])
+            key = (option, id(values[name]))
+            if key not in differs:
+                differs[key] = value != args[option]
+            if differs[key]:
                 errors.append(
                     "%s: host %s sets it to %r, but the compile runs once for the whole fleet (on %s) with %r: "
                     "a per-host value would be ignored. Give every host the same %s (group_vars/all, or the play)"

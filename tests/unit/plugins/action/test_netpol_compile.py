@@ -565,6 +565,33 @@ def test_a_fleet_wide_variable_set_on_a_host_outside_the_run_is_not_its_concern(
     assert not result.get("failed"), result
 
 
+class Templating(dict):
+    """A host's variables as hostvars[host] gives them: raw in _vars, each access templated (counted)."""
+
+    def __init__(self, raw, reads, rendered=None):
+        super().__init__(raw)
+        self._vars, self.reads, self.rendered = raw, reads, rendered or {}
+
+    def __getitem__(self, name):
+        self.reads.append(name)
+        return self.rendered.get(name, self._vars[name])
+
+
+def test_a_value_every_host_shares_is_templated_once_a_template_on_every_host():
+    reads: List[str] = []
+    policies, port = [DB_FROM_WEB] * 3, "{{ port_of_this_host }}"
+    hostvars = {host: Templating(dict(INVENTORY[host], netpol_policies=policies, netpol_ssh_port=port), reads,
+                                 {"netpol_ssh_port": 22 if host != "web" else 2222}) for host in INVENTORY}
+    own = netpol_compile.read_inventory({"hostvars": hostvars}, ["db", "web", "cp"])[2]
+    assert reads.count("netpol_policies") == 2  # its origin once, its value once: one object for every host
+    assert reads.count("netpol_ssh_port") == 1 + 3  # its origin once, then its template on every host of the batch
+    assert list(own) == ["db", "web", "cp"] and own["web"]["netpol_ssh_port"] == 2222
+    errors = netpol_compile.per_host_value_errors({"policies": policies, "ssh_port": 22, **{
+        option: None for option in netpol_compile.FLEET_WIDE_OPTIONS if option not in ("policies", "ssh_port")}},
+        own, "db")
+    assert [e.split(" sets it")[0] for e in errors] == ["netpol_ssh_port: host web"]
+
+
 def test_mistyped_arguments_are_refused_as_the_validator_words_them():
     from ansible.errors import AnsibleActionFail
     with pytest.raises(AnsibleActionFail, match="Invalid options for .*: polices"):
