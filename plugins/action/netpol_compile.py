@@ -180,7 +180,8 @@ class ActionModule(ActionBase):
         controller = list(args["controller_addresses"]) or self._detected_controller(hostvars)
         errors = settings.unknown_variable_errors(origins, known_variables())
         errors += variable_value_errors(args, task_vars.get("groups", {}))
-        errors += per_host_value_errors(args, own_values, task_vars.get("inventory_hostname", ""))
+        errors += per_host_value_errors(args, own_values, task_vars.get("inventory_hostname", ""),
+                                        play_wide_names(self._task))
         policies, fleet, warnings, input_errors = load_inputs(args, hostvars, base_dir)
         if args["source"] == "kubernetes":  # one snapshot, here on the controller, never per host
             cluster = read_cluster(args["kubernetes"], hostvars, fleet, policies, args["namespaces"])
@@ -447,15 +448,33 @@ def variable_value_errors(args: Mapping[str, Any], groups: Mapping[str, Any]) ->
     return errors
 
 
-def per_host_value_errors(args: Mapping[str, Any], own_values: HostValues, running_host: str) -> List[str]:
+def play_wide_names(task: Any) -> frozenset:
+    """The variables the play gives every host alike, above the inventory's precedence: the play's vars,
+    the role's parameters and vars, block and task vars (include_role's vars among them). hostvars holds
+    none of them, but Ansible uses them over every host's inventory value: such a variable has no
+    per-host value. One holding a template is left out (it may template differently per host)."""
+    found: Dict[str, Any] = {}
+    play = task.get_play() if callable(getattr(task, "get_play", None)) else None
+    role = getattr(task, "_role", None)
+    for scope in (play.get_vars() if play is not None else None,
+                  role.get_vars(task.get_dep_chain(), include_params=True) if role is not None else None,
+                  task.get_vars()):
+        if isinstance(scope, Mapping):
+            found.update(scope)
+    return frozenset(name for name, value in found.items() if not holds_template(value))
+
+
+def per_host_value_errors(args: Mapping[str, Any], own_values: HostValues, running_host: str,
+                          play_wide: frozenset = frozenset()) -> List[str]:
     """A fleet-wide variable that a host of the run sets to a value of its own, one error per host and
     variable: the compile would use the running host's value for every host. own_values: read_inventory's;
-    a value many hosts share (one object) is compared once."""
+    a value many hosts share (one object) is compared once. A variable the play sets for every host
+    (play_wide_names) overrides every inventory value: none is a per-host one."""
     errors = []
     differs: Dict[Tuple[str, int], bool] = {}  # (option, id(plain value)) -> whether it differs from the running host's
     for host, values in own_values.items():
         for option, name in FLEET_WIDE_OPTIONS.items():
-            if name not in values:
+            if name not in values or name in play_wide:
                 continue
             value = _as_option(option, values[name])
             key = (option, id(values[name]))

@@ -26,6 +26,7 @@ import textwrap
 from typing import Dict, List
 
 import pytest
+import yaml
 
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.compile import compile_fleet
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.fleet import default_deny_policies, load_fleet
@@ -266,3 +267,24 @@ def test_a_per_host_value_of_a_fleet_wide_variable_stops_site_yml_naming_host_an
             % (lab.prefix, lab.prefix)) in result.stdout, result.stdout
     assert "no host was changed" in result.stdout
     assert {ns: {tool: in_ns(ns, tool) for tool in before[ns]} for ns in lab.hosts} == before
+
+
+def test_a_fleet_wide_variable_the_play_sets_overrides_every_hosts_own_value_and_is_enforced(make_lab, tmp_path):
+    """A play's vars: beat every host's inventory value (Ansible's precedence), so a host's own
+    netpol_management_cidrs is no per-host value there: the run goes on, and every host admits SSH
+    from the play's management CIDR only."""
+    from conftest import run_playbook
+    from test_enforce_e2e import session_token
+
+    def host(n: int, **own) -> dict:
+        return dict({"netpol_namespace": "t", "netpol_addresses": ["10.79.0.%d/24" % n, "fd79::%d/64" % n]}, **own)
+
+    lab = make_lab("npf%sw-" % session_token(), {"a": host(1), "b": host(2, netpol_management_cidrs=["10.98.0.0/24"])})
+    play = tmp_path / "play-vars.yml"
+    play.write_text(yaml.safe_dump([{"hosts": "all", "gather_facts": False,
+                                     "vars": {"netpol_management_cidrs": ["10.99.0.0/24"]},
+                                     "roles": ["netpol.fleet.enforce"]}]))
+    run_playbook(str(play), lab.inventory, "-e", json.dumps({"netpol_policies": [POLICY_T]}))
+    for ns in lab.hosts:
+        rules = in_ns(ns, "iptables-save")
+        assert "-s 10.99.0.0/24" in rules and "10.98.0.0" not in rules, rules

@@ -592,6 +592,29 @@ def test_a_value_every_host_shares_is_templated_once_a_template_on_every_host():
     assert [e.split(" sets it")[0] for e in errors] == ["netpol_ssh_port: host web"]
 
 
+class Scope:
+    """A play, role or task with its vars, as Ansible's playbook objects give them."""
+
+    def __init__(self, found, **more):
+        self.__dict__.update(more)
+        self.found = found
+
+    def get_vars(self, *args, **kwargs):
+        return self.found
+
+
+def test_a_fleet_wide_variable_the_play_sets_for_every_host_has_no_per_host_value():
+    play, role = Scope({"netpol_ssh_port": 2222}), Scope({"netpol_default_deny": True, "netpol_x": "{{ y }}"})
+    task = Scope({"netpol_log_options": {}}, get_play=lambda: play, _role=role, get_dep_chain=lambda: [])
+    play_wide = netpol_compile.play_wide_names(task)
+    assert play_wide == {"netpol_ssh_port", "netpol_default_deny", "netpol_log_options"}  # a template may differ
+    own = {"web": {"netpol_ssh_port": 22, "netpol_default_deny": False, "netpol_dns_resolvers": ["10.0.0.53"]}}
+    args = {option: None for option in netpol_compile.FLEET_WIDE_OPTIONS}
+    args.update(ssh_port=2222, default_deny=True, dns_resolvers=[])
+    errors = netpol_compile.per_host_value_errors(args, own, "db", play_wide)
+    assert [e.split(" sets it")[0] for e in errors] == ["netpol_dns_resolvers: host web"]
+
+
 def test_mistyped_arguments_are_refused_as_the_validator_words_them():
     from ansible.errors import AnsibleActionFail
     with pytest.raises(AnsibleActionFail, match="Invalid options for .*: polices"):
