@@ -28,7 +28,10 @@ author:
   - netpol.fleet contributors (@netpol)
 options:
   policies:
-    description: NetworkPolicy manifests as dicts, or YAML texts of one or more documents (C(netpol_policies)).
+    description:
+      - NetworkPolicy manifests as dicts, or YAML texts of one or more documents.
+      - When not given, the running host's C(netpol_policies), read by the action itself; as it is when it holds
+        no template (Ansible does not template a thousand manifests as a task argument first).
     type: list
     elements: raw
     default: []
@@ -41,7 +44,8 @@ options:
     default: []
   namespaces:
     description:
-      - Namespace name to C({labels}) (C(netpol_namespaces)); C(kubernetes.io/metadata.name) is added.
+      - Namespace name to C({labels}); C(kubernetes.io/metadata.name) is added.
+      - When not given, the running host's C(netpol_namespaces), read as O(policies) is.
     type: dict
     default: {}
   base_dir:

@@ -577,14 +577,15 @@ class Templating(dict):
         return self.rendered.get(name, self._vars[name])
 
 
-def test_a_value_every_host_shares_is_templated_once_a_template_on_every_host():
+def test_plain_values_are_taken_as_they_are_a_shared_one_once_a_template_is_templated_on_every_host():
     reads: List[str] = []
     policies, port = [DB_FROM_WEB] * 3, "{{ port_of_this_host }}"
     hostvars = {host: Templating(dict(INVENTORY[host], netpol_policies=policies, netpol_ssh_port=port), reads,
                                  {"netpol_ssh_port": 22 if host != "web" else 2222}) for host in INVENTORY}
     own = netpol_compile.read_inventory({"hostvars": hostvars}, ["db", "web", "cp"])[2]
-    assert reads.count("netpol_policies") == 2  # its origin once, its value once: one object for every host
+    assert reads.count("netpol_policies") == 1  # its origin; its value is plain data, one object for every host
     assert reads.count("netpol_ssh_port") == 1 + 3  # its origin once, then its template on every host of the batch
+    assert reads.count("netpol_labels") == 1  # its origin: plain data is taken as it is, on no host templated
     assert list(own) == ["db", "web", "cp"] and own["web"]["netpol_ssh_port"] == 2222
     errors = netpol_compile.per_host_value_errors({"policies": policies, "ssh_port": 22, **{
         option: None for option in netpol_compile.FLEET_WIDE_OPTIONS if option not in ("policies", "ssh_port")}},
@@ -673,3 +674,18 @@ def test_a_host_s_bridges_are_read_from_its_own_query_result_never_from_hostvars
     result = run({"policies": [DB_FROM_WEB], "bridge_facts": query_results({"hv1": READ})}, batch=("hv1",))[0]
     assert not result.get("failed"), result
     assert result["hosts"]["hv1"]["bridges"] == ["br10"]
+
+
+def test_policies_and_namespaces_not_given_are_the_variables_templated_only_when_they_hold_a_template():
+    task = MagicMock(async_val=0, check_mode=False, args={})
+    action = ActionModule(task, MagicMock(transport="netpol.fleet.netns"), MagicMock(check_mode=False), loader=None,
+                          templar=MagicMock(template=lambda raw: [DB_FROM_WEB] if raw == "{{ mine }}" else raw),
+                          shared_loader_obj=None)
+    args = action._validated_args({"netpol_policies": [DB_FROM_WEB], "netpol_namespaces": {"shop": {}}})
+    assert args["policies"] == [DB_FROM_WEB] and args["namespaces"] == {"shop": {}}
+    action._templar.template = MagicMock(side_effect=AssertionError("plain data is not templated"))
+    assert action._validated_args({"netpol_policies": [DB_FROM_WEB]})["policies"] == [DB_FROM_WEB]
+    action._templar.template = lambda raw: [DB_FROM_WEB] if raw == "{{ mine }}" else raw
+    assert action._validated_args({"netpol_policies": "{{ mine }}"})["policies"] == [DB_FROM_WEB]
+    task.args = {"policies": []}  # given: the variable is not read
+    assert action._validated_args({"netpol_policies": [DB_FROM_WEB]})["policies"] == []
