@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "collection"))
@@ -108,25 +108,33 @@ PLAYS = {
 }
 
 
-def run(directory: Path, play: str) -> Sample:
+def run(directory: Path, play: str) -> Tuple[Sample, List[Dict[str, Any]]]:
+    """The play's sample, and the CPU of each of its tasks (bench/callback_plugins/cpu_per_task.py)."""
     path = directory / ("%s.json" % play)
     path.write_text(json.dumps(PLAYS[play]))
+    tasks = directory / "tasks.json"
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_COLLECTIONS_PATH=str(ROOT / "collection"),
-               ANSIBLE_NOCOLOR="1")
+               ANSIBLE_NOCOLOR="1", ANSIBLE_CALLBACK_PLUGINS=str(ROOT / "bench" / "callback_plugins"),
+               ANSIBLE_CALLBACKS_ENABLED="cpu_per_task", NETPOL_BENCH_CPU_LOG=str(tasks))
     argv = [str(BIN / "ansible-playbook"), "-i", str(directory / "inventory.json"), "-e",
             "@%s" % (directory / "policies.json"), str(path)]
     taken, done = measured(lambda: subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, check=False))
     if done.returncode:
         raise RuntimeError(done.stdout[-3000:] + done.stderr[-2000:])
-    return taken
+    return taken, json.loads(tasks.read_text())
 
 
-def one(size: int, policies: int, play: str) -> Dict[str, float]:
+def one(size: int, policies: int, play: str) -> Dict[str, Any]:
     """One play in this (fresh) process, so ru_maxrss of its children is that play's ansible-playbook."""
     with tempfile.TemporaryDirectory(prefix="npcbench") as tmp:
-        taken = run(write_inputs(Path(tmp), size, policies), play)
+        taken, tasks = run(write_inputs(Path(tmp), size, policies), play)
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"wall": taken.wall, "cpu": taken.cpu, "load": taken.load, "peak_mib": peak}
+    return {"wall": taken.wall, "cpu": taken.cpu, "load": taken.load, "peak_mib": peak, "tasks": tasks}
+
+
+def task_cpu(tasks: List[Dict[str, Any]]) -> float:
+    """CPU from the first task's start to the end of the play: the tasks, without loading the inventory."""
+    return sum(t["cpu"] for t in tasks if t["task"] != "start-up")
 
 
 def main() -> None:
@@ -151,6 +159,10 @@ def main() -> None:
                       Sample(r["wall"], r["cpu"], r["load"]), ", peak RSS %.0f MiB" % r["peak_mib"])
         compile_cpu.append(rows["compile"]["cpu"] - rows["empty"]["cpu"])
         table.note("%d hosts: the compile step's CPU (compile play minus empty play)" % size, "%.2f s" % compile_cpu[-1])
+        table.note("%d hosts: the compile step's CPU, its tasks' (compile play's tasks minus the empty play's)" % size,
+                   "%.2f s" % (task_cpu(rows["compile"]["tasks"]) - task_cpu(rows["empty"]["tasks"])))
+        for task in rows["compile"]["tasks"]:
+            table.note("%d hosts: task %s" % (size, task["task"]), "%.2f s CPU, %.2f s wall" % (task["cpu"], task["wall"]))
     for (small, a), (large, b) in zip(zip(args.sizes, compile_cpu), zip(args.sizes[1:], compile_cpu[1:])):
         table.note("compile step CPU, %d hosts against %d" % (large, small), "%.2fx" % (b / a))
     print(table.markdown("compile step"))
