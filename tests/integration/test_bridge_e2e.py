@@ -156,8 +156,8 @@ class BridgeLab:
     def foreign(self, ns: str) -> str:
         """The hypervisor's tables, sets and sysctls without what the collection owns: its chains, rules,
         sets and record (all named netpol), and the flags it switches (per bridge, the VLAN knob)."""
-        tables = [self.kernel(ns, command) for command in ("iptables-save", "ip6tables-save", "ebtables-save",
-                                                          "ipset save")]
+        commands = ("iptables-save", "ip6tables-save", "ebtables-save", "ipset save")
+        tables = [self.kernel(ns, command) for command in commands]
         lines = [line for text in tables + [self.sysctls(ns)] for line in text.splitlines()
                  if "netpol" not in line.lower() and "bridge-nf-filter-vlan-tagged" not in line]
         return uncounted("\n".join(lines))
@@ -590,9 +590,9 @@ def test_mld_reports_survive_deny_all_and_other_icmpv6_does_not(lab):
     web_ll = lab_link_local(lab, "a-web")
     report = struct.pack("!HH", 0, 1) + struct.pack("!BBH", 4, 0, 0) + ipaddress.IPv6Address("ff02::1:ff77:1").packed
     got = {}
-    for name, kind, body, group, group_mac in (("MLDv2 report", 143, report, "ff02::16", "33:33:00:00:00:16"),
-                                                ("echo request", 128, struct.pack("!HH", 7, 1), "ff02::1",
-                                                 "33:33:00:00:00:01")):
+    probes = (("MLDv2 report", 143, report, "ff02::16", "33:33:00:00:00:16"),
+              ("echo request", 128, struct.pack("!HH", 7, 1), "ff02::1", "33:33:00:00:00:01"))
+    for name, kind, body, group, group_mac in probes:
         mark = marked()
         frame = frames.ethernet(group_mac, vm_mac(1), 0x86DD, frames.icmpv6(web_ll, group, kind, body + mark))
         got[name] = arrivals(lab, "a-web", frame, mark, watchers=["ext"])
