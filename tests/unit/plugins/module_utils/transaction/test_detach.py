@@ -35,10 +35,14 @@ def test_the_work_s_error_and_a_crash_come_back_as_its_answer():
     assert detach.run_detached(lambda: 1 / 0) == "ZeroDivisionError: division by zero"
 
 
+# The module starts with the signals' default actions, as under sshd: a suite started by nohup or as
+# a background job inherits SIGHUP or SIGINT ignored, and the module would outlive its own kill.
 MODULE = textwrap.dedent("""
-    import os, sys, time
+    import os, signal, sys, time
     from ansible_collections.netpol.fleet.plugins.module_utils.transaction import detach
     started, go, done = sys.argv[1:4]
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def work():
         open(started, "w").write(str(os.getpid()))
