@@ -40,6 +40,7 @@ import pytest
 KERNEL = os.environ.get("NETPOL_UML_KERNEL", "/usr/bin/linux.uml")
 MODULES = Path("/usr/lib/uml/modules")
 INIT = Path(__file__).parent / "uml" / "guest-init.sh"
+REPO = Path(__file__).resolve().parents[2]  # shown again in the guest when under a tmpfs it mounts (a clone in /tmp)
 GUEST_WORK = "/run/work"  # where the test's directory is inside the guest
 MEMORY = "1G"
 BOOT_TIMEOUT = 120
@@ -130,7 +131,7 @@ class Guest:
             (self.work / name).unlink(missing_ok=True)
         (self.work / "script.sh").write_text("set -u\n" + script)
         argv = [KERNEL, "mem=%s" % MEMORY, "root=/dev/root", "rootfstype=hostfs", "rootflags=/", "ro",
-                "init=%s" % INIT, "NETPOL_UML_WORK=%s" % self.work, "con=null", "con0=fd:0,fd:1"]
+                "init=%s" % INIT, "NETPOL_UML_WORK=%s" % self.work, "NETPOL_UML_REPO=%s" % REPO, "con=null", "con0=fd:0,fd:1"]
         # UML runs as several host processes (its threads, helpers): a session of their own, killed together.
         console_path = self.work / ("console-%d.log" % self.runs)
         with open(console_path, "w") as console:

@@ -15,6 +15,9 @@ done
 mkdir -p /dev/shm && mount -t tmpfs shm /dev/shm  # Python multiprocessing (ansible)
 mkdir -p /run/work /run/netns /run/lock
 mount -t hostfs -o "$NETPOL_UML_WORK" hostfs /run/work
+# The repository (its venv, playbooks, this script) may lie under a directory just covered with tmpfs,
+# a clone in /tmp say: shown again, read-only, at its own path.
+mkdir -p "$NETPOL_UML_REPO" && mount -r -t hostfs -o "$NETPOL_UML_REPO" hostfs "$NETPOL_UML_REPO"
 # Kernel modules: the guest's are under /usr/lib/uml/modules; modprobe wants them under
 # lib/modules/$(uname -r) of a root it is given (-d). The kernel itself calls the same modprobe
 # when a tool needs a module (a table, a match).
