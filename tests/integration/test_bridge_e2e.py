@@ -20,7 +20,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
@@ -120,6 +120,22 @@ class BridgeLab:
     def site(self, policies: List[dict], *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return run_playbook("playbooks/site.yml", self.inventory, "-e", self.vars_file(policies), *FAST, *args,
                             check=check)
+
+    def refused(self, policies: List[dict], edit: Callable[[Dict[str, dict]], None]) -> str:
+        """site.yml over the lab's inventory changed by `edit` (its own is written back after): the run
+        stops, no hypervisor's kernel state moved. Its output."""
+        self.site(policies)
+        before = self.snapshot()
+        inventory = inventory_hosts(self.prefix, self.layout)
+        edit(inventory)
+        write_lab_inventory(self.inventory.parent, self.prefix, inventory, {"netpol_namespaces": NAMESPACES})
+        try:
+            result = self.site(policies, check=False)
+        finally:
+            self.rewrite(HOSTS)
+        assert result.returncode != 0 and "no host was changed" in result.stdout, result.stdout
+        assert self.snapshot() == before
+        return result.stdout
 
     @staticmethod
     def run_in(ns: str, *argv: str, check: bool = True) -> str:
@@ -271,22 +287,16 @@ def test_arp_and_neighbour_discovery_survive_deny_all(lab):
 
 
 def test_bad_bridge_input_stops_the_run_before_any_host_changes(lab):
-    lab.site(ROUND_SELECTORS)
-    before = lab.snapshot()
-    inventory = inventory_hosts(lab.prefix, lab.layout)
     hypervisor = sorted(set(lab.layout.values()))[0]
-    inventory[hypervisor]["netpol_workloads"][0]["interface"] = "vm-nope"
-    inventory[hypervisor]["netpol_workloads"][1]["interface"] = "lo"
-    write_lab_inventory(lab.inventory.parent, lab.prefix, inventory, {"netpol_namespaces": NAMESPACES})
-    try:
-        result = lab.site(ROUND_SELECTORS, check=False)
-    finally:
-        lab.rewrite(HOSTS)
-    assert result.returncode != 0 and "no host was changed" in result.stdout
+
+    def bad_ports(inventory: Dict[str, dict]) -> None:
+        inventory[hypervisor]["netpol_workloads"][0]["interface"] = "vm-nope"
+        inventory[hypervisor]["netpol_workloads"][1]["interface"] = "lo"
+
+    out = lab.refused(ROUND_SELECTORS, bad_ports)
     assert "inventory host %s%s: netpol_workloads[0].interface: port vm-nope of VM alpha/a-web does not exist" % (
-        lab.prefix, hypervisor) in result.stdout
-    assert "netpol_workloads[1].interface: lo of VM alpha/a-api is not a port of any bridge" in result.stdout
-    assert lab.snapshot() == before
+        lab.prefix, hypervisor) in out
+    assert "netpol_workloads[1].interface: lo of VM alpha/a-api is not a port of any bridge" in out
 
 
 def test_remove_leaves_every_hypervisor_as_before_the_first_run(lab):
@@ -459,18 +469,11 @@ def test_policy_and_label_updates_between_runs_change_the_vms_flows(lab):
     ("mac", vm_mac(2), "netpol_workloads[0].mac: MAC %s is also the MAC of alpha/a-api" % vm_mac(2)),
 ])
 def test_a_malformed_or_duplicate_mac_stops_the_run_before_any_host_changes(lab, field, value, message):
-    lab.site(ROUND_SELECTORS)
-    before = lab.snapshot()
-    inventory = inventory_hosts(lab.prefix, lab.layout)
-    inventory["hv1"]["netpol_workloads"][0][field] = value  # a-web's entry
-    write_lab_inventory(lab.inventory.parent, lab.prefix, inventory, {"netpol_namespaces": NAMESPACES})
-    try:
-        result = lab.site(ROUND_SELECTORS, check=False)
-    finally:
-        lab.rewrite(HOSTS)
-    assert result.returncode != 0 and "no host was changed" in result.stdout
-    assert "inventory host %shv1: %s" % (lab.prefix, message) in result.stdout, result.stdout
-    assert lab.snapshot() == before
+    def bad_mac(inventory: Dict[str, dict]) -> None:
+        inventory["hv1"]["netpol_workloads"][0][field] = value  # a-web's entry
+
+    out = lab.refused(ROUND_SELECTORS, bad_mac)
+    assert "inventory host %shv1: %s" % (lab.prefix, message) in out, out
 
 
 # ---------------------------------------------------------------- raw frames from and to the VMs
