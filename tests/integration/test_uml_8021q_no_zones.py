@@ -2,9 +2,9 @@
 # Copyright: netpol.fleet contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The Harvester-like lab with 8021q uplinks, enforced by the playbooks in a user-mode-linux guest
-(uml.py) whose kernel has no conntrack zones: the bridge dataplane cannot be applied there, and the
-run must say so and leave each hypervisor exactly as it was (its transaction undone on a real
-kernel's refusal, not a shim's).
+(uml.py) booted on Debian's own linux.uml, whose kernel has no conntrack zones: the bridge
+dataplane cannot be applied there, and the run must say so and leave each hypervisor exactly as it
+was (its transaction undone on a real kernel's refusal, not a shim's).
 
 inventories/harvester as `make demo` builds it, except that each hypervisor's two uplink veths are
 replaced by one trunk veth to the switch, tagged: `trunk.10` and `trunk.20` (8021q devices) are the
@@ -23,7 +23,7 @@ import pytest
 
 from conftest import REPO
 from test_enforce_e2e import FAST
-from uml import Guest
+from uml import DEBIAN_KERNEL, Guest
 
 pytestmark = pytest.mark.integration
 
@@ -79,7 +79,7 @@ state > /run/work/after
 @pytest.fixture(scope="module")
 def enforced(tmp_path_factory):
     work = tmp_path_factory.mktemp("uml-8021q")
-    guest = Guest.boot_or_skip(work)
+    guest = Guest.boot_or_skip(work, DEBIAN_KERNEL)
     result = guest.run(SCRIPT % {"repo": REPO, "fast": " ".join(FAST)}, timeout=900)
     assert result.rc == 0, result.output + (work / "lab.out").read_text()
     return work, result.output

@@ -35,3 +35,16 @@ def test_a_guest_that_does_not_end_is_killed(tmp_path):
         guest.run("echo started; sleep 600", timeout=30)
     assert "started" in str(failure.value)
     assert live_members(guest.last_pid) == []  # every process of the guest is gone
+
+
+def test_the_guest_runs_the_hosts_nft_tools_with_conntrack_zones_and_without_modules(tmp_path):
+    """What Debian's linux.uml lacks and the bridge dataplane needs: nf_tables for IPv4 and IPv6 (the
+    host's iptables-nft run unchanged) and CT --zone; everything built in (tests/uml/config.fragment)."""
+    guest = Guest.boot_or_skip(tmp_path / "guest")
+    result = guest.run("iptables -V; test -e /proc/modules || echo no-modules\n"
+                       "iptables -t raw -A PREROUTING -j CT --zone 5 && ip6tables -t raw -A PREROUTING -j CT --zone 6 "
+                       "&& iptables -t raw -S PREROUTING 1 && ip6tables -t raw -S PREROUTING 1\n")
+    assert result.rc == 0, result.output
+    version, *rest = result.output.splitlines()
+    assert version.endswith(" (nf_tables)")
+    assert rest == ["no-modules", "-A PREROUTING -j CT --zone 5", "-A PREROUTING -j CT --zone 6"]

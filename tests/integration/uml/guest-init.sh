@@ -18,37 +18,10 @@ mount -t hostfs -o "$NETPOL_UML_WORK" hostfs /run/work
 # The repository (its venv, playbooks, this script) may lie under a directory just covered with tmpfs,
 # a clone in /tmp say: shown again, read-only, at its own path.
 mkdir -p "$NETPOL_UML_REPO" && mount -r -t hostfs -o "$NETPOL_UML_REPO" hostfs "$NETPOL_UML_REPO"
-# Kernel modules: the guest's are under /usr/lib/uml/modules; modprobe wants them under
-# lib/modules/$(uname -r) of a root it is given (-d). The kernel itself calls the same modprobe
-# when a tool needs a module (a table, a match).
-mkdir -p /run/modules/lib/modules
-ln -s "/usr/lib/uml/modules/$(uname -r)" "/run/modules/lib/modules/$(uname -r)"
-printf '#!/bin/sh\nexec /sbin/modprobe -d /run/modules "$@"\n' > /run/modprobe
-chmod 0755 /run/modprobe
-echo /run/modprobe > /proc/sys/kernel/modprobe
-# br_netfilter is never loaded on demand (and the product looks for its sysctls); the rest is loaded
-# up front too, so no tool's first call waits for a module: what the backends and tests use (ebtables-nft
-# runs its matches through nft_compat; iptables here is the legacy one, see below). Never the legacy
-# tables (iptable_*, ebtable_*): the tools load those they need.
-/run/modprobe -a bridge br_netfilter veth 8021q nf_tables nft_compat nft_ct nft_limit \
-    nft_log nft_reject nf_nat nf_conntrack nf_conntrack_netlink nfnetlink_log \
-    xt_physdev xt_conntrack xt_comment xt_set xt_addrtype xt_CT xt_multiport xt_limit xt_NFLOG xt_mark xt_tcpudp \
-    xt_state xt_LOG xt_REDIRECT xt_nat ipt_REJECT ip6t_REJECT \
-    ebt_among ebt_arp ebt_ip ebt_ip6 ebt_vlan ebt_mark ebt_mark_m ebt_nflog ebt_limit ebt_pkttype configs \
-    ip_set ip_set_hash_ip ip_set_hash_net ip_set_hash_netiface ip_set_hash_ipport ip_set_hash_mac \
-    ip_set_hash_ipmac ip_set_list_set 2>/run/modprobe.err ||
-    { echo "guest: modprobe failed:" >&2; cat /run/modprobe.err >&2; }
+# Everything the tests use is built into the kernel (tests/uml/config.fragment): no module to load,
+# and iptables/ip6tables are iptables-nft, as on the host. The init namespace's loopback is down
+# until someone sets it up, like any namespace's.
 ip link set lo up
-# This kernel has nf_tables for the bridge family only (CONFIG_NF_TABLES_IPV4/IPV6 are not set): in the
-# guest, iptables and ip6tables are the legacy ones (same xtables matches and targets, same save text);
-# ebtables stays ebtables-nft, as on the host. Only the guest's PATH changes.
-mkdir -p /run/bin
-for tool in iptables ip6tables; do
-    for suffix in "" -save -restore; do
-        ln -s "/usr/sbin/$tool-legacy$suffix" "/run/bin/$tool$suffix"
-    done
-done
-export PATH=/run/bin:$PATH
 mkdir -p /run/home
 # Ansible: its remote temporary directory defaults to the passwd home (/root, read-only here).
 export ANSIBLE_REMOTE_TMP=/tmp/ansible-remote ANSIBLE_LOCAL_TMP=/tmp/ansible-local
