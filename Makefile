@@ -80,8 +80,9 @@ kube-apiserver:  ## build (once, ~30 min cold at nice 19) or reuse the test kube
 
 # Linux 6.1 as a program (ARCH=um) from Debian's linux-source-6.1, with what this machine's kernel
 # cannot build (bridge vlan_filtering, 8021q devices) and what Debian's linux.uml lacks (conntrack
-# zones, nf_tables for IPv4/IPv6). Cold: 21 min measured on 2 cores at nice 19 beside other test runs.
-uml-kernel:  ## build (once, ~21 min cold at nice 19) or reuse the UML test kernel; installs linux-source-6.1 and gcc
+# zones, nf_tables for IPv4/IPv6). Cold: 12.6 CPU-minutes, 46 min measured at nice 19 on 2 cores busy
+# with other test runs (about 7 on idle ones).
+uml-kernel:  ## build (once, 7-46 min cold at nice 19) or reuse the UML test kernel; installs linux-source-6.1 and gcc
 	tests/uml/build-kernel.sh
 
 lab: deps venv  ## build (or converge) the lab of INVENTORY
