@@ -4,7 +4,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The compile step of site.yml through ansible-playbook, on inventories of thousands of hosts.
 
-    .venv/bin/python bench/compile_play_bench.py [--sizes 5000 10000] [--policies 1000]
+    .venv/bin/python bench/compile_play_bench.py [--sizes 5000 10000] [--policies 1000] [--baseline DIR]
 
 The inventory and the policies are bench/compile_bench.py's synthetic fleet (100 namespaces,
 20 apps, dual stack, named ports), written as inventory host variables and NetworkPolicy
@@ -17,7 +17,9 @@ manifests. For each size, in one run:
 
 Rows report wall time, CPU time of the process tree (ansible-playbook and its worker: controller
 and workers), the peak RSS of ansible-playbook, and the load average; the compile step's own CPU is
-the difference of the two rows.
+the difference of the two rows. With --baseline DIR (another checkout, e.g. `git archive` of an older
+commit unpacked there), that checkout's compile play runs too, after the empty play and before this
+checkout's, so before and after are measured in one run.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "collection"))
@@ -108,26 +110,27 @@ PLAYS = {
 }
 
 
-def run(directory: Path, play: str) -> Tuple[Sample, List[Dict[str, Any]]]:
-    """The play's sample, and the CPU of each of its tasks (bench/callback_plugins/cpu_per_task.py)."""
+def run(directory: Path, play: str, root: Path = ROOT) -> Tuple[Sample, List[Dict[str, Any]]]:
+    """The play's sample, and the CPU of each of its tasks (bench/callback_plugins/cpu_per_task.py), with the
+    collection (and ansible.cfg) of the checkout at root."""
     path = directory / ("%s.json" % play)
     path.write_text(json.dumps(PLAYS[play]))
     tasks = directory / "tasks.json"
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_COLLECTIONS_PATH=str(ROOT / "collection"),
+    env = dict(os.environ, ANSIBLE_CONFIG=str(root / "ansible.cfg"), ANSIBLE_COLLECTIONS_PATH=str(root / "collection"),
                ANSIBLE_NOCOLOR="1", ANSIBLE_CALLBACK_PLUGINS=str(ROOT / "bench" / "callback_plugins"),
                ANSIBLE_CALLBACKS_ENABLED="cpu_per_task", NETPOL_BENCH_CPU_LOG=str(tasks))
     argv = [str(BIN / "ansible-playbook"), "-i", str(directory / "inventory.json"), "-e",
             "@%s" % (directory / "policies.json"), str(path)]
-    taken, done = measured(lambda: subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, check=False))
+    taken, done = measured(lambda: subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True, check=False))
     if done.returncode:
         raise RuntimeError(done.stdout[-3000:] + done.stderr[-2000:])
     return taken, json.loads(tasks.read_text())
 
 
-def one(size: int, policies: int, play: str) -> Dict[str, Any]:
+def one(size: int, policies: int, play: str, root: Path = ROOT) -> Dict[str, Any]:
     """One play in this (fresh) process, so ru_maxrss of its children is that play's ansible-playbook."""
     with tempfile.TemporaryDirectory(prefix="npcbench") as tmp:
-        taken, tasks = run(write_inputs(Path(tmp), size, policies), play)
+        taken, tasks = run(write_inputs(Path(tmp), size, policies), play, root)
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return {"wall": taken.wall, "cpu": taken.cpu, "load": taken.load, "peak_mib": peak, "tasks": tasks}
 
@@ -137,34 +140,51 @@ def task_cpu(tasks: List[Dict[str, Any]]) -> float:
     return sum(t["cpu"] for t in tasks if t["task"] != "start-up")
 
 
+def played(size: int, policies: int, play: str, root: Path) -> Dict[str, Any]:
+    """One play in a fresh process (one()), its row's figures."""
+    out = subprocess.run([sys.executable, __file__, "--one", str(size), play, "--policies", str(policies),
+                          "--root", str(root)], check=True, capture_output=True, text=True).stdout
+    return json.loads(out)
+
+
+def contenders(baseline: Optional[Path]) -> List[Tuple[str, Path]]:
+    """(label, checkout) of each collection whose compile play runs: a baseline checkout first, if given."""
+    return ([("baseline %s" % baseline.name, baseline)] if baseline else []) + [("this checkout", ROOT)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[5000, 10000])
     parser.add_argument("--policies", type=int, default=1000)
+    parser.add_argument("--baseline", type=Path, help="another checkout (e.g. a worktree of an older commit) whose "
+                        "compile play runs too, in the same run, after the empty play and before this checkout's")
     parser.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--root", type=Path, default=ROOT, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(one(int(args.one[0]), args.policies, args.one[1])))
+        print(json.dumps(one(int(args.one[0]), args.policies, args.one[1], args.root)))
         return
     table = Table()
-    compile_cpu: List[float] = []
+    compile_cpu: Dict[str, List[float]] = {}
     for size in args.sizes:
-        rows = {}
-        for play in ("empty", "compile"):
-            out = subprocess.run([sys.executable, __file__, "--one", str(size), play, "--policies", str(args.policies)],
-                                 check=True, capture_output=True, text=True).stdout
-            rows[play] = json.loads(out)
-            r = rows[play]
-            table.add("%d hosts, %d policies: %s play" % (size, args.policies, play),
+        empty = played(size, args.policies, "empty", ROOT)
+        table.add("%d hosts, %d policies: empty play" % (size, args.policies),
+                  Sample(empty["wall"], empty["cpu"], empty["load"]), ", peak RSS %.0f MiB" % empty["peak_mib"])
+        for label, root in contenders(args.baseline):
+            r = played(size, args.policies, "compile", root)
+            table.add("%d hosts, %d policies: compile play, %s" % (size, args.policies, label),
                       Sample(r["wall"], r["cpu"], r["load"]), ", peak RSS %.0f MiB" % r["peak_mib"])
-        compile_cpu.append(rows["compile"]["cpu"] - rows["empty"]["cpu"])
-        table.note("%d hosts: the compile step's CPU (compile play minus empty play)" % size, "%.2f s" % compile_cpu[-1])
-        table.note("%d hosts: the compile step's CPU, its tasks' (compile play's tasks minus the empty play's)" % size,
-                   "%.2f s" % (task_cpu(rows["compile"]["tasks"]) - task_cpu(rows["empty"]["tasks"])))
-        for task in rows["compile"]["tasks"]:
-            table.note("%d hosts: task %s" % (size, task["task"]), "%.2f s CPU, %.2f s wall" % (task["cpu"], task["wall"]))
-    for (small, a), (large, b) in zip(zip(args.sizes, compile_cpu), zip(args.sizes[1:], compile_cpu[1:])):
-        table.note("compile step CPU, %d hosts against %d" % (large, small), "%.2fx" % (b / a))
+            compile_cpu.setdefault(label, []).append(r["cpu"] - empty["cpu"])
+            table.note("%d hosts, %s: the compile step's CPU (compile play minus empty play)" % (size, label),
+                       "%.2f s" % compile_cpu[label][-1])
+            table.note("%d hosts, %s: the compile step's CPU, its tasks' (compile play's tasks minus the empty "
+                       "play's)" % (size, label), "%.2f s" % (task_cpu(r["tasks"]) - task_cpu(empty["tasks"])))
+            for task in r["tasks"]:
+                table.note("%d hosts, %s: task %s" % (size, label, task["task"]),
+                           "%.2f s CPU, %.2f s wall" % (task["cpu"], task["wall"]))
+    for label, cpu in compile_cpu.items():
+        for (small, a), (large, b) in zip(zip(args.sizes, cpu), zip(args.sizes[1:], cpu[1:])):
+            table.note("%s: compile step CPU, %d hosts against %d" % (label, large, small), "%.2fx" % (b / a))
     print(table.markdown("compile step"))
 
 

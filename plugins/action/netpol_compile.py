@@ -61,6 +61,7 @@ from ansible_collections.netpol.fleet.plugins.module_utils.engine.privileged imp
 )
 from ansible_collections.netpol.fleet.plugins.module_utils.verify.explain import ExplainError, explain, explained_matrix
 from ansible_collections.netpol.fleet.plugins.module_utils.verify.flows import address_family, bare_address, flow_targets
+from ansible_collections.netpol.fleet.plugins.plugin_utils import inventory_read
 from ansible_collections.netpol.fleet.plugins.plugin_utils.kubernetes.source import read_cluster, read_vmi_hosts
 
 # Every (family, table) a host always gets a call for, so chains we owned there before are
@@ -153,6 +154,7 @@ ARGUMENT_SPEC = {
     "set_store": {"type": "path"},
     "stage": {"type": "str", "choices": ["compile", "bridge_query"], "default": "compile"},
     "bridge_facts": {"type": "list", "elements": "raw", "default": []},
+    "variables_read": {"type": "str"},
 }
 # Arguments that default to a variable of the running host, read by the action itself: as it is when it
 # is plain data (no template in it). Given as task arguments ("{{ netpol_policies }}"), Ansible templates
@@ -178,7 +180,9 @@ class ActionModule(ActionBase):
         if args["stage"] == "bridge_query":
             return self._bridge_query(result, args, task_vars)
         hosts = args["hosts"] or list(task_vars.get("ansible_play_batch") or task_vars.get("hostvars", {}))
-        hostvars, origins, own_values = read_inventory(task_vars, hosts)
+        hostvars, origins, own_values = inventory_read.take(C.DEFAULT_LOCAL_TMP, args["variables_read"], hosts,
+                                                            list(task_vars.get("hostvars", {}))) \
+            or read_inventory(task_vars, hosts)
         with_bridge_facts(hostvars, args["bridge_facts"])
         base_dir = policy_base_dir(args["base_dir"], task_vars)
         controller = list(args["controller_addresses"]) or self._detected_controller(hostvars)
@@ -251,11 +255,15 @@ class ActionModule(ActionBase):
 
     def _bridge_query(self, result: Dict[str, Any], args: Mapping[str, Any],
                       task_vars: Mapping[str, Any]) -> Dict[str, Any]:
-        """stage=bridge_query: only which hosts of the batch the bridge query runs on, and with what."""
-        query, errors = bridge_query(args, task_vars)
+        """stage=bridge_query: only which hosts of the batch the bridge query runs on, and with what; the
+        inventory's variables it read are kept for the compile (inventory_read), its token returned."""
+        batch = list(args["hosts"] or task_vars.get("ansible_play_batch") or task_vars.get("hostvars", {}))
+        reading = read_inventory(task_vars, batch)
+        query, errors = bridge_query(args, batch, reading[0])
         if errors:
             return failure(result, errors)
-        result.update(changed=False, bridge_query=query)
+        token = inventory_read.keep(C.DEFAULT_LOCAL_TMP, reading, batch, list(task_vars.get("hostvars", {})))
+        result.update(changed=False, bridge_query=query, variables_read=token)
         return result
 
     def _validated_args(self, task_vars: Mapping[str, Any]) -> Dict[str, Any]:
@@ -264,10 +272,12 @@ class ActionModule(ActionBase):
         fleet (1,000 manifests) made that copy the costliest step of validation. A list (a mapping)
         passes its check unchanged, so such values are checked apart and kept as given."""
         given = dict(self._task.args)
+        listing = given.get("stage") == "bridge_query"  # reads no policy: not the 1,000 manifests' conversion
         for name, variable in FROM_VARIABLES.items():
-            if name not in given and variable in task_vars:
+            if name not in given and variable in task_vars and not (listing and name == "policies"):
                 raw = task_vars[variable]
-                given[name] = to_plain(raw if is_literal(raw) else self._templar.template(raw))
+                plain = literal_copy(raw)
+                given[name] = to_plain(self._templar.template(raw)) if plain is NOT_LITERAL else plain
         bulk = {name: given.pop(name) for name, kind in BULK_ARGUMENTS.items() if isinstance(given.get(name), kind)}
         validation = ArgumentSpecValidator(ARGUMENT_SPEC).validate(given)
         if validation.error_messages:  # unknown options were refused before, by _VALID_ARGS
@@ -290,16 +300,15 @@ def may_host_vms(host_vars: Mapping[str, Any]) -> bool:
     return "netpol_workloads" in host_vars
 
 
-def bridge_query(args: Mapping[str, Any], task_vars: Mapping[str, Any]) -> Tuple[List[Dict[str, Any]], List[str]]:
+def bridge_query(args: Mapping[str, Any], batch: Sequence[str],
+                 plain: Mapping[str, Mapping[str, Any]]) -> Tuple[List[Dict[str, Any]], List[str]]:
     """The hosts of the batch whose bridges compile must read, in batch order, each as {host, ports, fdb}
     (netpol.fleet.netpol_bridge state=query's options), and the errors. The hypervisors of the inventory
     (netpol_workloads) with their VMs' ports and uplinks; with netpol_source=kubernetes also the hosts
     the cluster's VMIs run on now, with their bridges' forwarding database (a VMI's port is found by its
-    MAC there). A fleet without hypervisors or VMIs: an empty list, and no host is contacted."""
-    hostvars = task_vars.get("hostvars", {})
-    batch = list(args["hosts"] or task_vars.get("ansible_play_batch") or hostvars)
+    MAC there). A fleet without hypervisors or VMIs: an empty list, and no host is contacted.
+    plain: every inventory host's fleet variables (read_inventory's)."""
     kubernetes = args["source"] == "kubernetes"
-    plain = fleet_vars(hostvars) if kubernetes else {h: query_vars(hostvars[h]) for h in batch}
     wanted = {h for h in batch if isinstance(plain[h].get("netpol_workloads"), list)}
     if kubernetes:
         try:
@@ -311,11 +320,6 @@ def bridge_query(args: Mapping[str, Any], task_vars: Mapping[str, Any]) -> Tuple
             return [], errors
         wanted.update(vmi_hosts)
     return [{"host": h, "ports": query_ports(plain[h]), "fdb": kubernetes} for h in batch if h in wanted], []
-
-
-def query_vars(variables: Mapping[str, Any]) -> Dict[str, Any]:
-    """The variables that say whether a host is a hypervisor, and its ports, as plain data."""
-    return {k: to_plain(variables[k]) for k in ("netpol_workloads", UPLINKS_VARIABLE) if k in variables}
 
 
 def query_ports(host_vars: Mapping[str, Any]) -> List[str]:
@@ -596,21 +600,46 @@ def templated(variables: Mapping[str, Any], name: str) -> Any:
     copy, even of plain data: most of a 5,000-host inventory's reading); a raw value that is plain data
     already (no Jinja2 in it, no vaulted or lazy value) is taken as it is."""
     raw = getattr(variables, "_vars", None)
-    if raw is not None and name in raw and is_literal(raw[name]):
-        return to_plain(raw[name])
-    return to_plain(variables[name])
+    plain = literal_copy(raw[name]) if raw is not None and name in raw else NOT_LITERAL
+    return to_plain(variables[name]) if plain is NOT_LITERAL else plain
 
 
 LITERAL_TYPES = (str, int, float, bool, type(None))
+NOT_LITERAL = object()  # literal_copy's answer for a value that must be templated
 
 
-def is_literal(value: Any) -> bool:
-    """Plain data only: mappings and lists of strings without template marks, numbers, booleans, null."""
+class _NotLiteral(Exception):
+    pass
+
+
+def literal_copy(value: Any) -> Any:
+    """Plain data (mappings and lists of strings without template marks, numbers, booleans, null) as builtin
+    types (to_plain's), in one walk; NOT_LITERAL for any other value (a template anywhere in it, a vaulted or
+    lazy value), which must be templated: the walk that checks is the walk that copies."""
+    try:
+        return _literal(value)
+    except _NotLiteral:
+        return NOT_LITERAL
+
+
+def _literal(value: Any) -> Any:
     if isinstance(value, dict):
-        return all(isinstance(k, str) and is_literal(v) for k, v in value.items()) and not holds_template(list(value))
+        return {_literal_key(k): _literal(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return all(is_literal(v) for v in value)
-    return isinstance(value, LITERAL_TYPES) and not holds_template(value)
+        return [_literal(v) for v in value]
+    if isinstance(value, str):
+        if "{{" in value or "{%" in value or "{#" in value:
+            raise _NotLiteral()
+        return str(value)
+    if isinstance(value, LITERAL_TYPES):
+        return value
+    raise _NotLiteral()
+
+
+def _literal_key(key: Any) -> str:
+    if not isinstance(key, str):
+        raise _NotLiteral()
+    return _literal(key)
 
 
 def to_plain(value: Any) -> Any:

@@ -250,6 +250,15 @@ options:
     type: list
     elements: raw
     default: []
+  variables_read:
+    description:
+      - The token of the variables a O(stage=bridge_query) run read (its RV(variables_read)): the compile takes
+        that reading of every inventory host's variables instead of reading them again (Ansible computes a
+        host's variables anew on each read, the bulk of a big inventory's compile step).
+      - A reading is taken once (it is removed as it is read) and only for the same batch (O(hosts)) and the
+        same inventory hosts; otherwise, and without this option, the compile reads the variables itself.
+        Kept in ansible-playbook's own temporary directory, removed when it exits.
+    type: str
 attributes:
   check_mode:
     support: full
@@ -383,6 +392,13 @@ bridge_query:
   type: list
   elements: dict
   sample: [{"host": "hv1", "ports": ["vnet0", "bond0"], "fdb": false}]
+variables_read:
+  description:
+    - With O(stage=bridge_query), the token of its reading of every inventory host's variables, for the
+      compile's O(variables_read).
+  returned: when O(stage=bridge_query)
+  type: str
+  sample: 0b1c9a3e5f6d4c2b8a7e9f0d1c2b3a4e
 errors:
   description: Every input error, each naming file, object and field.
   returned: failure

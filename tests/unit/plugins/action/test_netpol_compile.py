@@ -689,3 +689,126 @@ def test_policies_and_namespaces_not_given_are_the_variables_templated_only_when
     assert action._validated_args({"netpol_policies": "{{ mine }}"})["policies"] == [DB_FROM_WEB]
     task.args = {"policies": []}  # given: the variable is not read
     assert action._validated_args({"netpol_policies": [DB_FROM_WEB]})["policies"] == []
+
+
+# The listing stage's reading of the inventory, taken by the compile (plugin_utils/inventory_read), against
+# Ansible's own variable precedence: a real inventory, VariableManager and hostvars.
+PRECEDENCE_INVENTORY = """
+all:
+  vars: {netpol_namespace: from-all, netpol_labels: {tier: from-all}}
+  children:
+    fleet:
+      vars: {netpol_namespace: from-parent, netpol_labels: {tier: from-parent}}
+      children:
+        shop:
+          vars: {netpol_namespace: shop, netpol_labels: {tier: from-child}}
+          hosts:
+            web: {netpol_labels: {app: web}, netpol_addresses: [10.0.0.1]}
+            db: {netpol_addresses: [10.0.0.2]}
+            cache: {}
+            api: {netpol_addresses: [10.0.0.4]}
+        preferred:
+          vars: {ansible_group_priority: 10, netpol_labels: {tier: from-priority}}
+          hosts: {api: {}}
+    shallow:
+      vars: {netpol_labels: {tier: from-a-shallower-group}}
+      hosts: {cache: {}}
+"""
+
+
+def real_hostvars(tmp_path):
+    """hostvars as a play sees them: the inventory above, a group_vars and a host_vars file beside it (the
+    host_group_vars vars plugin), extra vars, a set_fact, gathered facts."""
+    from ansible.inventory.manager import InventoryManager
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.vars.hostvars import HostVars
+    from ansible.vars.manager import VariableManager
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "inventory.yml").write_text(PRECEDENCE_INVENTORY)
+    (tmp_path / "group_vars").mkdir()
+    (tmp_path / "group_vars" / "all.yml").write_text("netpol_ports: [{name: pg, port: 5432}]\n")
+    (tmp_path / "host_vars").mkdir()
+    (tmp_path / "host_vars" / "db.yml").write_text("netpol_labels: {app: db, from: host_vars_file}\n")
+    loader = DataLoader()
+    inventory = InventoryManager(loader=loader, sources=[str(tmp_path / "inventory.yml")])
+    variables = VariableManager(loader=loader, inventory=inventory)
+    variables._extra_vars = {"netpol_policies": [DB_FROM_WEB], "netpol_namespaces": {"shop": {}}}
+    variables.set_nonpersistent_facts("web", {"netpol_addresses": ["10.0.0.11"]})  # set_fact over host vars
+    variables.set_host_facts("cache", {"ansible_all_ipv4_addresses": ["10.0.0.3"]})  # the address fallback
+    return HostVars(inventory=inventory, variable_manager=variables, loader=loader)
+
+
+def test_the_fleet_is_read_with_ansible_s_precedence(tmp_path):
+    plain = netpol_compile.read_inventory({"hostvars": real_hostvars(tmp_path)})[0]
+    assert plain["web"]["netpol_labels"] == {"app": "web"}  # host vars over every group (replaced, not merged)
+    assert plain["web"]["netpol_addresses"] == ["10.0.0.11"]  # set_fact over host vars
+    assert plain["db"]["netpol_labels"] == {"app": "db", "from": "host_vars_file"}  # host_vars/ over the inventory
+    assert plain["cache"]["netpol_labels"] == {"tier": "from-child"}  # the deepest group over parents and shallower
+    assert plain["api"]["netpol_labels"] == {"tier": "from-priority"}  # same depth: ansible_group_priority, not name
+    assert plain["cache"]["netpol_namespace"] == "shop" and plain["cache"]["ansible_all_ipv4_addresses"] == ["10.0.0.3"]
+    assert all(plain[h]["netpol_ports"] == [{"name": "pg", "port": 5432}] for h in plain)  # group_vars/all.yml
+
+
+class CountingHostvars(dict):
+    """hostvars that count each host's reading (hostvars[host])."""
+
+    def __init__(self, real):
+        super().__init__((host, None) for host in real)
+        self.real, self.reads = real, []
+
+    def __getitem__(self, host):
+        self.reads.append(host)
+        return self.real[host]
+
+
+def compile_stages(hostvars, tmp_path, monkeypatch, batch=("web", "db"), taken=True):
+    """The role's listing stage, then its compile with the listing's reading (or without it)."""
+    monkeypatch.setattr(netpol_compile.C, "DEFAULT_LOCAL_TMP", str(tmp_path / "local"))
+    task_vars = {"hostvars": hostvars, "ansible_play_batch": list(batch), "playbook_dir": "/nowhere",
+                 "groups": {"all": list(hostvars)}, "netpol_policies": [DB_FROM_WEB], "netpol_namespaces": {"shop": {}}}
+
+    def stage(args):
+        action = ActionModule(MagicMock(async_val=0, check_mode=False, args=args), MagicMock(transport="local"),
+                              MagicMock(check_mode=False), loader=None, templar=None, shared_loader_obj=None)
+        action._display = MagicMock()
+        return action.run(task_vars=task_vars)
+
+    listed = stage({"stage": "bridge_query"})
+    assert not listed.get("failed"), listed
+    compiled = stage({"variables_read": listed["variables_read"] if taken else None, "hosts": list(batch)})
+    assert not compiled.get("failed"), compiled
+    return listed, compiled
+
+
+def test_the_compile_takes_the_listing_s_reading_and_compiles_what_its_own_reading_gives(tmp_path, monkeypatch):
+    hostvars = CountingHostvars(real_hostvars(tmp_path))
+    listed, compiled = compile_stages(hostvars, tmp_path, monkeypatch)
+    assert sorted(hostvars.reads) == sorted(hostvars)  # each host's variables computed once, for both stages
+    alone = compile_stages(real_hostvars(tmp_path / "again"), tmp_path, monkeypatch, taken=False)[1]
+    assert compiled["hosts"] == alone["hosts"] and compiled["hosts"]["db"]["sets"]  # db admits web, at 10.0.0.11
+    assert compiled["privileged"] == alone["privileged"]
+
+
+def test_a_reading_for_another_batch_is_not_taken_the_compile_reads_itself(tmp_path, monkeypatch):
+    hostvars = CountingHostvars(real_hostvars(tmp_path))
+    listed, _ = compile_stages(hostvars, tmp_path, monkeypatch)
+    hostvars.reads.clear()
+    task_vars = {"hostvars": hostvars, "ansible_play_batch": ["web"], "playbook_dir": "/nowhere",
+                 "groups": {"all": list(hostvars)}, "netpol_policies": [DB_FROM_WEB], "netpol_namespaces": {"shop": {}}}
+    token = netpol_compile.inventory_read.keep(netpol_compile.C.DEFAULT_LOCAL_TMP, ({}, {}, {}), ["db"], list(hostvars))
+    action = ActionModule(MagicMock(async_val=0, check_mode=False, args={"variables_read": token}),
+                          MagicMock(transport="local"), MagicMock(check_mode=False), loader=None, templar=None,
+                          shared_loader_obj=None)
+    action._display = MagicMock()
+    result = action.run(task_vars=task_vars)
+    assert not result.get("failed") and list(result["hosts"]) == ["web"], result
+    assert sorted(hostvars.reads) == sorted(hostvars)  # read anew: the kept reading was the batch ["db"]'s
+
+
+def test_the_listing_reads_no_policy():
+    task = MagicMock(async_val=0, check_mode=False, args={"stage": "bridge_query"})
+    action = ActionModule(task, MagicMock(transport="local"), MagicMock(check_mode=False), loader=None,
+                          templar=MagicMock(template=MagicMock(side_effect=AssertionError("templated"))),
+                          shared_loader_obj=None)
+    args = action._validated_args({"netpol_policies": "{{ a template the listing never needs }}"})
+    assert args["policies"] == []
