@@ -252,7 +252,7 @@ options:
     default: []
   variables_read:
     description:
-      - The token of the variables a O(stage=bridge_query) run read (its RV(variables_read)): the compile takes
+      - The token of the variables a O(stage=bridge_query) run read (its RV(variables_read)). The compile takes
         that reading of every inventory host's variables instead of reading them again (Ansible computes a
         host's variables anew on each read, the bulk of a big inventory's compile step).
       - A reading is taken once (it is removed as it is read) and only for the same batch (O(hosts)) and the

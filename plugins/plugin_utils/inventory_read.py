@@ -28,13 +28,18 @@ STORE = "netpol-reads"
 TOKEN = re.compile(r"^[0-9a-f]{32}$")
 
 
-def keep(directory: str, reading: Any, batch: Sequence[str], hosts: Sequence[str]) -> str:
-    """Keep `reading` (of the inventory `hosts`, for `batch`) under a new token, which is returned."""
+def keep(directory: str, reading: Any, batch: Sequence[str], hosts: Sequence[str]) -> Optional[str]:
+    """Keep `reading` (of the inventory `hosts`, for `batch`) under a new token, which is returned; None if
+    some value in it cannot be kept (the compile then reads the variables itself)."""
     token = secrets.token_hex(16)
-    store = os.path.join(directory, STORE)
-    os.makedirs(store, mode=0o700, exist_ok=True)
-    with open(_path(directory, token), "xb") as out:  # a token is never reused
-        pickle.dump({"batch": list(batch), "hosts": list(hosts), "reading": reading}, out, pickle.HIGHEST_PROTOCOL)
+    os.makedirs(os.path.join(directory, STORE), mode=0o700, exist_ok=True)
+    path = _path(directory, token)
+    try:
+        with open(path, "xb") as out:  # a token is never reused
+            pickle.dump({"batch": list(batch), "hosts": list(hosts), "reading": reading}, out, pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, TypeError, AttributeError):  # a vars plugin's value of a type pickle refuses
+        _remove(path)
+        return None
     return token
 
 

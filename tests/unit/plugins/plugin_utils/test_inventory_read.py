@@ -35,3 +35,8 @@ def test_each_reading_has_a_token_of_its_own_in_a_private_directory(tmp_path):
     tokens = {inventory_read.keep(str(tmp_path), READING, ["web"], ["web"]) for _ in range(3)}
     assert len(tokens) == 3
     assert os.stat(tmp_path / inventory_read.STORE).st_mode & 0o777 == 0o700
+
+
+def test_a_reading_that_cannot_be_kept_is_not_kept(tmp_path):
+    assert inventory_read.keep(str(tmp_path), ({"web": {"netpol_labels": lambda: None}}, {}, {}), ["web"], ["web"]) is None
+    assert os.listdir(tmp_path / inventory_read.STORE) == []
