@@ -5,8 +5,11 @@
 """Dataplane benchmark: what the compiled rules cost a new TCP connection, measured in one run.
 
 A client and a server namespace joined by a veth pair, TCP port 5001: the server is the busiest of
-the fleet's workloads at 10.0.0.2-249 (most compiled rules), the client another of them that one
-more policy allows. The server's firewall is, in turn:
+the fleet's workloads at 10.0.0.2-249 (most compiled rules). Two clients, each measured against every
+firewall: the early client, another of those workloads, which one more policy allows (it sorts first:
+its allowance is the first rule of the naive rendering below), and the late client, the last of the
+1,000 workloads (every namespace's tier=back) that a last policy allows (its allowance comes after the
+other 1,000-odd expanded rules of that rendering). The server's firewall is, in turn:
 
   none        no rule at all (conntrack not even loaded in the namespace)
   conntrack   one `-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT` rule: the floor of any
@@ -28,6 +31,7 @@ Run as root from the repository root:  .venv/bin/python bench/dataplane_bench.py
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import re
 import subprocess
@@ -60,7 +64,10 @@ from ansible_collections.netpol.fleet.plugins.module_utils.iptables.text import 
 PORT = 5001
 CONNTRACK = "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
 _MATCH_SET = re.compile(r"-m set --match-set (\S+) (src|dst)(?:,(?:src|dst))*")
-CANDIDATES = range(2, 250)  # workloads whose IPv4 address is 10.0.0.N: the veth pair's /24
+CANDIDATES = range(2, 250)  # workloads whose IPv4 address is 10.0.0.N
+PREFIX = 16  # the veth pair's: every workload's address (10.0.0.0-10.0.7.207) is on it
+LATE = "zz-bench-allow-late"  # sorts last among the server's policies
+_SOURCE = re.compile(r"-s (\S+)")
 
 # Each side measures only its connection loop (not its interpreter's start): CPU of the process
 # (user+sys), and the client its wall time.
@@ -105,8 +112,8 @@ class Pair:
             self.sh(ns, "ip link set lo up")
         subprocess.run(["ip", "link", "add", "npd-s", "netns", self.server, "type", "veth", "peer", "npd-c",
                         "netns", self.client], check=True)
-        self.sh(self.server, "ip addr add %s/24 dev npd-s && ip link set npd-s up" % self.server_address)
-        self.sh(self.client, "ip addr add %s/24 dev npd-c && ip link set npd-c up" % self.client_address)
+        self.sh(self.server, "ip addr add %s/%d dev npd-s && ip link set npd-s up" % (self.server_address, PREFIX))
+        self.sh(self.client, "ip addr add %s/%d dev npd-c && ip link set npd-c up" % (self.client_address, PREFIX))
         return self
 
     def __exit__(self, *exc) -> None:
@@ -140,18 +147,41 @@ def rule_count(state) -> int:
 
 def compiled_state(workloads: int, policies: int):
     """The busiest host among CANDIDATES (most IPv4 filter rules) as the server, another candidate
-    as the client, and one more policy that lets the client in on PORT; the server's host state."""
+    as the early client, and two more policies that let clients in on PORT: one for the early client,
+    one for every namespace's tier=back workloads. The server's host state and address, the early client's."""
     fleet, drawn = make_fleet(workloads), make_policies(policies)
     candidates = [fleet.workloads[i] for i in CANDIDATES]
     states = compile_fleet(fleet, drawn, hosts=[w.host for w in candidates])
     server = max(candidates, key=lambda w: (rule_count(states[w.host]), w.host))
     client = next(w for w in candidates if w.namespace != server.namespace)
-    allow = Policy(server.namespace, "bench-allow", LabelSelector(server.labels), (INGRESS,),
-                   ingress=(Rule((Peer(pod_selector=LabelSelector(client.labels),
-                                       namespace_selector=LabelSelector(labels_of({METADATA_NAME: client.namespace}))),),
-                                 (PortSpec("TCP", PORT),)),))
-    state = compile_fleet(fleet, drawn + (allow,), hosts=[server.host])[server.host]
+    early = allowance(server, "bench-allow", Peer(pod_selector=LabelSelector(client.labels), namespace_selector=(
+        LabelSelector(labels_of({METADATA_NAME: client.namespace})))))
+    late = allowance(server, LATE, Peer(pod_selector=LabelSelector(labels_of({"tier": "back"})),
+                                        namespace_selector=LabelSelector()))
+    state = compile_fleet(fleet, drawn + (early, late), hosts=[server.host])[server.host]
     return state, server.addresses[0], client.addresses[0]
+
+
+def allowance(server, name: str, peer: Peer) -> Policy:
+    """A policy of the server's namespace that lets peer in to the server on TCP PORT."""
+    return Policy(server.namespace, name, LabelSelector(server.labels), (INGRESS,),
+                  ingress=(Rule((peer,), (PortSpec("TCP", PORT),)),))
+
+
+def late_client(rules: Sequence[str]) -> str:
+    """The address the last rule of the late allowance's expansion admits: the late client."""
+    return _SOURCE.search([r for r in rules if '"ns' in r and LATE in r][-1]).group(1)
+
+
+def first_admitting(rules: Sequence[str], address: str) -> int:
+    """The index of the first naive rule whose source holds address, for TCP PORT (every naive rule has a
+    source or a destination: a set match expanded; the destination ones are egress rules)."""
+    def admits(rule: str) -> bool:
+        source = _SOURCE.search(rule)
+        port = re.search(r"--dports? (\S+)", rule)
+        return bool(source) and ipaddress.ip_address(address) in ipaddress.ip_network(source.group(1), strict=False) \
+            and "-p udp" not in rule and (port is None or str(PORT) in port.group(1).split(","))
+    return next(i for i, r in enumerate(rules) if admits(r))
 
 
 def linear_rules(state) -> List[str]:
@@ -210,38 +240,45 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.connections, args.rounds = 500, 2
-    state, server_address, client_address = compiled_state(args.workloads, args.policies)
+    state, server_address, early_address = compiled_state(args.workloads, args.policies)
     rules = linear_rules(state)
-    compiled_rules = rule_count(state)
+    clients = {"early client": early_address, "late client": late_client(rules)}
     configs: Dict[str, Callable[[Pair], None]] = {
         "no firewall": firewall_none,
         "conntrack alone": firewall_conntrack,
         "compiled host state": lambda pair: firewall_compiled(pair, state),
         "naive linear rendering": lambda pair: firewall_linear(pair, rules),
     }
-    samples: Dict[str, List[Sample]] = {name: [] for name in configs}
+    samples: Dict[Tuple[str, str], List[Sample]] = {(c, f): [] for c in clients for f in configs}
     for round_number in range(args.rounds):
-        for name, setup in configs.items():
-            samples[name].append(run_config(setup, args.connections, (server_address, client_address)))
-            print("round %d %s: %.0f conn/s" % (round_number, name, args.connections / samples[name][-1].wall),
+        for (client, name), taken in samples.items():
+            taken.append(run_config(configs[name], args.connections, (server_address, clients[client])))
+            print("round %d %s, %s: %.0f conn/s" % (round_number, client, name, args.connections / taken[-1].wall),
                   file=sys.stderr, flush=True)
-    results: Dict[str, Sample] = {name: median(s) for name, s in samples.items()}
-    table = Table()
-    none = results["no firewall"]
-    for name, taken in results.items():
-        table.add("%s: %.0f conn/s, %.0f us CPU per connection" % (
-            name, args.connections / taken.wall, 1e6 * taken.cpu / args.connections), taken, floor=none)
-    rate = {name: args.connections / s.wall for name, s in results.items()}
-    conntrack = rate["conntrack alone"]
-    print("Server %s, client %s. Server host state: %d IPv4 filter rules in %d chains, %d sets (%d members); naive rendering: %d rules. "
+    print("Server %s: %d IPv4 filter rules in %d chains, %d sets (%d members); naive rendering: %d rules. %s. "
           "%d connections per run, median of %d interleaved rounds.\n" % (
-              server_address, client_address, compiled_rules, len(state.table("ipv4", "filter").chains), len(state.sets),
-              sum(len(s.members) for s in state.sets), len(rules) + 3, args.connections, args.rounds))
+              server_address, rule_count(state), len(state.table("ipv4", "filter").chains), len(state.sets),
+              sum(len(s.members) for s in state.sets), len(rules) + 3, "; ".join(
+                  "%s %s: its allowance is naive rule %d" % (c, a, first_admitting(rules, a) + 1)
+                  for c, a in clients.items()), args.connections, args.rounds))
+    for client in clients:
+        report(client, {name: median(samples[(client, name)]) for name in configs}, args.connections)
+
+
+def report(client: str, results: Dict[str, Sample], connections: int) -> None:
+    """One client's table (CPU ratios to no firewall) and its rates against conntrack alone."""
+    table = Table()
+    for name, taken in results.items():
+        table.add("%s, %s: %.0f conn/s, %.0f us CPU per connection" % (
+            client, name, connections / taken.wall, 1e6 * taken.cpu / connections), taken, floor=results["no firewall"])
+    rate = {name: connections / s.wall for name, s in results.items()}
     print(table.markdown("CPU ratio to no firewall"))
     print()
     for name in ("conntrack alone", "compiled host state", "naive linear rendering"):
-        print("- %s: rate %.2f of no firewall's, %.2f of conntrack alone's (cost beyond conntrack %.1f%%)" % (
-            name, rate[name] / rate["no firewall"], rate[name] / conntrack, 100 * (1 - rate[name] / conntrack)))
+        print("- %s, %s: rate %.2f of no firewall's, %.2f of conntrack alone's (cost beyond conntrack %.1f%%)" % (
+            client, name, rate[name] / rate["no firewall"], rate[name] / rate["conntrack alone"],
+            100 * (1 - rate[name] / rate["conntrack alone"])))
+    print()
 
 
 if __name__ == "__main__":
