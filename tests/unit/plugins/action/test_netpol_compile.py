@@ -782,7 +782,7 @@ def compile_stages(hostvars, tmp_path, monkeypatch, batch=("web", "db"), taken=T
 
 def test_the_compile_takes_the_listing_s_reading_and_compiles_what_its_own_reading_gives(tmp_path, monkeypatch):
     hostvars = CountingHostvars(real_hostvars(tmp_path))
-    listed, compiled = compile_stages(hostvars, tmp_path, monkeypatch)
+    compiled = compile_stages(hostvars, tmp_path, monkeypatch)[1]
     assert sorted(hostvars.reads) == sorted(hostvars)  # each host's variables computed once, for both stages
     alone = compile_stages(real_hostvars(tmp_path / "again"), tmp_path, monkeypatch, taken=False)[1]
     assert compiled["hosts"] == alone["hosts"] and compiled["hosts"]["db"]["sets"]  # db admits web, at 10.0.0.11
@@ -791,7 +791,7 @@ def test_the_compile_takes_the_listing_s_reading_and_compiles_what_its_own_readi
 
 def test_a_reading_for_another_batch_is_not_taken_the_compile_reads_itself(tmp_path, monkeypatch):
     hostvars = CountingHostvars(real_hostvars(tmp_path))
-    listed, _ = compile_stages(hostvars, tmp_path, monkeypatch)
+    compile_stages(hostvars, tmp_path, monkeypatch)
     hostvars.reads.clear()
     task_vars = {"hostvars": hostvars, "ansible_play_batch": ["web"], "playbook_dir": "/nowhere",
                  "groups": {"all": list(hostvars)}, "netpol_policies": [DB_FROM_WEB], "netpol_namespaces": {"shop": {}}}

@@ -32,7 +32,7 @@ def test_no_token_or_one_that_names_no_reading_reads_nothing(tmp_path):
 
 
 def test_each_reading_has_a_token_of_its_own_in_a_private_directory(tmp_path):
-    tokens = {inventory_read.keep(str(tmp_path), READING, ["web"], ["web"]) for _ in range(3)}
+    tokens = {inventory_read.keep(str(tmp_path), READING, ["web"], ["web"]) for keeping in range(3)}
     assert len(tokens) == 3
     assert os.stat(tmp_path / inventory_read.STORE).st_mode & 0o777 == 0o700
 
