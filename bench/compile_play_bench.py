@@ -17,7 +17,11 @@ manifests. For each size, in one run:
 
 Rows report wall time, CPU time of the process tree (ansible-playbook and its worker: controller
 and workers), the peak RSS of ansible-playbook, and the load average; the compile step's own CPU is
-the difference of the two rows. With --baseline DIR (another checkout, e.g. `git archive` of an older
+the difference of the two rows; and the step's tasks from the first one's start to the compile's
+result (its worker reaped: the cpu_per_task callback marks it), without the play's per-host end
+(Ansible's linear strategy computes each host's variables and walks every host's list for each
+host of a per-host task: quadratic in hosts, and it swings with the load). --compile-only runs no
+empty play. With --baseline DIR (another checkout, e.g. `git archive` of an older
 commit unpacked there), that checkout's compile play runs too, after the empty play and before this
 checkout's, so before and after are measured in one run.
 """
@@ -135,6 +139,21 @@ def one(size: int, policies: int, play: str, root: Path = ROOT) -> Dict[str, Any
     return {"wall": taken.wall, "cpu": taken.cpu, "load": taken.load, "peak_mib": peak, "tasks": tasks}
 
 
+COMPILE_TASK = "Compile every host's state once, on the controller"
+
+
+def step_cpu(tasks: List[Dict[str, Any]]) -> float:
+    """CPU from the first task's start to the compile task's result, its worker reaped (the cpu_per_task
+    callback's "after:" mark): the step's three tasks, without registering the result for every host and
+    without the play's per-host end that follows (Ansible's, quadratic in hosts: it swings with the load)."""
+    total = 0.0
+    for task in tasks[1:]:
+        if task["task"].startswith("after: ") and task["task"].endswith(COMPILE_TASK):
+            return total
+        total += task["cpu"]
+    raise RuntimeError("no result of the compile task in %s" % tasks)
+
+
 def task_cpu(tasks: List[Dict[str, Any]]) -> float:
     """CPU from the first task's start to the end of the play: the tasks, without loading the inventory."""
     return sum(t["cpu"] for t in tasks if t["task"] != "start-up")
@@ -158,6 +177,8 @@ def main() -> None:
     parser.add_argument("--policies", type=int, default=1000)
     parser.add_argument("--baseline", type=Path, help="another checkout (e.g. a worktree of an older commit) whose "
                         "compile play runs too, in the same run, after the empty play and before this checkout's")
+    parser.add_argument("--compile-only", action="store_true", help="no empty play: only the compile plays, "
+                        "their step's tasks to the compile's result")
     parser.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--root", type=Path, default=ROOT, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -166,25 +187,32 @@ def main() -> None:
         return
     table = Table()
     compile_cpu: Dict[str, List[float]] = {}
+    step: Dict[str, List[float]] = {}
     for size in args.sizes:
-        empty = played(size, args.policies, "empty", ROOT)
-        table.add("%d hosts, %d policies: empty play" % (size, args.policies),
-                  Sample(empty["wall"], empty["cpu"], empty["load"]), ", peak RSS %.0f MiB" % empty["peak_mib"])
+        empty = None if args.compile_only else played(size, args.policies, "empty", ROOT)
+        if empty:
+            table.add("%d hosts, %d policies: empty play" % (size, args.policies),
+                      Sample(empty["wall"], empty["cpu"], empty["load"]), ", peak RSS %.0f MiB" % empty["peak_mib"])
         for label, root in contenders(args.baseline):
             r = played(size, args.policies, "compile", root)
             table.add("%d hosts, %d policies: compile play, %s" % (size, args.policies, label),
                       Sample(r["wall"], r["cpu"], r["load"]), ", peak RSS %.0f MiB" % r["peak_mib"])
-            compile_cpu.setdefault(label, []).append(r["cpu"] - empty["cpu"])
-            table.note("%d hosts, %s: the compile step's CPU (compile play minus empty play)" % (size, label),
-                       "%.2f s" % compile_cpu[label][-1])
-            table.note("%d hosts, %s: the compile step's CPU, its tasks' (compile play's tasks minus the empty "
-                       "play's)" % (size, label), "%.2f s" % (task_cpu(r["tasks"]) - task_cpu(empty["tasks"])))
+            step.setdefault(label, []).append(step_cpu(r["tasks"]))
+            table.note("%d hosts, %s: the compile step's tasks, to the compile's result" % (size, label),
+                       "%.2f s" % step[label][-1])
+            if empty:
+                compile_cpu.setdefault(label, []).append(r["cpu"] - empty["cpu"])
+                table.note("%d hosts, %s: the compile step's CPU (compile play minus empty play)" % (size, label),
+                           "%.2f s" % compile_cpu[label][-1])
+                table.note("%d hosts, %s: the compile step's CPU, its tasks' (compile play's tasks minus the empty "
+                           "play's)" % (size, label), "%.2f s" % (task_cpu(r["tasks"]) - task_cpu(empty["tasks"])))
             for task in r["tasks"]:
                 table.note("%d hosts, %s: task %s" % (size, label, task["task"]),
                            "%.2f s CPU, %.2f s wall" % (task["cpu"], task["wall"]))
-    for label, cpu in compile_cpu.items():
-        for (small, a), (large, b) in zip(zip(args.sizes, cpu), zip(args.sizes[1:], cpu[1:])):
-            table.note("%s: compile step CPU, %d hosts against %d" % (label, large, small), "%.2fx" % (b / a))
+    for what, figures in (("compile step CPU", compile_cpu), ("the step's tasks to the compile's result", step)):
+        for label, cpu in figures.items():
+            for (small, a), (large, b) in zip(zip(args.sizes, cpu), zip(args.sizes[1:], cpu[1:])):
+                table.note("%s: %s, %d hosts against %d" % (label, what, large, small), "%.2fx" % (b / a))
     print(table.markdown("compile step"))
 
 

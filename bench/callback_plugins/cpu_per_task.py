@@ -2,7 +2,8 @@
 # Copyright: netpol.fleet contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Bench-only callback: CPU time (user+sys of ansible-playbook and its reaped workers, with their
-modules) between task starts, written as JSON to $NETPOL_BENCH_CPU_LOG at the end of the run."""
+modules) between task starts, and from a run_once task's result (its worker reaped) to the next
+start, written as JSON to $NETPOL_BENCH_CPU_LOG at the end of the run."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ requirements:
 """
 
 import json
+import multiprocessing
 import os
 import resource
 import time
@@ -40,6 +42,15 @@ class CallbackModule(CallbackBase):
 
     def v2_playbook_on_task_start(self, task, is_conditional):
         self.marks.append((task.get_name(), _cpu(), time.perf_counter()))
+
+    def v2_runner_on_ok(self, result):
+        """A run_once task's result: its worker reaped (and so counted) now, not one task late. What follows
+        (registering the result for every host, the next per-host tasks) goes to a row of its own."""
+        if getattr(result, "task", None) is not None and result.task.run_once:
+            deadline = time.perf_counter() + 5
+            while multiprocessing.active_children() and time.perf_counter() < deadline:  # reaps what exited
+                time.sleep(0.001)
+            self.marks.append(("after: %s" % result.task.get_name(), _cpu(), time.perf_counter()))
 
     def v2_playbook_on_stats(self, stats):
         self.marks.append(("end", _cpu(), time.perf_counter()))
