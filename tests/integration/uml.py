@@ -30,7 +30,6 @@ is killed, its whole process group.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import time
