@@ -352,19 +352,20 @@ UDP_SERVER = ("import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DG
               "try:\n  data, peer = s.recvfrom(100); print(data.decode()); s.sendto(b'reply', peer)\n"
               "except socket.timeout:\n  print('nothing')")
 UDP_CLIENT = ("import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', 5555)); "
-              "s.settimeout(2); s.sendto(sys.argv[2].encode(), (sys.argv[1], 7000))\n"
+              "s.settimeout(float(sys.argv[3])); s.sendto(sys.argv[2].encode(), (sys.argv[1], 7000))\n"
               "try:\n  print(s.recvfrom(100)[0].decode())\nexcept socket.timeout:\n  print('no reply')")
 
 
 def udp_exchange(server_ns: str, client_ns: str, address: str, text: str, wait: float) -> tuple:
-    """A UDP datagram 5555 -> 7000 and its reply: what the server got, what the client got back."""
+    """A UDP datagram 5555 -> 7000 and its reply: what the server got, what the client got back, each waiting
+    up to `wait` seconds (an exchange that happens returns at once: a long wait costs only a loaded machine)."""
     server = subprocess.Popen(["ip", "netns", "exec", server_ns, "python3", "-c", UDP_SERVER, str(wait)],
                               stdout=subprocess.PIPE, text=True)
     subprocess.run(["ip", "netns", "exec", server_ns, "python3", "-c",
                     "import socket,time\nfor _ in range(100):\n  s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
                     "  try:\n    s.bind(('0.0.0.0', 7000)); s.close(); time.sleep(0.05)\n  except OSError:\n    break"],
                    check=True)  # until the server holds the port
-    client = subprocess.run(["ip", "netns", "exec", client_ns, "python3", "-c", UDP_CLIENT, address, text],
+    client = subprocess.run(["ip", "netns", "exec", client_ns, "python3", "-c", UDP_CLIENT, address, text, str(wait)],
                             capture_output=True, text=True, check=True).stdout.strip()
     return server.communicate(timeout=wait + 5)[0].strip(), client
 
@@ -392,8 +393,8 @@ def test_overlapping_addresses_on_two_bridges_keep_separate_conntrack_state(make
         subprocess.run(["ip", "-n", ns, "address", "add", "10.77.0.%d/24" % number, "dev", "eth0"], check=True)
     run_playbook("playbooks/site.yml", lab.inventory, *FAST, "-e", json.dumps({"netpol_policies": [
         policy("alpha", "deny-all", {"podSelector": {}})]}))
-    assert udp_exchange(prefix + "x2", prefix + "x1", "10.77.0.2", "on br-b", 3) == ("on br-b", "reply")
-    assert udp_exchange(prefix + "a-api", prefix + "a-web", "10.77.0.2", "on br-net", 2) == ("nothing", "no reply")
+    assert udp_exchange(prefix + "x2", prefix + "x1", "10.77.0.2", "on br-b", 20) == ("on br-b", "reply")
+    assert udp_exchange(prefix + "a-api", prefix + "a-web", "10.77.0.2", "on br-net", 5) == ("nothing", "no reply")
     entries = subprocess.run(["ip", "netns", "exec", hypervisor, "conntrack", "-L", "-p", "udp", "--sport", "5555"],
                              capture_output=True, text=True, check=True).stdout
     # The br-b flow sits in br-b's zone; a-web's datagram was dropped before conntrack confirmed an entry.
