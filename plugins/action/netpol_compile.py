@@ -36,6 +36,7 @@ except ImportError:  # pragma: no cover - older ansible-core: errors name no pla
 from ansible_collections.netpol.fleet.plugins.module_utils.bridge.ports import (
     FACTS_VARIABLE,
     UPLINKS_VARIABLE,
+    bridge_vlans,
     check_ports,
     check_uplinks,
     uplink_ports,
@@ -224,7 +225,8 @@ class ActionModule(ActionBase):
         options = CompileOptions(privileged=privileged, log=log_options(args["log"]),
                                  enforce_jump_position=args["enforce_jump_position"],
                                  bridge_drop_unmanaged=bool(drop_unmanaged))
-        states = compile_fleet(fleet, policies, options, hosts=hosts, port_bridges=port_bridges, bridge_uplinks=uplinks)
+        states = compile_fleet(fleet, policies, options, hosts=hosts, port_bridges=port_bridges, bridge_uplinks=uplinks,
+                               bridge_vlans=bridge_vlans(hostvars, port_bridges))
         outside = sorted(set(hostvars) - set(task_vars.get("ansible_play_hosts_all") or hostvars))
         warnings += limited_run_warnings(fleet, policies, options, hosts, outside, port_bridges, uplinks)
         if self._connection.transport not in LOCAL_CONNECTIONS:

@@ -102,18 +102,21 @@ missing:
   type: list
   elements: str
 vlan_aware:
-  description: The bridges of O(ports) that filter VLANs (C(vlan_filtering) 1), which bridge mode does not support.
+  description: The bridges of O(ports) that filter VLANs (C(vlan_filtering) 1); see RV(vlans).
   returned: always
   type: list
   elements: str
 vlans:
   description:
-    - Each port of O(ports) on a bridge of RV(vlan_aware), with its VLANs as C(bridge -j vlan show) reports them
-      (read only when there is such a port) - C(pvid) (null when none), C(untagged) (sent back untagged) and
-      C(tagged). An access port has one VLAN, its PVID, untagged.
+    - Every port of each bridge of RV(vlan_aware) (the VMs' ports, and the uplinks and trunks beside them),
+      with its VLANs as C(bridge -j vlan show) reports them (read only when there is such a bridge) - C(bridge),
+      C(pvid) (null when none), C(untagged) (sent back untagged) and C(tagged). An access port has one VLAN,
+      its PVID, untagged. The compile step gives each VLAN with managed VMs a conntrack zone of its own and
+      refuses a VM port that is not an access port.
   returned: always
   type: dict
-  sample: {vnet0: {pvid: 10, untagged: [10], tagged: []}, bond0: {pvid: null, untagged: [], tagged: [10, 20]}}
+  sample: {vnet0: {bridge: br0, pvid: 10, untagged: [10], tagged: []},
+           bond0: {bridge: br0, pvid: null, untagged: [], tagged: [10, 20]}}
 br_netfilter:
   description: Whether br_netfilter is loaded (C(/proc/sys/net/bridge) exists).
   returned: always
@@ -176,13 +179,15 @@ def read_fdb(module) -> dict:
     return {}  # not reached: fail_json exits
 
 
-def read_vlans(module, ports: list) -> dict:
-    """The VLANs of the given ports of VLAN-aware bridges (read only)."""
-    if not ports:
+def read_vlans(module, sysfs: Sysfs, bridges: list) -> dict:
+    """The VLANs of every port of the given VLAN-aware bridges, each with its bridge (read only)."""
+    owner = {port: bridge for bridge in bridges for port in sysfs.bridge_ports(bridge)}
+    if not owner:
         return {}
     try:
-        return parse_vlans(run(module, [module.get_bin_path(VLAN_COMMAND[0], required=True)] + list(VLAN_COMMAND[1:]))[1],
-                           ports)
+        found = parse_vlans(run(module, [module.get_bin_path(VLAN_COMMAND[0], required=True)] + list(VLAN_COMMAND[1:]))[1],
+                            sorted(owner))
+        return {port: dict(vlans, bridge=owner[port]) for port, vlans in found.items()}
     except (ToolError, ValueError, KeyError, TypeError) as e:
         module.fail_json(msg="netpol_bridge: cannot read the bridges' VLANs: %s" % e)
     return {}  # not reached: fail_json exits
@@ -203,9 +208,8 @@ def main() -> None:
     learned = read_fdb(module) if p["fdb"] else {}
     ports = list(p["ports"]) + sorted({port for found in learned.values() for port in found} - set(p["ports"]))
     facts = port_facts(sysfs, ports)
-    on_vlan_aware = [port for port, bridge in facts.bridges.items() if bridge in facts.vlan_aware]
     result = dict(changed=False, ports=facts.bridges, missing=list(facts.missing), vlan_aware=list(facts.vlan_aware),
-                  vlans=read_vlans(module, on_vlan_aware),
+                  vlans=read_vlans(module, sysfs, list(facts.vlan_aware)),
                   br_netfilter=sysfs.br_netfilter(),
                   switched_on=[], switched_off=[], record={})
     if p["fdb"]:

@@ -123,4 +123,4 @@ def test_a_vlan_aware_bridge_is_reported_or_the_kernel_cannot_build_one(ns, tmp_
     sh(ns, "bridge vlan add dev vnet5 vid 10 pvid untagged && bridge vlan del dev vnet5 vid 1")
     result = play(ns, tmp_path, {"state": "query", "ports": ["vnet0", "vnet5"]})[0]
     assert result["ports"] == {"vnet0": "br10", "vnet5": "brv"} and result["vlan_aware"] == ["brv"]
-    assert result["vlans"] == {"vnet5": {"pvid": 10, "untagged": [10], "tagged": []}}  # vnet0's bridge: no VLANs
+    assert result["vlans"] == {"vnet5": {"bridge": "brv", "pvid": 10, "untagged": [10], "tagged": []}}  # br10: none

@@ -73,8 +73,9 @@ def test_the_query_reports_each_vm_ports_vlans(refused):
     assert "query rc 0" in output, (work / "query.out").read_text()
     query = json.loads((work / "tree" / (PREFIX + "hv")).read_text())
     assert query["vlan_aware"] == ["brv"] and query["ports"] == {"p1": "brv", "p2": "brv"}
-    assert query["vlans"] == {"p1": {"pvid": 10, "untagged": [10], "tagged": []},
-                              "p2": {"pvid": None, "untagged": [], "tagged": [10, 20]}}
+    assert query["vlans"] == {"p1": {"bridge": "brv", "pvid": 10, "untagged": [10], "tagged": []},
+                              "p2": {"bridge": "brv", "pvid": None, "untagged": [], "tagged": [10, 20]},
+                              "uplink": {"bridge": "brv", "pvid": None, "untagged": [], "tagged": [10, 20]}}
 
 
 def test_enforcing_refuses_the_vlan_aware_bridge_naming_host_vm_field_and_vlans_and_changes_nothing(refused):
@@ -83,5 +84,8 @@ def test_enforcing_refuses_the_vlan_aware_bridge_naming_host_vm_field_and_vlans_
     assert "site rc 2" in output and "no host was changed" in site, site
     where = "inventory host g-hv: netpol_workloads[%d].interface: the bridge brv of VM alpha/%s filters VLANs "
     assert where % (0, "vm1") + "(vlan_filtering 1; p1: access port of VLAN 10): VLAN-aware bridges" in site, site
-    assert where % (1, "vm2") + "(vlan_filtering 1; p2: PVID none, tagged 10, 20): VLAN-aware bridges" in site, site
+    trunk = ("inventory host g-hv: netpol_workloads[1].interface: port p2 of VM alpha/vm2 on the VLAN-aware bridge brv "
+             "(vlan_filtering 1) carries PVID none, tagged 10, 20: a VM port there must be an access port (exactly one "
+             "VLAN, its PVID, egress untagged); a VM choosing its VLANs by tagging is not supported")
+    assert trunk in site, site
     assert (work / "after").read_text() == (work / "before").read_text()

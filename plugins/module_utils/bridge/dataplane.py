@@ -14,7 +14,8 @@ reach them (docs/bridge.md has the order of checks for one packet):
                        passes even when FORWARD's policy is DROP (Docker), as in Neutron/libvirt.
     filter INPUT    -m physdev --physdev-is-in -> NETPOL-BR-INPUT: VM -> hypervisor is the VM's
                     egress (--physdev-is-bridged never matches in INPUT); RETURN, never ACCEPT.
-    raw PREROUTING  NETPOL-BR-ZONES: one conntrack zone per bridge (L2 domain), never per port.
+    raw PREROUTING  NETPOL-BR-ZONES: one conntrack zone per L2 domain (a bridge, or a VLAN of a
+                    VLAN-aware bridge: bridge/zones.py), never per port.
     nat PREROUTING  NETPOL-BR-NAT: packets from managed ports skip the host's DNAT (kube-proxy).
 
 With netpol_bridge_drop_unmanaged, NETPOL-BRIDGE first sends every packet of a managed bridge through
@@ -29,32 +30,27 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from ansible_collections.netpol.fleet.plugins.module_utils.bridge.zones import ZONES_CHAIN, PortVlans, layout, raw_table
+from ansible_collections.netpol.fleet.plugins.module_utils.bridge.zones import zones  # noqa: F401 (re-exported)
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.hoststate import Chain, Jump, Table
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.ir import Workload
-from ansible_collections.netpol.fleet.plugins.module_utils.engine.names import comment_match, label_match, stable_hash
+from ansible_collections.netpol.fleet.plugins.module_utils.engine.names import comment_match, label_match
 
 BRIDGE_CHAIN = "NETPOL-BRIDGE"
 CHECK_CHAIN = "NETPOL-BR-CHECK"
 EGRESS_CHAIN = "NETPOL-BR-EGRESS"
 INGRESS_CHAIN = "NETPOL-BR-INGRESS"
 INPUT_CHAIN = "NETPOL-BR-INPUT"
-ZONES_CHAIN = "NETPOL-BR-ZONES"
 NAT_CHAIN = "NETPOL-BR-NAT"
 FROM_KNOWN_CHAIN = "NETPOL-BR-FROM"
 TO_KNOWN_CHAIN = "NETPOL-BR-TO"
 TABLE_FAMILY = {4: "ipv4", 6: "ipv6"}
-
-# Zones 1..ZONE_SPACE-1 are drawn from the bridge's name; 0 is the kernel's default zone.
-ZONE_BASE = 0x1000
-ZONE_SPACE = 0xE000
 
 BRIDGED = "-m physdev --physdev-is-bridged"
 FROM_BRIDGE_PORT = "-m physdev --physdev-is-in"
 REPLIES_ACCEPT = "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
 REPLIES_RETURN = "-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN"
 INVALID_DROP = "-m conntrack --ctstate INVALID -j DROP"
-# The hypervisor's own traffic over a bridge stays in zone 0: its replies leave by OUTPUT.
-NOT_LOCAL = "-m addrtype ! --dst-type LOCAL"
 
 # direction label ("ingress"/"egress"), family, VM -> the VM's policy chain, or None when no
 # policy isolates it in that direction.
@@ -89,18 +85,6 @@ class BridgeTables:
     nat: Table
 
 
-def zones(bridges: Sequence[str]) -> Dict[str, int]:
-    """A conntrack zone per bridge: drawn from its name (stable when other bridges come and go),
-    the next free one on a collision, in name order."""
-    taken: Dict[int, str] = {}
-    for bridge in sorted(set(bridges)):
-        zone = ZONE_BASE + int(stable_hash("bridge " + bridge), 36) % (ZONE_SPACE - ZONE_BASE)
-        while zone in taken:
-            zone = ZONE_BASE + (zone - ZONE_BASE + 1) % (ZONE_SPACE - ZONE_BASE)
-        taken[zone] = bridge
-    return {bridge: zone for zone, bridge in taken.items()}
-
-
 def bridge_tables(
     family: int,
     ports: Sequence[BridgePort],
@@ -109,12 +93,15 @@ def bridge_tables(
     vital_icmpv6: Sequence[int],
     node_set: Optional[str] = None,
     uplinks: Optional[Mapping[str, Sequence[str]]] = None,
+    vlans: Optional[Mapping[str, PortVlans]] = None,
 ) -> BridgeTables:
     """Everything one family needs for the VMs of one hypervisor; node_set names the set of the
     hypervisor's own addresses (its traffic to its VMs is node traffic, always allowed).
 
     uplinks: None keeps ports not in netpol_workloads as they are (the host's rules decide them);
-    otherwise bridge -> its uplink ports, and packets of every other port of a managed bridge drop."""
+    otherwise bridge -> its uplink ports, and packets of every other port of a managed bridge drop.
+    vlans: the VLANs of every port of the hypervisor's VLAN-aware bridges (netpol_bridge query), whose
+    VMs get a conntrack zone per VLAN."""
     ordered = sorted(ports, key=lambda p: p.interface)
     unmanaged = _Unmanaged(ordered, uplinks)
     egress = [(p, workload_chain("egress", family, p.workload)) for p in ordered]
@@ -133,7 +120,7 @@ def bridge_tables(
     return BridgeTables(
         filter_chains=chains + tuple(_unique(policy_chains)),
         filter_jumps=jumps,
-        raw=_raw_table(family, ordered),
+        raw=raw_table(TABLE_FAMILY[family], layout({p.interface: p.bridge for p in ordered}, vlans or {})),
         nat=_nat_table(family, ordered),
     )
 
@@ -210,15 +197,6 @@ def _input_rules(vital: List[str], privileged: List[str], egress: Sequence[Tuple
     """VM -> hypervisor: the VM's egress; RETURN so the hypervisor's own INPUT still decides."""
     return ([_labelled(REPLIES_RETURN, "netpol bridge: VMs to the hypervisor")] + ["%s -j RETURN" % v for v in vital]
             + privileged + _dispatch("--physdev-in", egress, "egress of VM %s to the hypervisor"))
-
-
-def _raw_table(family: int, ports: Sequence[BridgePort]) -> Table:
-    by_bridge = zones([p.bridge for p in ports])
-    rules = tuple(
-        "-i %s %s %s -j CT --zone %d" % (bridge, NOT_LOCAL, comment_match("netpol zone of bridge %s" % bridge), zone)
-        for bridge, zone in sorted(by_bridge.items())
-    )
-    return Table(TABLE_FAMILY[family], "raw", (Chain(ZONES_CHAIN, rules),), (Jump("PREROUTING", ZONES_CHAIN),))
 
 
 def _nat_table(family: int, ports: Sequence[BridgePort]) -> Table:

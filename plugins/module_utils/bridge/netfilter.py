@@ -72,6 +72,13 @@ class Sysfs:
         master = os.path.basename(os.readlink(link))
         return master if self.is_bridge(master) else None
 
+    def bridge_ports(self, bridge: str) -> List[str]:
+        """Every port of the bridge (its brif directory), sorted."""
+        try:
+            return sorted(os.listdir(self.path("sys/class/net", bridge, "brif")))
+        except OSError:
+            return []
+
     def vlan_filtering(self, bridge: str) -> bool:
         return _read(self.path("sys/class/net", bridge, "bridge", "vlan_filtering")) == "1"
 

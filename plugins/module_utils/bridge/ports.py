@@ -5,8 +5,9 @@
 
 The VMs of netpol_workloads against each other (one port and one MAC per VM) and against what
 each hypervisor reported (netpol.fleet.netpol_bridge state=query, registered as
-`netpol_bridge_facts`): the port exists, it is a port of a bridge that does not filter VLANs (the
-refusal says which VLANs the port carries), br_netfilter is there.
+`netpol_bridge_facts`): the port exists, it is a port of a bridge, on a VLAN-aware bridge
+(vlan_filtering 1) it is an access port (exactly one VLAN, its PVID, egress untagged: the refusal of
+anything else says what the port carries), br_netfilter is there.
 Out come the errors, each naming the inventory host and the field, and each hypervisor's
 port -> bridge map for compile. Pure Python, standard library only.
 """
@@ -15,12 +16,15 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Tuple
 
-from ansible_collections.netpol.fleet.plugins.module_utils.bridge.vlans import describe
+from ansible_collections.netpol.fleet.plugins.module_utils.bridge.vlans import access_vlan, describe
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.ir import Fleet, Workload
 
 FACTS_VARIABLE = "netpol_bridge_facts"
 
 PortBridges = Dict[str, Dict[str, str]]  # hypervisor -> port -> bridge
+BridgeVlans = Dict[str, Dict[str, Dict[str, Any]]]  # hypervisor -> port -> its VLANs and bridge
+# Until the VLAN-aware layout is enforced end to end, its access ports are refused too.
+VLAN_AWARE_ENFORCED = False
 
 
 def field_of(hostvars: Mapping[str, Mapping[str, Any]], workload: Workload, name: str) -> str:
@@ -74,15 +78,39 @@ def _host_ports(host: str, vms: List[Workload], hostvars) -> Tuple[Dict[str, str
             errors.append("%s: port %s of VM %s/%s does not exist on the host" % (where, vm.interface, vm.namespace, vm.name))
         elif not facts["ports"][vm.interface]:
             errors.append("%s: %s of VM %s/%s is not a port of any bridge" % (where, vm.interface, vm.namespace, vm.name))
-        elif facts["ports"][vm.interface] in (facts.get("vlan_aware") or ()):
-            carries = (facts.get("vlans") or {}).get(vm.interface)
-            errors.append("%s: the bridge %s of VM %s/%s filters VLANs (vlan_filtering 1; %s: %s): VLAN-aware bridges "
-                          "are not supported by this release (one conntrack zone per bridge would join its VLANs); use "
-                          "a bridge per VLAN" % (where, facts["ports"][vm.interface], vm.namespace, vm.name,
-                                                 vm.interface, describe(carries) if carries else "VLANs not read"))
+        elif facts["ports"][vm.interface] in (facts.get("vlan_aware") or ()) and _vlan_refusal(vm, facts):
+            errors.append("%s: %s" % (where, _vlan_refusal(vm, facts)))
         else:
             found[vm.interface or ""] = facts["ports"][vm.interface]
     return found, errors
+
+
+def _vlan_refusal(vm: Workload, facts: Mapping[str, Any]) -> str:
+    """Why a VM port on a VLAN-aware bridge cannot be enforced ('' for an access port)."""
+    bridge = facts["ports"][vm.interface]
+    carries = (facts.get("vlans") or {}).get(vm.interface)
+    if access_vlan(carries) is None:
+        return ("port %s of VM %s/%s on the VLAN-aware bridge %s (vlan_filtering 1) carries %s: a VM port there must "
+                "be an access port (exactly one VLAN, its PVID, egress untagged); a VM choosing its VLANs by tagging "
+                "is not supported" % (vm.interface, vm.namespace, vm.name, bridge,
+                                      describe(carries) if carries else "VLANs not read"))
+    if not VLAN_AWARE_ENFORCED:
+        return ("the bridge %s of VM %s/%s filters VLANs (vlan_filtering 1; %s: %s): VLAN-aware bridges are not "
+                "supported by this release; use a bridge per VLAN" % (bridge, vm.namespace, vm.name, vm.interface,
+                                                                     describe(carries)))
+    return ""
+
+
+def bridge_vlans(hostvars: Mapping[str, Mapping[str, Any]], bridges: PortBridges) -> BridgeVlans:
+    """Per hypervisor, the VLANs of every port of its VLAN-aware bridges that carry VMs (for compile's
+    conntrack zones per VLAN), as its query read them."""
+    found: BridgeVlans = {}
+    for host, ports in bridges.items():
+        facts = hostvars.get(host, {}).get(FACTS_VARIABLE) or {}
+        aware = set(facts.get("vlan_aware") or ()) & set(ports.values())
+        vlans = {port: dict(v, bridge=v.get("bridge") or ports.get(port)) for port, v in (facts.get("vlans") or {}).items()}
+        found[host] = {port: v for port, v in vlans.items() if v["bridge"] in aware}
+    return found
 
 
 UPLINKS_VARIABLE = "netpol_bridge_uplinks"

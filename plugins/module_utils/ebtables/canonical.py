@@ -300,7 +300,7 @@ def _arp_ptype(value: str) -> str:
 def _vlan_encap(value: str) -> str:
     name = _ethertype(value)
     number = next((n for n, v in ETHERTYPES.items() if v == name), None)
-    return "%04x" % number if number is not None else value
+    return "%04X" % number if number is not None else value  # ebtables-nft prints 86DD
 
 
 def _rate(value: str) -> str:

@@ -22,6 +22,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from ansible_collections.netpol.fleet.plugins.module_utils.bridge.antispoof import antispoof_table
 from ansible_collections.netpol.fleet.plugins.module_utils.bridge.dataplane import BridgePort, bridge_tables
+from ansible_collections.netpol.fleet.plugins.module_utils.bridge.zones import layout, with_marks
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.compile_sets import SetBook
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.hoststate import Chain, HostState, IpSet, Jump, Table
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.ir import (
@@ -95,6 +96,7 @@ def compile_fleet(
     hosts: Optional[Iterable[str]] = None,
     port_bridges: Optional[Mapping[str, Mapping[str, str]]] = None,
     bridge_uplinks: Optional[Mapping[str, Mapping[str, Sequence[str]]]] = None,
+    bridge_vlans: Optional[Mapping[str, Mapping[str, Mapping]]] = None,
 ) -> Dict[str, HostState]:
     """Each host's HostState; `hosts` limits the output, peers still resolve fleet-wide.
 
@@ -102,11 +104,14 @@ def compile_fleet(
     hypervisor (bridge mode); a VM whose port is missing there is a ValueError.
     bridge_uplinks: hypervisor -> bridge -> its uplink ports (netpol_bridge_uplinks), used when
     options.bridge_drop_unmanaged drops the packets of every other port not in netpol_workloads.
+    bridge_vlans: hypervisor -> port -> its VLANs (and bridge), every port of its VLAN-aware bridges
+    (netpol_bridge query `vlans`): their VMs' conntrack zones are per VLAN (bridge/zones.py).
     """
     resolver = Resolver(fleet)
     compiler = _Compiler(resolver, SetBook(resolver), sorted(policies, key=lambda p: p.key), options)
     compiler.node_addresses = dict(fleet.node_addresses)
     compiler.uplinks = dict(bridge_uplinks or {})
+    compiler.vlans = dict(bridge_vlans or {})
     by_host: Dict[str, List[Workload]] = {}
     for workload in sorted(fleet.workloads, key=lambda w: (w.namespace, w.name)):
         by_host.setdefault(workload.enforcer, []).append(workload)
@@ -120,6 +125,7 @@ class _Compiler:
         self.book, self.options = book, options
         self.node_addresses: Dict[str, Tuple[str, ...]] = {}
         self.uplinks: Dict[str, Mapping[str, Sequence[str]]] = {}
+        self.vlans: Dict[str, Mapping[str, Mapping]] = {}
         self.targets: Dict[int, List[Policy]] = {}  # id(workload) -> policies selecting it, by key
         self._memo: Dict[Tuple, Tuple[List[str], List[IpSet]]] = {}
         # The privileged paths are the same on every host: rendered once per compile, not per host.
@@ -141,13 +147,15 @@ class _Compiler:
                 node_set = self._node_set(host, family, used)
                 uplinks = self.uplinks.get(host, {}) if self.options.bridge_drop_unmanaged else None
                 bridged = bridge_tables(family, ports, self._vm_chain(used), self._privileged, VITAL_ICMPV6, node_set,
-                                        uplinks)
+                                        uplinks, self.vlans.get(host))
                 filter_table = replace(filter_table, chains=filter_table.chains + bridged.filter_chains,
                                        jumps=filter_table.jumps + bridged.filter_jumps)
                 tables += [filter_table, bridged.raw, bridged.nat]
             else:
                 tables.append(filter_table)
         layer2 = antispoof_table([p.workload for p in ports], self.options.log)
+        if ports:
+            layer2 = with_marks(layer2, layout({p.interface: p.bridge for p in ports}, self.vlans.get(host) or {}))
         if layer2.chains:  # a hypervisor whose every port is antispoof: off needs no ebtables at all
             tables.append(layer2)
         return HostState(host=host, sets=tuple(used[name] for name in sorted(used)),

@@ -12,6 +12,7 @@ from unittest.mock import MagicMock
 
 import pytest
 
+from ansible_collections.netpol.fleet.plugins.module_utils.bridge import ports, zones
 from ansible_collections.netpol.fleet.plugins.action import netpol_compile
 from ansible_collections.netpol.fleet.plugins.action.netpol_compile import (
     ActionModule,
@@ -287,10 +288,18 @@ def test_a_host_that_declares_no_vms_any_more_still_gets_its_bridge_tables_clean
     (dict(READ, ports={"vnet0": None}), (VM1,),
      "inventory host hv1: netpol_workloads[0].interface: vnet0 of VM shop/vm1 is not a port of any bridge"),
     (dict(READ, vlan_aware=["br10"]), (VM1,),
-     "inventory host hv1: netpol_workloads[0].interface: the bridge br10 of VM shop/vm1 filters VLANs"),
+     "inventory host hv1: netpol_workloads[0].interface: port vnet0 of VM shop/vm1 on the VLAN-aware bridge br10 "
+     "(vlan_filtering 1) carries VLANs not read: a VM port there must be an access port"),
     (dict(READ, vlan_aware=["br10"], vlans={"vnet0": {"pvid": 10, "untagged": [10], "tagged": [20]}}), (VM1,),
-     "inventory host hv1: netpol_workloads[0].interface: the bridge br10 of VM shop/vm1 filters VLANs "
-     "(vlan_filtering 1; vnet0: PVID 10, untagged 10, tagged 20): VLAN-aware bridges are not supported"),
+     "inventory host hv1: netpol_workloads[0].interface: port vnet0 of VM shop/vm1 on the VLAN-aware bridge br10 "
+     "(vlan_filtering 1) carries PVID 10, untagged 10, tagged 20: a VM port there must be an access port (exactly "
+     "one VLAN, its PVID, egress untagged); a VM choosing its VLANs by tagging is not supported"),
+    (dict(READ, vlan_aware=["br10"], vlans={"vnet0": {"pvid": None, "untagged": [], "tagged": [10, 20]}}), (VM1,),
+     "inventory host hv1: netpol_workloads[0].interface: port vnet0 of VM shop/vm1 on the VLAN-aware bridge br10 "
+     "(vlan_filtering 1) carries PVID none, tagged 10, 20: a VM port there must be an access port"),
+    (dict(READ, vlan_aware=["br10"], vlans={"vnet0": {"pvid": 10, "untagged": [10, 20], "tagged": []}}), (VM1,),
+     "inventory host hv1: netpol_workloads[0].interface: port vnet0 of VM shop/vm1 on the VLAN-aware bridge br10 "
+     "(vlan_filtering 1) carries PVID 10, untagged 10, 20: a VM port there must be an access port"),
     (READ, (VM1, dict(VM2, mac=VM1["mac"])),
      "inventory host hv1: netpol_workloads[1].mac: MAC 52:54:00:00:00:01 is also the MAC of shop/vm1"),
     (READ, (VM1, dict(VM2, interface="vnet0")),
@@ -301,6 +310,40 @@ def test_bad_bridge_input_stops_the_run_naming_host_and_field(monkeypatch, facts
     result = run({"policies": [DB_FROM_WEB]}, batch=("hv1", "db"))[0]
     assert result["failed"] and "no host was changed" in result["msg"]
     assert any(e.startswith(error) for e in result["errors"]), result["errors"]
+
+
+VLAN_READ = dict(READ, vlan_aware=["br10"], vlans={
+    "vnet0": {"bridge": "br10", "pvid": 10, "untagged": [10], "tagged": []},
+    "vnet1": {"bridge": "br10", "pvid": 20, "untagged": [20], "tagged": []},
+    "trunk": {"bridge": "br10", "pvid": None, "untagged": [], "tagged": [10, 20, 30]}})
+
+
+def test_vm_access_ports_on_a_vlan_aware_bridge_are_refused_while_that_layout_is_not_enforced(monkeypatch):
+    hypervisor(monkeypatch, VLAN_READ)
+    result = run({"policies": [DB_FROM_WEB]}, batch=("hv1",))[0]
+    assert result["failed"] and "no host was changed" in result["msg"]
+    assert ("inventory host hv1: netpol_workloads[1].interface: the bridge br10 of VM shop/vm2 filters VLANs "
+            "(vlan_filtering 1; vnet1: access port of VLAN 20): VLAN-aware bridges are not supported") in result["msg"]
+
+
+def test_vm_access_ports_on_a_vlan_aware_bridge_get_a_zone_per_vlan_and_the_trunk_its_marks(monkeypatch):
+    monkeypatch.setattr(ports, "VLAN_AWARE_ENFORCED", True)
+    hypervisor(monkeypatch, VLAN_READ)
+    result = run({"policies": [DB_FROM_WEB]}, batch=("hv1",))[0]
+    assert not result.get("failed"), result
+    state = result["hosts"]["hv1"]
+    raw = next(t for t in state["tables"] if t["family"] == "ipv6" and t["name"] == "raw")
+    zoned = [r for c in raw["chains"] for r in c["rules"]]
+    mark = zones.marks(["br10 vlan 10", "br10 vlan 20"])
+    assert [r.split(" -m comment")[0] for r in zoned] == [
+        "-i br10 -m mark --mark 0x%x/0xff -m addrtype ! --dst-type LOCAL" % mark[k] for k in ("br10 vlan 10", "br10 vlan 20")] + [
+        "-m physdev --physdev-in %s -m addrtype ! --dst-type LOCAL" % p for p in ("vnet0", "vnet1")] + [
+        "-i br10 -m mark ! --mark 0x0/0xff"]
+    layer2 = next(t for t in state["tables"] if t["family"] == "bridge")
+    marking = next(c for c in layer2["chains"] if c["name"] == "NETPOL-VLAN-MARK")["rules"]
+    assert [r.split(" -j ")[0] for r in marking] == [
+        "-p 802_1Q -i trunk --vlan-id %d --vlan-encap %s" % (v, e) for v in (10, 20) for e in ("0800", "86DD")] + ["-j RETURN"]
+    assert state["bridges"] == ["br10"]
 
 
 UPLINK_READ = dict(READ, ports={"vnet0": "br10", "vnet1": "br10", "eth1": "br10", "eth2": None, "eth3": "br20"})
