@@ -24,7 +24,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
-from ansible_collections.netpol.fleet.plugins.module_utils.bridge.dataplane import zones
+from ansible_collections.netpol.fleet.plugins.module_utils.bridge.zones import zones
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.names import workload_chain
 from conftest import LAB_PLAYBOOK, delete_netns, run_playbook, write_lab_inventory
 from test_enforce_e2e import (

@@ -30,8 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ansible_collections.netpol.fleet.plugins.module_utils.bridge.zones import ZONES_CHAIN, PortVlans, layout, raw_table
-from ansible_collections.netpol.fleet.plugins.module_utils.bridge.zones import zones  # noqa: F401 (re-exported)
+from ansible_collections.netpol.fleet.plugins.module_utils.bridge.zones import PortVlans, layout, raw_table
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.hoststate import Chain, Jump, Table
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.ir import Workload
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.names import comment_match, label_match

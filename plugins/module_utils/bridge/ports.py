@@ -23,8 +23,6 @@ FACTS_VARIABLE = "netpol_bridge_facts"
 
 PortBridges = Dict[str, Dict[str, str]]  # hypervisor -> port -> bridge
 BridgeVlans = Dict[str, Dict[str, Dict[str, Any]]]  # hypervisor -> port -> its VLANs and bridge
-# Until the VLAN-aware layout is enforced end to end, its access ports are refused too.
-VLAN_AWARE_ENFORCED = False
 
 
 def field_of(hostvars: Mapping[str, Mapping[str, Any]], workload: Workload, name: str) -> str:
@@ -94,10 +92,6 @@ def _vlan_refusal(vm: Workload, facts: Mapping[str, Any]) -> str:
                 "be an access port (exactly one VLAN, its PVID, egress untagged); a VM choosing its VLANs by tagging "
                 "is not supported" % (vm.interface, vm.namespace, vm.name, bridge,
                                       describe(carries) if carries else "VLANs not read"))
-    if not VLAN_AWARE_ENFORCED:
-        return ("the bridge %s of VM %s/%s filters VLANs (vlan_filtering 1; %s: %s): VLAN-aware bridges are not "
-                "supported by this release; use a bridge per VLAN" % (bridge, vm.namespace, vm.name, vm.interface,
-                                                                     describe(carries)))
     return ""
 
 

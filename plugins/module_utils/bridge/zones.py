@@ -130,7 +130,7 @@ def layout(vm_ports: Mapping[str, str], vlans: Mapping[str, PortVlans]) -> Layou
 
 def raw_table(family: str, the_layout: Layout) -> Table:
     """NETPOL-BR-ZONES of one family (family: ipv4 or ipv6)."""
-    zone = zones([b for b in the_layout.plain] + [d.key for d in the_layout.domains])
+    zone = zones(list(the_layout.plain) + [d.key for d in the_layout.domains])
     mark = marks([d.key for d in the_layout.domains])
     rules: List[str] = []
     for domain in the_layout.domains:

@@ -12,7 +12,7 @@ from unittest.mock import MagicMock
 
 import pytest
 
-from ansible_collections.netpol.fleet.plugins.module_utils.bridge import ports, zones
+from ansible_collections.netpol.fleet.plugins.module_utils.bridge import zones
 from ansible_collections.netpol.fleet.plugins.action import netpol_compile
 from ansible_collections.netpol.fleet.plugins.action.netpol_compile import (
     ActionModule,
@@ -318,16 +318,7 @@ VLAN_READ = dict(READ, vlan_aware=["br10"], vlans={
     "trunk": {"bridge": "br10", "pvid": None, "untagged": [], "tagged": [10, 20, 30]}})
 
 
-def test_vm_access_ports_on_a_vlan_aware_bridge_are_refused_while_that_layout_is_not_enforced(monkeypatch):
-    hypervisor(monkeypatch, VLAN_READ)
-    result = run({"policies": [DB_FROM_WEB]}, batch=("hv1",))[0]
-    assert result["failed"] and "no host was changed" in result["msg"]
-    assert ("inventory host hv1: netpol_workloads[1].interface: the bridge br10 of VM shop/vm2 filters VLANs "
-            "(vlan_filtering 1; vnet1: access port of VLAN 20): VLAN-aware bridges are not supported") in result["msg"]
-
-
 def test_vm_access_ports_on_a_vlan_aware_bridge_get_a_zone_per_vlan_and_the_trunk_its_marks(monkeypatch):
-    monkeypatch.setattr(ports, "VLAN_AWARE_ENFORCED", True)
     hypervisor(monkeypatch, VLAN_READ)
     result = run({"policies": [DB_FROM_WEB]}, batch=("hv1",))[0]
     assert not result.get("failed"), result

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.netpol.fleet.plugins.module_utils.bridge.dataplane import (
-    BRIDGE_CHAIN, CHECK_CHAIN, EGRESS_CHAIN, INGRESS_CHAIN, INPUT_CHAIN, zones)
+    BRIDGE_CHAIN, CHECK_CHAIN, EGRESS_CHAIN, INGRESS_CHAIN, INPUT_CHAIN)
+from ansible_collections.netpol.fleet.plugins.module_utils.bridge.zones import zones
 from ansible_collections.netpol.fleet.plugins.module_utils.ebtables import text as ebtables_text
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.compile import compile_fleet
 from ansible_collections.netpol.fleet.plugins.module_utils.engine.fleet import load_fleet

@@ -1,0 +1,202 @@
+# -*- coding: utf-8 -*-
+# Copyright: netpol.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The VLAN-aware layout (Harvester's: one vlan_filtering bridge per cluster network, VMs on access
+ports, a tagged trunk uplink) enforced by the playbooks in a user-mode-linux guest (uml.py) whose
+kernel has conntrack zones and nf_tables (the custom kernel, NETPOL_UML_KERNEL).
+
+inventories/harvester as `make lab` builds it, rewired on each hypervisor: its bridges vlan10 and
+vlan20 are replaced by one bridge `brv` (vlan_filtering 1) whose VM ports are access ports of
+VLAN 10 or 20, whose `trunk` veth to the switch carries both VLANs tagged (the switch's 8021q
+devices `HV-t.10`/`HV-t.20` on its VLAN 10 and VLAN 20 bridges), and whose VLAN 10 device `brv.10`
+holds the hypervisor's own addresses. Beside the VMs, two unmanaged namespaces on VLAN 20 reuse VLAN
+10's addresses: u1 on hvl-hv2's brv (access VLAN 20) has a-web's, u2 behind the switch has a-api's.
+The hypervisors have foreign rules in filter, nat and raw (both families) and a foreign set.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from conftest import REPO
+from test_enforce_e2e import FAST
+import uml
+from uml import Guest
+
+pytestmark = pytest.mark.integration
+
+HYPERVISORS = ("hvl-hv1", "hvl-hv2")
+
+SCRIPT = r"""
+R=%(repo)s
+export PATH=$R/.venv/bin:$(echo $PATH | sed 's|/run/bin:||') ANSIBLE_CONFIG=$R/ansible.cfg ANSIBLE_COLLECTIONS_PATH=$R/collection ANSIBLE_NOCOLOR=1
+cd $R
+INV=inventories/harvester
+ansible-playbook -i $INV playbooks/lab.yml > /run/work/lab.out 2>&1 || { echo "lab failed"; exit 1; }
+for HV in hvl-hv1 hvl-hv2; do
+    ip -n $HV link add brv type bridge vlan_filtering 1 mcast_snooping 0
+    for vlan in 10 20; do
+        for port in $(ip -n $HV -o link show master vlan$vlan | awk -F': ' '{print $2}' | cut -d@ -f1); do
+            case $port in
+                vm-*) ip -n $HV link set $port master brv; bridge -n $HV vlan del dev $port vid 1
+                      bridge -n $HV vlan add dev $port vid $vlan pvid untagged;;
+                *) ip -n $HV link del $port;;  # the lab's uplinks
+            esac
+        done
+    done
+    addresses=$(ip -n $HV -o address show dev vlan10 scope global | awk '{print $4}')
+    routes4=$(ip -n $HV -4 route show default | sed 's/ dev vlan10.*//'); routes6=$(ip -n $HV -6 route show default | sed 's/ dev vlan10.*//')
+    ip -n $HV link del vlan10; ip -n $HV link del vlan20
+    ip -n $HV link add trunk type veth peer name $HV-t netns hvl-sw
+    ip -n $HV link set trunk master brv; bridge -n $HV vlan del dev trunk vid 1
+    for vlan in 10 20; do bridge -n $HV vlan add dev trunk vid $vlan; done
+    ip -n $HV link set trunk up; ip -n $HV link set brv up; ip -n hvl-sw link set $HV-t up
+    for vlan in 10 20; do
+        switch_bridge=vlan20; [ $vlan = 10 ] && switch_bridge=br0
+        ip -n hvl-sw link add link $HV-t name $HV-t.$vlan type vlan id $vlan
+        ip -n hvl-sw link set $HV-t.$vlan master $switch_bridge up
+    done
+    bridge -n $HV vlan add dev brv vid 10 self
+    ip -n $HV link add link brv name brv.10 type vlan id 10; ip -n $HV link set brv.10 up
+    for address in $addresses; do ip -n $HV address add $address dev brv.10 nodad; done
+    [ -n "$routes4" ] && ip -n $HV -4 route add $routes4 dev brv.10; [ -n "$routes6" ] && ip -n $HV -6 route add $routes6 dev brv.10
+    echo "VLANS $HV $(bridge -n $HV -j vlan show)"
+done
+ip netns add u1; ip netns add u2; ip -n u1 link set lo up; ip -n u2 link set lo up
+ip -n hvl-hv2 link add u1p type veth peer name eth0 netns u1; ip -n hvl-hv2 link set u1p master brv up
+bridge -n hvl-hv2 vlan del dev u1p vid 1; bridge -n hvl-hv2 vlan add dev u1p vid 20 pvid untagged
+ip -n hvl-sw link add u2p type veth peer name eth0 netns u2; ip -n hvl-sw link set u2p master vlan20 up
+for u in "u1 10.10.0.11 fd10::11" "u2 10.10.0.12 fd10::12"; do set -- $u
+    ip -n $1 link set eth0 up; ip -n $1 address add $2/24 dev eth0; ip -n $1 address add $3/64 dev eth0 nodad
+done
+for HV in hvl-hv1 hvl-hv2; do  # a firewall of the hypervisor's own, in every table the product uses
+    for tool in "iptables 192.0.2.7/32" "ip6tables 2001:db8::7/128"; do
+        set -- $tool
+        ip netns exec $HV $1 -A FORWARD -s $2 -j ACCEPT
+        ip netns exec $HV $1 -t nat -A POSTROUTING -s $2 -j RETURN
+        ip netns exec $HV $1 -t raw -A PREROUTING -s $2 -j NOTRACK
+    done
+    ip netns exec $HV ipset create foreign-set hash:ip
+done
+state() {  # without comments and counters
+    for HV in hvl-hv1 hvl-hv2; do
+        for tool in iptables-save ip6tables-save ebtables-save "ipset save"; do
+            ip netns exec $HV $tool | grep -v '^#' | sed 's/ \[[0-9]*:[0-9]*\]$//'
+        done
+        ip netns exec $HV sh -c 'grep -H . /sys/class/net/brv/bridge/nf_call_ip*tables /proc/sys/net/bridge/*'
+    done
+}
+udp() {  # udp NS_FROM NS_TO ADDRESS: one datagram 5555 -> 7000, "arrived" or "lost"
+    ip netns exec $2 python3 -c "
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', 7000)); s.settimeout(3)
+try:
+    data, peer = s.recvfrom(100); s.sendto(b'reply', peer); print('arrived')
+except socket.timeout:
+    print('lost')" > /run/work/udp.server &
+    sleep 1
+    ip netns exec $1 python3 -c "
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', 5555)); s.settimeout(2)
+s.sendto(b'hello', ('$3', 7000))
+try:
+    s.recvfrom(100)
+except socket.timeout:
+    pass"
+    wait; cat /run/work/udp.server
+}
+state > /run/work/before
+ansible-playbook -i $INV playbooks/site.yml --check --diff %(fast)s > /run/work/check.out 2>&1; echo "check rc $?"
+state > /run/work/after-check
+ansible-playbook -i $INV playbooks/site.yml %(fast)s > /run/work/site.out 2>&1; echo "site rc $?"
+ansible-playbook -i $INV playbooks/demo.yml %(fast)s -e netpol_verify_report_file=/run/work/report.html \
+    > /run/work/demo.out 2>&1; echo "demo rc $?"  # site.yml again, then verify against the simulator
+echo "U-FLOW $(udp u1 u2 10.10.0.12)"
+echo "SAME-TUPLE $(udp hvl-a-web hvl-a-api 10.10.0.12)"
+ip netns exec hvl-hv2 conntrack -L -p udp --dport 7000 2>/dev/null | sed 's/^/CONNTRACK /'
+for HV in hvl-hv1 hvl-hv2; do
+    for tool in iptables-save ip6tables-save; do ip netns exec $HV $tool -t raw | sed "s/^/RAW $HV /"; done
+    ip netns exec $HV ebtables-save -t nat | sed "s/^/EBT $HV /"
+done
+ansible-playbook -i $INV playbooks/remove.yml %(fast)s > /run/work/remove.out 2>&1; echo "remove rc $?"
+state > /run/work/after-remove
+"""
+
+
+ZONES_PROBE = ("export PATH=$(echo $PATH | sed 's|/run/bin:||'); ip netns add zones && "
+               "ip netns exec zones iptables -t raw -A PREROUTING -j CT --zone 5 2>&1 && echo zones-ok")
+
+
+@pytest.fixture(scope="module")
+def enforced(tmp_path_factory):
+    work = tmp_path_factory.mktemp("uml-vlan-aware")
+    guest = Guest.boot_or_skip(work)
+    probe = guest.run(ZONES_PROBE, timeout=120)
+    if "zones-ok" not in probe.output:  # Debian's linux.uml: no CONFIG_NF_CONNTRACK_ZONES
+        reason = ("the user-mode-linux kernel %s has no conntrack zones (CT --zone: %s); the VLAN-aware layout needs "
+                  "them: set NETPOL_UML_KERNEL to a kernel built with them" % (uml.KERNEL, probe.output.strip()))
+        print("SKIPPED: %s" % reason)
+        pytest.skip(reason)
+    result = guest.run(SCRIPT % {"repo": REPO, "fast": " ".join(FAST)}, timeout=2400)
+    assert result.rc == 0, result.output + (work / "lab.out").read_text()
+    return work, result.output
+
+
+def recap(text: str) -> dict:
+    return {m.group(1): (int(m.group(2)), int(m.group(3)))
+            for m in re.finditer(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)\s+unreachable=\d+\s+failed=(\d+)", text, re.M)}
+
+
+def test_the_hypervisors_have_one_vlan_aware_bridge_with_access_ports_and_a_tagged_trunk(enforced):
+    _work, output = enforced
+    for hypervisor in HYPERVISORS:
+        vlans = re.search(r"^VLANS %s (.*)$" % hypervisor, output, re.M).group(1)
+        assert '{"ifname":"trunk","vlans":[{"vlan":10},{"vlan":20}]}' in vlans, vlans
+        assert re.search(r'"ifname":"vm-[ab]-\w+","vlans":\[\{"vlan":(10|20),"flags":\["PVID","Egress Untagged"\]\}\]',
+                         vlans), vlans
+
+
+def test_check_mode_shows_the_zone_and_mark_rules_and_changes_nothing(enforced):
+    work, output = enforced
+    check = (work / "check.out").read_text()
+    assert "check rc 0" in output, check
+    assert "netpol zone of VLAN 10 on bridge brv: tagged frames" in check, check
+    assert "netpol zone of VLAN 20 on bridge brv: port vm-b-db" in check, check
+    assert re.search(r"\+-A NETPOL-VLAN-MARK -p 802_1Q -i trunk --vlan-id 20 --vlan-encap 86DD -j mark --mark-or 0x[0-9a-f]+ "
+                     r"--mark-target CONTINUE", check), check
+    assert (work / "after-check").read_text() == (work / "before").read_text()
+
+
+def test_a_second_run_changes_nothing_and_every_flow_is_measured_as_the_simulator_expects(enforced):
+    work, output = enforced
+    site, demo = ((work / name).read_text() for name in ("site.out", "demo.out"))
+    assert "site rc 0" in output, site
+    assert "demo rc 0" in output and recap(demo) and all(changed == 0 for changed, _failed in recap(demo).values()), demo
+    assert re.search(r"\d+ flows, measured exactly as expected", demo), demo
+
+
+def test_the_zones_are_per_vlan_so_a_tuple_established_on_vlan_20_does_not_open_it_on_vlan_10(enforced):
+    _work, output = enforced
+    assert "U-FLOW arrived" in output  # unmanaged neighbours on VLAN 20, with VLAN 10's addresses
+    assert "SAME-TUPLE lost" in output  # a-web -> a-api udp/7000: a-api's ingress denies it, a new flow in VLAN 10
+    zones = set(re.findall(r"^CONNTRACK .*src=10\.10\.0\.11 dst=10\.10\.0\.12 sport=5555 dport=7000 .*zone=(\d+)",
+                           output, re.M))
+    assert len(zones) == 2, output  # the same 5-tuple twice on hvl-hv2's brv, once per VLAN's zone
+
+
+def test_the_raw_and_ebtables_rules_zone_by_vlan_and_clear_the_mark(enforced):
+    _work, output = enforced
+    raw = [line for line in output.splitlines() if line.startswith("RAW hvl-hv2 -A NETPOL-BR-ZONES")]
+    assert [r for r in raw if "-m mark --mark 0x" in r and "tagged frames" in r], raw
+    assert [r for r in raw if "--physdev-in vm-a-db" in r and "VLAN 20 on bridge brv" in r], raw
+    assert [r for r in raw if "--physdev-in u1p" in r and "VLAN 20 on bridge brv" in r], raw  # unmanaged, PVID 20
+    assert [r for r in raw if r.endswith("-j MARK --set-xmark 0x0/0xff")], raw
+    assert [line for line in output.splitlines() if line.startswith("EBT hvl-hv2 -A NETPOL-VLAN-MARK -p 802_1Q -i trunk")]
+
+
+def test_remove_leaves_the_hypervisors_byte_identical(enforced):
+    work, output = enforced
+    assert "remove rc 0" in output, (work / "remove.out").read_text()
+    assert (work / "after-remove").read_text() == (work / "before").read_text()
