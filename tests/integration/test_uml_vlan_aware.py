@@ -10,7 +10,7 @@ vlan20 are replaced by one bridge `brv` (vlan_filtering 1) whose VM ports are ac
 VLAN 10 or 20, whose `trunk` veth to the switch carries both VLANs tagged (the switch's 8021q
 devices `HV-t.10`/`HV-t.20` on its VLAN 10 and VLAN 20 bridges), and whose VLAN 10 device `brv.10`
 holds the hypervisor's own addresses. Beside the VMs, two unmanaged namespaces on VLAN 20 reuse VLAN
-10's addresses: u1 on hvl-hv2's brv (access VLAN 20) has a-web's, u2 behind the switch has a-api's.
+10's addresses: u1 on hvl-hv1's brv (access VLAN 20) has a-api's, u2 behind the switch has b-web's.
 The hypervisors have foreign rules in filter, nat and raw (both families) and a foreign set.
 """
 
@@ -65,10 +65,10 @@ for HV in hvl-hv1 hvl-hv2; do
     echo "VLANS $HV $(bridge -n $HV -j vlan show)"
 done
 ip netns add u1; ip netns add u2; ip -n u1 link set lo up; ip -n u2 link set lo up
-ip -n hvl-hv2 link add u1p type veth peer name eth0 netns u1; ip -n hvl-hv2 link set u1p master brv up
-bridge -n hvl-hv2 vlan del dev u1p vid 1; bridge -n hvl-hv2 vlan add dev u1p vid 20 pvid untagged
+ip -n hvl-hv1 link add u1p type veth peer name eth0 netns u1; ip -n hvl-hv1 link set u1p master brv up
+bridge -n hvl-hv1 vlan del dev u1p vid 1; bridge -n hvl-hv1 vlan add dev u1p vid 20 pvid untagged
 ip -n hvl-sw link add u2p type veth peer name eth0 netns u2; ip -n hvl-sw link set u2p master vlan20 up
-for u in "u1 10.10.0.11 fd10::11" "u2 10.10.0.12 fd10::12"; do set -- $u
+for u in "u1 10.10.0.12 fd10::12" "u2 10.10.0.21 fd10::21"; do set -- $u
     ip -n $1 link set eth0 up; ip -n $1 address add $2/24 dev eth0; ip -n $1 address add $3/64 dev eth0 nodad
 done
 for HV in hvl-hv1 hvl-hv2; do  # a firewall of the hypervisor's own, in every table the product uses
@@ -113,9 +113,9 @@ state > /run/work/after-check
 ansible-playbook -i $INV playbooks/site.yml %(fast)s > /run/work/site.out 2>&1; echo "site rc $?"
 ansible-playbook -i $INV playbooks/demo.yml %(fast)s -e netpol_verify_report_file=/run/work/report.html \
     > /run/work/demo.out 2>&1; echo "demo rc $?"  # site.yml again, then verify against the simulator
-echo "U-FLOW $(udp u1 u2 10.10.0.12)"
-echo "SAME-TUPLE $(udp hvl-a-web hvl-a-api 10.10.0.12)"
-ip netns exec hvl-hv2 conntrack -L -p udp --dport 7000 2>/dev/null | sed 's/^/CONNTRACK /'
+echo "U-FLOW $(udp u1 u2 10.10.0.21)"
+echo "SAME-TUPLE $(udp hvl-a-api hvl-b-web 10.10.0.21)"
+ip netns exec hvl-hv1 conntrack -L -p udp --dport 7000 2>/dev/null | sed 's/^/CONNTRACK /'
 for HV in hvl-hv1 hvl-hv2; do
     for tool in iptables-save ip6tables-save; do ip netns exec $HV $tool -t raw | sed "s/^/RAW $HV /"; done
     ip netns exec $HV ebtables-save -t nat | sed "s/^/EBT $HV /"
@@ -180,17 +180,17 @@ def test_a_second_run_changes_nothing_and_every_flow_is_measured_as_the_simulato
 def test_the_zones_are_per_vlan_so_a_tuple_established_on_vlan_20_does_not_open_it_on_vlan_10(enforced):
     _work, output = enforced
     assert "U-FLOW arrived" in output  # unmanaged neighbours on VLAN 20, with VLAN 10's addresses
-    assert "SAME-TUPLE lost" in output  # a-web -> a-api udp/7000: a-api's ingress denies it, a new flow in VLAN 10
-    zones = set(re.findall(r"^CONNTRACK .*src=10\.10\.0\.11 dst=10\.10\.0\.12 sport=5555 dport=7000 .*zone=(\d+)",
+    assert "SAME-TUPLE lost" in output  # a-api -> b-web udp/7000: tenant b's ingress denies it, a new flow in VLAN 10
+    zones = set(re.findall(r"^CONNTRACK .*src=10\.10\.0\.12 dst=10\.10\.0\.21 sport=5555 dport=7000 .*zone=(\d+)",
                            output, re.M))
-    assert len(zones) == 2, output  # the same 5-tuple twice on hvl-hv2's brv, once per VLAN's zone
+    assert len(zones) == 2, output  # the same 5-tuple twice on hvl-hv1's brv, once per VLAN's zone
 
 
 def test_the_raw_and_ebtables_rules_zone_by_vlan_and_clear_the_mark(enforced):
     _work, output = enforced
-    raw = [line for line in output.splitlines() if line.startswith("RAW hvl-hv2 -A NETPOL-BR-ZONES")]
+    raw = [line for line in output.splitlines() if line.startswith("RAW hvl-hv1 -A NETPOL-BR-ZONES")]
     assert [r for r in raw if "-m mark --mark 0x" in r and "tagged frames" in r], raw
-    assert [r for r in raw if "--physdev-in vm-a-db" in r and "VLAN 20 on bridge brv" in r], raw
+    assert [r for r in raw if "--physdev-in vm-b-db" in r and "VLAN 20 on bridge brv" in r], raw
     assert [r for r in raw if "--physdev-in u1p" in r and "VLAN 20 on bridge brv" in r], raw  # unmanaged, PVID 20
     assert [r for r in raw if r.endswith("-j MARK --set-xmark 0x0/0xff")], raw
     assert [line for line in output.splitlines() if line.startswith("EBT hvl-hv2 -A NETPOL-VLAN-MARK -p 802_1Q -i trunk")]
