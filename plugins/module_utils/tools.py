@@ -8,10 +8,19 @@ Standard library only, Python 3.9: imported by modules on managed hosts.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+import json
+import os
+import time
+from typing import Callable, Optional, Sequence, Tuple
 
 # Tools print in English and in a parseable format only under the C locale.
 TOOL_ENV = {"LC_ALL": "C", "LANG": "C"}
+# A file to which every tool call appends one JSON line (argv, rc, output sizes, stderr, elapsed
+# seconds, the caller's network namespace and pid), to tell afterwards which call saw what; unset
+# (the default), nothing is written. The integration harness sets it to debug a run.
+LOG_ENV = "NETPOL_TOOL_LOG"
+# How often a listing is read before one that stays incomplete is an error (see read()).
+READ_ATTEMPTS = 3
 
 
 class ToolError(Exception):
@@ -29,12 +38,67 @@ def run(module, argv: Sequence[str], data: Optional[str] = None, check: bool = T
     stops at its first bad line of a text longer than the pipe holds), is a ToolError too: left to
     run_command, it would be a fail_json, which exits the process in the middle of a transaction
     instead of letting it undo the steps already taken."""
+    started = time.monotonic()
     try:
         rc, out, err = module.run_command(
             list(argv), data=data, binary_data=data is not None, environ_update=TOOL_ENV, handle_exceptions=False
         )
     except OSError as e:
+        _log(argv, -1, "", str(e), data, started)
         raise ToolError(argv, -1, "could not be run or fed its input: %s" % e, data)
+    _log(argv, rc, out, err, data, started)
     if check and rc != 0:
         raise ToolError(argv, rc, err or out, data)
     return rc, out, err
+
+
+def read(module, argv: Sequence[str], gaps: Callable[[str], str] = lambda out: "", may_be_empty: bool = False,
+         check: bool = True, data: Optional[str] = None) -> Tuple[int, str, str]:
+    """A tool's listing that can be trusted: what the kernel holds, never "nothing" by accident.
+
+    AnsibleModule.run_command can return without the output of a tool that prints and exits just
+    after one of its 1-second select() timeouts (it then sees the process gone and stops reading:
+    ansible/ansible#51393, still so in ansible-core 2.19); a slow tool on a loaded host hits that,
+    and a listing read as empty would plan our chains anew or fail a read-back. So a listing is
+    re-read (at most READ_ATTEMPTS times in all) while `gaps(out)` names something missing from it
+    (a table we know exists, the end of a table), while it is empty and must not be, or, if it
+    may be empty (nothing there yet), until two reads in a row agree that it is; still incomplete,
+    it is a ToolError naming the tool and what the listing lacked. With check=False, a tool that
+    fails is the caller's to judge: its (rc, stdout, stderr) come back at once, as from run(). `data`
+    is its input, for a command that prints a listing of what it does with it (run again as is)."""
+    missing = ""
+    empty_before = False
+    for _attempt in range(READ_ATTEMPTS):
+        rc, out, err = run(module, argv, data, check)
+        if rc != 0:
+            return rc, out, err
+        if not out.strip():
+            if may_be_empty and empty_before:
+                return rc, out, err
+            empty_before, missing = True, "any output"
+            continue
+        empty_before = False
+        missing = gaps(out)
+        if not missing:
+            return rc, out, err
+    raise ToolError(argv, 0, "its listing lacked %s in %d reads in a row: the kernel's state cannot be "
+                    "told from it, so nothing is planned on it" % (missing, READ_ATTEMPTS))
+
+
+def _log(argv: Sequence[str], rc: int, out: str, err: str, data: Optional[str], started: float) -> None:
+    path = os.environ.get(LOG_ENV)
+    if not path:
+        return
+    try:
+        netns = os.readlink("/proc/self/ns/net")
+    except OSError:
+        netns = "?"
+    line = json.dumps({"argv": list(argv), "rc": rc, "stdout_len": len(out or ""), "stdin_len": len(data or ""),
+                       "stderr": (err or "")[:500], "elapsed": round(time.monotonic() - started, 4),
+                       "netns": netns, "pid": os.getpid(), "time": round(time.time(), 4)})
+    # One write of one line with O_APPEND: the lines of concurrent processes do not interleave.
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)

@@ -49,7 +49,7 @@ from ansible_collections.netpol.fleet.plugins.module_utils.owned_chains import (
     Plan,
     check_names,
 )
-from ansible_collections.netpol.fleet.plugins.module_utils.tools import ToolError, run
+from ansible_collections.netpol.fleet.plugins.module_utils.tools import ToolError, read as read_listing, run
 
 FAMILY = "bridge"
 SAVE, RESTORE = "ebtables-save", "ebtables-restore"
@@ -78,9 +78,18 @@ def owned_from_save(saved: Saved, table: str, prefix: str) -> Owned:
     return Owned(tuple(sorted(chains, key=lambda c: c.name)), base)
 
 
+def save_gaps(text: str, tables: Sequence[str] = ()) -> str:
+    """The tables of `tables` an ebtables-save listing lacks ("" when none): `ebtables-save -t`
+    prints its table also when nf_tables has none yet, so a listing without it did not reach us."""
+    seen = {line[1:].strip() for line in text.splitlines() if line.startswith("*")}
+    lacking = [name for name in tables if name not in seen]
+    return "table %s" % ", ".join(lacking) if lacking else ""
+
+
 def read(module, family: str, table: str, prefix: str) -> Owned:
-    """The owned state of one bridge table, from a single ebtables-save."""
-    out = run(module, [_tool(module, SAVE), "-t", table])[1]
+    """The owned state of one bridge table, from a single ebtables-save (read again while the
+    table is not in it: see tools.read)."""
+    out = read_listing(module, [_tool(module, SAVE), "-t", table], lambda text: save_gaps(text, (table,)))[1]
     saved = parse_save(out, table)
     if saved.backend not in (None, "nf_tables"):
         raise ChainError(
@@ -214,7 +223,9 @@ def test(module, outcome: Outcome, prefix: str = CHAIN_PREFIX) -> None:
     script = "%s --noflush && %s -t %s" % (
         shlex.quote(_tool(module, RESTORE)), shlex.quote(_tool(module, SAVE)), shlex.quote(table))
     try:
-        out = run(module, [_tool(module, "unshare"), "--net", "--", "/bin/sh", "-c", script], text)[1]
+        # a fresh namespace each time: reading it again writes the same into a new one
+        out = read_listing(module, [_tool(module, "unshare"), "--net", "--", "/bin/sh", "-c", script],
+                           lambda listing: save_gaps(listing, (table,)), data=text)[1]
     except ToolError as e:
         line = offending_line(e.stderr, text)
         raise ChainError("bridge %s: ebtables refuses the desired rules (tried in a scratch network "
@@ -266,7 +277,7 @@ def read_all(module, family: str, prefix: str) -> Dict[str, Owned]:
     yet has its built-in chains, empty, as `ebtables-save -t TABLE` prints them (nothing is created)."""
     if family != FAMILY:
         raise ChainError("the ebtables backend manages the bridge family, not %r" % family)
-    out = run(module, [_tool(module, SAVE)])[1]
+    out = read_listing(module, [_tool(module, SAVE)], save_gaps, may_be_empty=True)[1]  # empty: no table yet
     owned = {}
     for name in BUILTIN_CHAINS:
         saved = parse_save(out, name)

@@ -47,7 +47,7 @@ from ansible_collections.netpol.fleet.plugins.module_utils.ipset.text import (
     render_entry,
     split_plain,
 )
-from ansible_collections.netpol.fleet.plugins.module_utils.tools import ToolError, run
+from ansible_collections.netpol.fleet.plugins.module_utils.tools import ToolError, read, run
 
 # A managed name must leave room for its temporary twin within the kernel's 31 characters.
 NAME_MAX = SET_NAME_MAX - len(SET_TEMP_SUFFIX)
@@ -413,11 +413,28 @@ def read_state(module, ipset_bin: str, names: Iterable[str], purge_prefix: Prefi
     def wanted(name: str) -> bool:
         return name not in kept and managed(name, names, purge_prefix)
 
-    references = parse_references(run(module, [ipset_bin, "list", "-t"])[1])
+    # empty only when two reads in a row say so (no set yet), see tools.read
+    references = parse_references(read(module, [ipset_bin, "list", "-t"], _header_gaps, may_be_empty=True)[1])
     if not any(wanted(n) for n in references):
         return {}, references
-    save = run(module, [ipset_bin, "save"])[1]
+    listed = [n for n in references if wanted(n)]
+    save = read(module, [ipset_bin, "save"], lambda text: _save_gaps(text, listed))[1]
     return parse_save(save, wanted), references
+
+
+def _header_gaps(text: str) -> str:
+    """What an `ipset list -t` listing lacks: every set it names ends its header with the number of
+    its entries."""
+    names = re.findall(r"^Name: (\S+)$", text, re.M)
+    counted = len(re.findall(r"^Number of entries: ", text, re.M))
+    return "the end of the header of set %s" % names[-1] if names and counted < len(names) else ""
+
+
+def _save_gaps(text: str, names: Sequence[str]) -> str:
+    """The sets of `names` (listed by `ipset list -t` just before) an `ipset save` lacks."""
+    created = set(re.findall(r"^create (\S+) ", text, re.M))
+    lacking = [name for name in names if name not in created]
+    return "set %s" % ", ".join(lacking) if lacking else ""
 
 
 _LINE = re.compile(r"Error in line (\d+):")

@@ -31,7 +31,7 @@ from ansible_collections.netpol.fleet.plugins.module_utils.owned_chains import (
     Plan,
     check_names,
 )
-from ansible_collections.netpol.fleet.plugins.module_utils.tools import ToolError, run
+from ansible_collections.netpol.fleet.plugins.module_utils.tools import ToolError, read as read_listing, run
 
 TOOLS = {"ipv4": ("iptables-save", "iptables-restore"), "ipv6": ("ip6tables-save", "ip6tables-restore")}
 BUILTIN_CHAINS = {
@@ -61,9 +61,34 @@ def owned_from_save(saved: Sequence[SavedChain], prefix: str) -> Owned:
 
 
 def read(module, family: str, table: str, prefix: str) -> Owned:
-    """The owned state of one table, from a single iptables-save / ip6tables-save."""
-    out = run(module, [_tool(module, TOOLS[family][0]), "-t", table])[1]
+    """The owned state of one table, from an iptables-save / ip6tables-save of it (which prints the
+    table also when nf_tables has none yet; one without it is a listing we did not get whole)."""
+    out = read_listing(module, [_tool(module, TOOLS[family][0]), "-t", table], lambda text: save_gaps(text, (table,)))[1]
     return owned_from_save(parse_save(out).get(table, ()), prefix)
+
+
+def save_gaps(text: str, tables: Sequence[str] = ()) -> str:
+    """What an iptables-save listing lacks ("" when nothing): one of `tables`, or the COMMIT that
+    ends each table it begins (the rest of its output did not reach us)."""
+    begun, seen = "", set()
+    for line in text.splitlines():
+        if line.startswith("*"):
+            if begun:
+                break
+            begun = line[1:].strip()
+            seen.add(begun)
+        elif line.strip() == "COMMIT":
+            begun = ""
+    if begun:
+        return "the COMMIT ending table %s" % begun
+    lacking = [name for name in tables if name not in seen]
+    return "table %s" % ", ".join(lacking) if lacking else ""
+
+
+def _read_every_table(module, family: str) -> str:
+    """iptables-save of every table: empty only when two reads in a row say so (a host with no
+    table yet)."""
+    return read_listing(module, [_tool(module, TOOLS[family][0])], save_gaps, may_be_empty=True)[1]
 
 
 _MATCH_SET = re.compile(r"(?:^|\s)--match-set\s+(\S+)")
@@ -74,7 +99,7 @@ def owned_set_references(module, prefix: str) -> Dict[str, int]:
     IPv4 and IPv6: the kernel references to sets that removing our chains gives up. Read-only."""
     counts: Dict[str, int] = {}
     for family in sorted(TOOLS):
-        saved = parse_save(run(module, [_tool(module, TOOLS[family][0])])[1])
+        saved = parse_save(_read_every_table(module, family))
         for chains in saved.values():
             for chain in chains:
                 if chain.name.startswith(prefix):
@@ -252,7 +277,7 @@ _mismatch = owned_chains.mismatch
 def read_all(module, family: str, prefix: str) -> Dict[str, Owned]:
     """The owned state of every table this backend manages, from one iptables-save of all tables.
     A table that does not exist yet has its built-in chains, empty, as `iptables-save -t` prints them."""
-    saved = parse_save(run(module, [_tool(module, TOOLS[family][0])])[1])
+    saved = parse_save(_read_every_table(module, family))
     return {name: owned_chains.with_builtins(owned_from_save(saved.get(name, ()), prefix), BUILTIN_CHAINS[name])
             for name in BUILTIN_CHAINS}
 

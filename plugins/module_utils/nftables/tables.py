@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, List, Optional, Sequence
 
-from ansible_collections.netpol.fleet.plugins.module_utils.tools import ToolError, run
+from ansible_collections.netpol.fleet.plugins.module_utils.tools import ToolError, read, run
 
 NFT_FAMILIES = {"ipv4": "ip", "ipv6": "ip6", "bridge": "bridge"}  # hoststate family -> nft family
 _HEADERS = ("metainfo", "table")  # what every listing has, also of an empty table
@@ -25,12 +25,22 @@ _HEADERS = ("metainfo", "table")  # what every listing has, also of an empty tab
 def read_table(module, nft: str, family: str, table: str) -> Optional[List[Dict[str, Any]]]:
     """The table's objects as `nft -j list table` prints them; None when nf_tables has no such table."""
     argv = [nft, "-j", "list", "table", NFT_FAMILIES[family], table]
-    rc, out, err = run(module, argv, check=False)
+    rc, out, err = read(module, argv, _json_gaps, check=False)
     if rc != 0:
         if "No such file or directory" in err:
             return None
         raise ToolError(argv, rc, err or out)
     return json.loads(out)["nftables"]
+
+
+def _json_gaps(out: str) -> str:
+    """"" when the listing is a whole nft JSON document; otherwise what it lacks (its output did not
+    reach us whole, see tools.read)."""
+    try:
+        json.loads(out)["nftables"]
+    except (ValueError, KeyError, TypeError):
+        return "a whole JSON document (%d characters came)" % len(out)
+    return ""
 
 
 def left_empty(objects: Sequence[Dict[str, Any]], prefix: str) -> bool:

@@ -1,15 +1,19 @@
 # -*- coding: utf-8 -*-
 # Copyright: netpol.fleet contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""tools.run: every way a tool can fail is a ToolError, never a fail_json that exits the process."""
+"""tools.run: every way a tool can fail is a ToolError, never a fail_json that exits the process;
+tools.read: a listing is taken for what the kernel holds only when it is whole."""
 
 from __future__ import annotations
+
+import json
+import os
 
 import pytest
 from ansible.module_utils import basic
 from ansible.module_utils.testing import patch_module_args
 
-from ansible_collections.netpol.fleet.plugins.module_utils.tools import ToolError, run
+from ansible_collections.netpol.fleet.plugins.module_utils.tools import LOG_ENV, READ_ATTEMPTS, ToolError, read, run
 
 
 @pytest.fixture
@@ -39,3 +43,92 @@ def test_a_tool_that_cannot_be_started_is_a_tool_error(module):
 def test_a_tool_killed_is_a_tool_error_with_its_signal(module):
     with pytest.raises(ToolError, match=r"rc=-9"):
         run(module, ["/bin/sh", "-c", "kill -9 $$"])
+
+
+# ---------------------------------------------------------------- read(): a listing taken for what is there only when whole
+
+
+class Listings:
+    """A module stand-in whose tool prints the given outputs, one per call (the last one again)."""
+
+    def __init__(self, *outputs: str, rc: int = 0):
+        self.outputs, self.rc, self.calls = list(outputs), rc, 0
+
+    def run_command(self, argv, data=None, **kwargs):
+        self.calls += 1
+        return self.rc, self.outputs.pop(0) if len(self.outputs) > 1 else self.outputs[0], "err"
+
+
+TABLE = "*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n"
+
+
+def has_filter(out):
+    return "" if "*filter" in out else "table filter"
+
+
+def test_an_empty_listing_that_must_hold_a_table_is_read_again_and_the_whole_one_taken():
+    """What AnsibleModule.run_command returns when it stops reading just before the tool prints."""
+    tool = Listings("", TABLE)
+    assert read(tool, ["iptables-save", "-t", "filter"], has_filter) == (0, TABLE, "err")
+    assert tool.calls == 2
+
+
+def test_a_listing_that_lacks_what_it_must_hold_is_read_again():
+    tool = Listings("*nat\nCOMMIT\n", "*nat\nCOMMIT\n", TABLE)
+    assert read(tool, ["iptables-save"], has_filter)[1] == TABLE
+    assert tool.calls == 3
+
+
+def test_a_listing_that_stays_empty_is_a_tool_error_naming_the_tool_and_what_it_lacked():
+    tool = Listings("")
+    with pytest.raises(ToolError) as failure:
+        read(tool, ["ebtables-save", "-t", "nat"], has_filter)
+    assert tool.calls == READ_ATTEMPTS
+    assert "ebtables-save -t nat failed (rc=0): its listing lacked any output in 3 reads in a row" in str(failure.value)
+
+
+def test_a_listing_that_stays_incomplete_is_a_tool_error_naming_what_it_lacked():
+    tool = Listings("*nat\nCOMMIT\n")
+    with pytest.raises(ToolError, match="iptables-save failed .*lacked table filter in 3 reads"):
+        read(tool, ["iptables-save"], has_filter)
+
+
+def test_an_empty_listing_that_may_be_empty_is_taken_when_the_second_read_agrees():
+    tool = Listings("")
+    assert read(tool, ["ipset", "list", "-t"], may_be_empty=True)[1] == ""
+    assert tool.calls == 2
+
+
+def test_an_empty_listing_that_may_be_empty_is_not_taken_when_the_second_read_has_something():
+    tool = Listings("", "Name: netpol4-web\n")
+    assert read(tool, ["ipset", "list", "-t"], may_be_empty=True)[1] == "Name: netpol4-web\n"
+
+
+def test_a_whole_listing_is_read_once():
+    tool = Listings(TABLE)
+    read(tool, ["iptables-save", "-t", "filter"], has_filter)
+    assert tool.calls == 1
+
+
+def test_a_tool_that_fails_is_the_callers_to_judge_with_check_false_and_an_error_otherwise():
+    assert read(Listings("", rc=1), ["nft", "-j", "list", "table", "ip", "filter"], check=False) == (1, "", "err")
+    with pytest.raises(ToolError, match="rc=1"):
+        read(Listings("", rc=1), ["nft", "-j", "list", "table", "ip", "filter"])
+
+
+def test_every_call_is_logged_as_one_json_line_when_netpol_tool_log_names_a_file(module, tmp_path, monkeypatch):
+    log = tmp_path / "toolrun.log"
+    monkeypatch.setenv(LOG_ENV, str(log))
+    run(module, ["/bin/sh", "-c", "printf listing"])
+    run(module, ["/bin/sh", "-c", "cat >/dev/null; echo no >&2; exit 3"], data="input\n", check=False)
+    first, second = [json.loads(line) for line in log.read_text().splitlines()]
+    assert (first["argv"][2], first["rc"], first["stdout_len"], first["stdin_len"]) == ("printf listing", 0, 7, 0)
+    assert (second["rc"], second["stdout_len"], second["stdin_len"], second["stderr"]) == (3, 0, 6, "no\n")
+    assert first["netns"] == os.readlink("/proc/self/ns/net") and first["pid"] == os.getpid()
+
+
+def test_nothing_is_logged_without_netpol_tool_log(module, tmp_path, monkeypatch):
+    monkeypatch.delenv(LOG_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    run(module, ["/bin/sh", "-c", "printf listing"])
+    assert list(tmp_path.iterdir()) == []

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from ansible_collections.netpol.fleet.plugins.module_utils.ebtables import chains
 from ansible_collections.netpol.fleet.plugins.module_utils.ebtables.chains import (
     ChainError,
     Owned,
@@ -62,3 +63,36 @@ def test_nothing_to_do_is_an_empty_plan():
 def test_validate_refuses(bad, message):
     with pytest.raises(ChainError, match=message.replace("(", r"\(")):
         validate(bad, P)
+
+
+# ---------------------------------------------------------------- reading: a listing that did not reach us whole
+
+
+class Saves:
+    """ebtables-save answering with the given listings, one per call."""
+
+    def __init__(self, *outputs: str):
+        self.outputs, self.calls = list(outputs), 0
+
+    def run_command(self, argv, data=None, **kwargs):
+        self.calls += 1
+        return 0, self.outputs.pop(0), ""
+
+
+NAT_OURS = "*nat\n:PREROUTING ACCEPT\n:OUTPUT ACCEPT\n:POSTROUTING ACCEPT\n:NETPOL-L2 RETURN\n-A PREROUTING -j NETPOL-L2\n"
+
+
+def test_save_gaps_names_the_tables_a_listing_lacks():
+    assert chains.save_gaps(NAT_OURS, ("nat",)) == "" and chains.save_gaps("", ("nat",)) == "table nat"
+
+
+def test_a_bridge_table_read_that_came_empty_is_read_again():
+    tool = Saves("", NAT_OURS)
+    assert [c.name for c in chains.read(tool, "bridge", "nat", "NETPOL-").chains] == ["NETPOL-L2"]
+    assert tool.calls == 2
+
+
+def test_every_bridge_table_read_that_came_empty_is_read_again_before_it_counts_as_no_table():
+    tool = Saves("", NAT_OURS)
+    assert chains.read_all(tool, "bridge", "NETPOL-")["nat"].base[0].rules == ("-j NETPOL-L2",)
+    assert tool.calls == 2

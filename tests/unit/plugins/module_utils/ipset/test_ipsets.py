@@ -28,6 +28,7 @@ from ansible_collections.netpol.fleet.plugins.module_utils.ipset.sets import (
     check_name,
     diff,
     plan,
+    read_state,
     sets_from_text,
 )
 
@@ -310,3 +311,40 @@ def test_the_plain_layout_split_in_c_reads_what_the_line_reader_reads(shapes):
 ])
 def test_any_other_layout_is_left_to_the_line_reader(text):
     assert split_plain(text) is None
+
+
+# ---------------------------------------------------------------- reading: a listing that did not reach us whole
+
+
+class Ipset:
+    """ipset answering each subcommand with the given outputs, one per call."""
+
+    def __init__(self, lists, saves):
+        self.outputs = {"list": list(lists), "save": list(saves)}
+        self.calls = []
+
+    def run_command(self, argv, data=None, **kwargs):
+        self.calls.append(argv[1])
+        return 0, self.outputs[argv[1]].pop(0), ""
+
+
+LISTED = ("Name: netpol4-web\nType: hash:net\nRevision: 7\nHeader: family inet hashsize 1024 maxelem 65536\n"
+          "Size in memory: 500\nReferences: 1\nNumber of entries: 1\n")
+SAVED = "create netpol4-web hash:net family inet hashsize 1024 maxelem 65536\nadd netpol4-web 10.0.0.1\n"
+
+
+def test_a_set_listing_or_save_that_came_empty_is_read_again():
+    tool = Ipset(["", LISTED], ["", SAVED])
+    saved, references = read_state(tool, "ipset", ["netpol4-web"])
+    assert saved["netpol4-web"].entries == ("10.0.0.1",) and references == {"netpol4-web": 1}
+    assert tool.calls == ["list", "list", "save", "save"]
+
+
+def test_a_set_listing_cut_within_a_header_is_read_again():
+    tool = Ipset([LISTED[:60], LISTED], [SAVED])
+    assert read_state(tool, "ipset", ["netpol4-web"])[1] == {"netpol4-web": 1}
+
+
+def test_a_host_without_sets_is_empty_when_two_listings_say_so():
+    tool = Ipset(["", ""], [])
+    assert read_state(tool, "ipset", ["netpol4-web"]) == ({}, {})

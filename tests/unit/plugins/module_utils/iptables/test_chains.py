@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from ansible_collections.netpol.fleet.plugins.module_utils.iptables import chains
 from ansible_collections.netpol.fleet.plugins.module_utils.iptables.chains import (
     ChainError,
     Owned,
@@ -210,3 +211,48 @@ def test_a_builtin_chain_the_save_did_not_print_still_gets_its_jump():
     have = owned_from_save(parse_save("*raw\nCOMMIT\n")["raw"], P)
     desired = Table("ipv4", "raw", (A,), (Jump("PREROUTING", "NETPOL-A"),))
     assert plan("raw", expected(desired, have, P), have, P).restore.splitlines()[-2] == "-I PREROUTING 1 -j NETPOL-A"
+
+
+# ---------------------------------------------------------------- reading: a listing that did not reach us whole
+
+
+class Saves:
+    """iptables-save answering with the given listings, one per call; records the calls."""
+
+    def __init__(self, *outputs: str):
+        self.outputs, self.calls = list(outputs), []
+
+    def run_command(self, argv, data=None, **kwargs):
+        self.calls.append(list(argv))
+        return 0, self.outputs.pop(0), ""
+
+
+OURS = "*filter\n:INPUT ACCEPT [0:0]\n:NETPOL-A - [0:0]\n-A INPUT -j NETPOL-A\n-A NETPOL-A -j DROP\nCOMMIT\n"
+
+
+@pytest.mark.parametrize("text, tables, lacking", [
+    (OURS, ("filter",), ""),
+    ("", (), ""),
+    ("*nat\nCOMMIT\n", ("filter",), "table filter"),
+    ("*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -j NETPOL-A\n", (), "the COMMIT ending table filter"),
+    ("*filter\n:INPUT ACCEPT [0:0]\n*nat\nCOMMIT\n", ("filter", "nat"), "the COMMIT ending table filter"),
+])
+def test_save_gaps_names_a_table_missing_or_cut_short(text, tables, lacking):
+    assert chains.save_gaps(text, tables) == lacking
+
+
+def test_a_read_back_that_came_empty_is_read_again_not_taken_for_no_chains():
+    tool = Saves("", OURS)
+    owned = chains.read(tool, "ipv4", "filter", "NETPOL-")
+    assert [c.name for c in owned.chains] == ["NETPOL-A"] and len(tool.calls) == 2
+
+
+def test_the_first_read_of_a_host_that_came_empty_is_read_again_so_no_jump_is_added_twice():
+    tool = Saves("", OURS)
+    owned = chains.read_all(tool, "ipv4", "NETPOL-")["filter"]
+    assert owned.base[0].rules == ("-j NETPOL-A",) and len(tool.calls) == 2
+
+
+def test_a_host_without_any_table_is_empty_when_two_reads_say_so():
+    tool = Saves("", "")
+    assert chains.read_all(tool, "ipv4", "NETPOL-")["filter"].chains == () and len(tool.calls) == 2

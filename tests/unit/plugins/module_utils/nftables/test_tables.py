@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.netpol.fleet.plugins.module_utils.nftables.tables import delete_script, left_empty
+from ansible_collections.netpol.fleet.plugins.module_utils.nftables.tables import delete_script, left_empty, read_table
+from ansible_collections.netpol.fleet.plugins.module_utils.tools import ToolError
 
 HEADERS = [{"metainfo": {"version": "1.0.6", "json_schema_version": 1}},
            {"table": {"family": "ip", "name": "filter", "handle": 1}}]
@@ -56,3 +57,28 @@ def test_anything_foreign_keeps_the_table(objects):
 def test_the_table_is_deleted_by_family_and_name():
     assert (delete_script("ipv4", "filter"), delete_script("ipv6", "filter")) == (
         "delete table ip filter\n", "delete table ip6 filter\n")
+
+
+class Listing:
+    """nft answering with the given outputs, one per call."""
+
+    def __init__(self, *outputs: str):
+        self.outputs, self.calls = list(outputs), 0
+
+    def run_command(self, argv, data=None, **kwargs):
+        self.calls += 1
+        return 0, self.outputs.pop(0), ""
+
+
+WHOLE = '{"nftables": [{"metainfo": {"json_schema_version": 1}}, {"table": {"family": "ip", "name": "filter"}}]}'
+
+
+def test_a_listing_that_is_no_whole_json_document_is_read_again():
+    tool = Listing("", WHOLE[:40], WHOLE)
+    assert read_table(tool, "nft", "ipv4", "filter")[1] == {"table": {"family": "ip", "name": "filter"}}
+    assert tool.calls == 3
+
+
+def test_a_listing_never_whole_is_a_tool_error_not_a_json_traceback():
+    with pytest.raises(ToolError, match=r"nft -j list table ip filter failed .*lacked a whole JSON document"):
+        read_table(Listing("", WHOLE[:40], WHOLE[:40]), "nft", "ipv4", "filter")

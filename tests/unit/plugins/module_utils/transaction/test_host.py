@@ -153,7 +153,9 @@ def test_bridge_tables_are_read_with_one_ebtables_save_and_applied_after_both_ip
     kernel = Kernel({"iptables-save": EMPTY_SAVE, "ip6tables-save": EMPTY_SAVE, "ebtables-save": ""})
     v4 = Table("ipv4", "filter", (Chain("NETPOL-A", ("-j RETURN",)),), (Jump("INPUT", "NETPOL-A"),))
     transaction = plan_for(kernel, [L2, v4])
-    assert [c[0] for c in kernel.calls] == ["iptables-save", "ip6tables-save", "ebtables-save", "ipset"]
+    # an empty listing (no bridge table, no set yet) is trusted when a second read agrees (tools.read)
+    assert [c[0] for c in kernel.calls] == ["iptables-save", "ip6tables-save", "ebtables-save", "ebtables-save",
+                                            "ipset", "ipset"]
     changed = [s.label for s in transaction.all_steps if s.changed]
     assert changed == ["ipv4 filter", "bridge nat"]
     restore = transaction.commands()["bridge nat"]
