@@ -25,6 +25,9 @@ directory a tool writes to (HOME is /run/home), mounts the test's own directory 
 /run/work (the only place on the host the guest can change) and runs the script there as root, its
 output and exit status written beside it; then the guest halts. A guest that does not halt in time
 is killed, its whole process group.
+
+NETPOL_TOOL_LOG set (to anything) where the tests run: every kernel tool call of the collection in
+the guest appends a line to toolrun.log in the test's directory (plugins/module_utils/tools.py).
 """
 
 from __future__ import annotations
@@ -183,7 +186,8 @@ class Guest:
         self.runs += 1
         for name in ("output", "rc"):
             (self.work / name).unlink(missing_ok=True)
-        (self.work / "script.sh").write_text("set -u\n" + self.setup + script)
+        log = "export NETPOL_TOOL_LOG=%s\n" % self.path("toolrun.log") if os.environ.get("NETPOL_TOOL_LOG") else ""
+        (self.work / "script.sh").write_text("set -u\n" + log + self.setup + script)
         argv = [self.kernel, "mem=%s" % MEMORY, "root=/dev/root", "rootfstype=hostfs", "rootflags=/", "ro",
                 "init=%s" % INIT, "NETPOL_UML_WORK=%s" % self.work, "NETPOL_UML_REPO=%s" % REPO, "con=null", "con0=fd:0,fd:1"]
         # UML runs as several host processes (its threads, helpers): a session of their own, killed together.
