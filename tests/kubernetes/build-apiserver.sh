@@ -11,6 +11,8 @@
 #   NETPOL_KUBE_CACHE  cache root (default /var/cache/netpol-fleet)
 #   NETPOL_KUBE_NICE   niceness of the Go build (default 19: the machine is shared)
 set -euo pipefail
+# shellcheck source=../lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"  # ensure_packages
 
 CACHE_ROOT=${NETPOL_KUBE_CACHE:-/var/cache/netpol-fleet}
 NICENESS=${NETPOL_KUBE_NICE:-19}
@@ -19,27 +21,12 @@ SRC_PACKAGE=kubernetes
 KUBE_VERSION=1.20.2
 DEST=$CACHE_ROOT/kube-apiserver-$KUBE_VERSION
 BINARY=$DEST/bin/kube-apiserver
-APT_LOCK_TIMEOUT=(-o DPkg::Lock::Timeout=600)
 BUILD_PACKAGES=(golang-go golang-github-modern-go-reflect2-dev etcd-server rsync jq make patch)
 
 log() { echo "build-apiserver: $*" >&2; }
 
 binary_works() { [ -x "$BINARY" ] && "$BINARY" --version 2>/dev/null | grep -q "v$KUBE_VERSION"; }
 
-ensure_packages() {
-    local missing=() pkg
-    for pkg in "${BUILD_PACKAGES[@]}"; do
-        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
-    done
-    [ ${#missing[@]} -eq 0 ] && return 0
-    log "installing ${missing[*]}"
-    # A machine whose package lists were never fetched has no candidate: update once then.
-    if ! apt-cache show "${missing[@]}" >/dev/null 2>&1; then
-        apt-get "${APT_LOCK_TIMEOUT[@]}" update -qq
-    fi
-    DEBIAN_FRONTEND=noninteractive apt-get "${APT_LOCK_TIMEOUT[@]}" install -y -qq \
-        --no-install-recommends "${missing[@]}" >&2
-}
 
 # deb-src lines for the Debian archive(s) the machine's own sources use, in a private apt
 # configuration: the system's sources, lists and caches are never touched.
@@ -136,7 +123,7 @@ main() {
         log "another build holds $CACHE_ROOT/kube-apiserver-$KUBE_VERSION.lock; waiting"
         flock 9
     fi
-    ensure_packages
+    ensure_packages "${BUILD_PACKAGES[@]}"
     if binary_works; then
         log "reusing $BINARY"
     else

@@ -18,6 +18,8 @@
 #   --path             print where the kernel is (or would be) and exit: no build, no install
 #   --check-config F   check the kernel configuration F against config.fragment, as a build does
 set -euo pipefail
+# shellcheck source=../lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"  # ensure_packages
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 FRAGMENT=$HERE/config.fragment
@@ -25,7 +27,6 @@ CACHE_ROOT=${NETPOL_KUBE_CACHE:-/var/cache/netpol-fleet}
 NICENESS=${NETPOL_UML_NICE:-19}
 SRC_PACKAGE=linux-source-6.1
 SRC_TARBALL=/usr/src/$SRC_PACKAGE.tar.xz
-APT_LOCK_TIMEOUT=(-o DPkg::Lock::Timeout=600)
 BUILD_PACKAGES=("$SRC_PACKAGE" xz-utils gcc make flex bison bc libc6-dev libelf-dev)
 KMAKE=(make ARCH=um SUBARCH=x86_64)
 
@@ -41,21 +42,6 @@ destination() {
     version=$(source_version) || { log "$SRC_PACKAGE is not installed (make uml-kernel installs it)"; return 1; }
     hash=$(options | sha256sum | cut -c1-12)
     echo "$CACHE_ROOT/uml-linux-$version-$hash"
-}
-
-ensure_packages() {
-    local missing=() pkg
-    for pkg in "${BUILD_PACKAGES[@]}"; do
-        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
-    done
-    [ ${#missing[@]} -eq 0 ] && return 0
-    log "installing ${missing[*]}"
-    # A machine whose package lists were never fetched has no candidate: update once then.
-    if ! apt-cache show "${missing[@]}" >/dev/null 2>&1; then
-        apt-get "${APT_LOCK_TIMEOUT[@]}" update -qq
-    fi
-    DEBIAN_FRONTEND=noninteractive apt-get "${APT_LOCK_TIMEOUT[@]}" install -y -qq \
-        --no-install-recommends "${missing[@]}" >&2
 }
 
 # Every option line of the fragment must be in the final .config as written: olddefconfig silently
@@ -118,7 +104,7 @@ main() {
         return
     fi
     mkdir -p "$CACHE_ROOT"
-    ensure_packages
+    ensure_packages "${BUILD_PACKAGES[@]}"
     dest=$(destination)
     mkdir -p "$dest"
     exec 9>"$dest.lock"
