@@ -71,11 +71,26 @@ ip -n hvl-sw link add u2p type veth peer name eth0 netns u2; ip -n hvl-sw link s
 for u in "u1 10.10.0.12 fd10::12" "u2 10.10.0.21 fd10::21"; do set -- $u
     ip -n $1 link set eth0 up; ip -n $1 address add $2/24 dev eth0; ip -n $1 address add $3/64 dev eth0 nodad
 done
+# t2 and t3 on hvl-hv1's brv: ports of unmanaged neighbours x and y, each with PVID 10 (a managed
+# VLAN) untagged and VLAN 30 (no managed VM) tagged; x is on VLAN 10 (eth0) and on VLAN 30 (eth0.30)
+# with one address, y on VLAN 30 only, with b-web's addresses
+for n in "x t2 10.10.0.99 fd10::99" "y t3 10.10.0.21 fd10::21"; do set -- $n
+    ip netns add $1; ip -n $1 link set lo up
+    ip -n hvl-hv1 link add $2 type veth peer name eth0 netns $1; ip -n hvl-hv1 link set $2 master brv up
+    bridge -n hvl-hv1 vlan del dev $2 vid 1; bridge -n hvl-hv1 vlan add dev $2 vid 10 pvid untagged
+    bridge -n hvl-hv1 vlan add dev $2 vid 30
+    ip -n $1 link set eth0 up; ip -n $1 link add link eth0 name eth0.30 type vlan id 30; ip -n $1 link set eth0.30 up
+    ip -n $1 address add $3/24 dev eth0.30; ip -n $1 address add $4/64 dev eth0.30 nodad
+done
+ip -n x address add 10.10.0.99/24 dev eth0; ip -n x address add fd10::99/64 dev eth0 nodad
+echo "T2 $(bridge -n hvl-hv1 -j vlan show dev t2)"
 foreign_firewall hvl-hv1 hvl-hv2
-udp() {  # udp NS_FROM NS_TO ADDRESS: one datagram 5555 -> 7000, "arrived" or "lost"
+udp() {  # udp NS_FROM NS_TO ADDRESS [DEVICE]: one datagram 5555 -> 7000 (sent by DEVICE), "arrived" or "lost"
     ip netns exec $2 python3 -c "
-import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', 7000)); s.settimeout(3)
+import socket
+family = socket.AF_INET6 if ':' in '$3' else socket.AF_INET
+s = socket.socket(family, socket.SOCK_DGRAM); s.bind(('::' if family == socket.AF_INET6 else '0.0.0.0', 7000))
+s.settimeout(3)
 try:
     data, peer = s.recvfrom(100); s.sendto(b'reply', peer); print('arrived')
 except socket.timeout:
@@ -83,7 +98,11 @@ except socket.timeout:
     sleep 1
     ip netns exec $1 python3 -c "
 import socket
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', 5555)); s.settimeout(2)
+family = socket.AF_INET6 if ':' in '$3' else socket.AF_INET
+s = socket.socket(family, socket.SOCK_DGRAM)
+if '$4':
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b'$4')
+s.bind(('::' if family == socket.AF_INET6 else '0.0.0.0', 5555)); s.settimeout(2)
 s.sendto(b'hello', ('$3', 7000))
 try:
     s.recvfrom(100)
@@ -99,7 +118,13 @@ ansible-playbook -i $INV playbooks/demo.yml %(fast)s -e netpol_verify_report_fil
     > /run/work/demo.out 2>&1; echo "demo rc $?"  # site.yml again, then verify against the simulator
 echo "U-FLOW $(udp u1 u2 10.10.0.21)"
 echo "SAME-TUPLE $(udp hvl-a-api hvl-b-web 10.10.0.21)"
-ip netns exec hvl-hv1 conntrack -L -p udp --dport 7000 2>/dev/null | sed 's/^/CONNTRACK /'
+for address in 10.10.0.21 fd10::21; do  # the same 5-tuple in VLAN 30 (x to y), then in VLAN 10 (x to b-web)
+    echo "X-VLAN30 $address $(udp x y $address eth0.30)"
+    echo "X-VLAN10 $address $(udp x hvl-b-web $address eth0)"
+done
+for family in ipv4 ipv6; do
+    ip netns exec hvl-hv1 conntrack -L -f $family -p udp --dport 7000 2>/dev/null | sed 's/^/CONNTRACK /'
+done
 for HV in hvl-hv1 hvl-hv2; do
     for tool in iptables-save ip6tables-save; do ip netns exec $HV $tool -t raw | sed "s/^/RAW $HV /"; done
     ip netns exec $HV ebtables-save -t nat | sed "s/^/EBT $HV /"
@@ -162,6 +187,25 @@ def test_the_zones_are_per_vlan_so_a_tuple_established_on_vlan_20_does_not_open_
     # hvl-hv1 holds the tuple once, replied, in VLAN 20's zone; in VLAN 10's zone it was a new flow,
     # dropped before conntrack confirmed it (with one zone per bridge it would have been ESTABLISHED)
     assert zones == [vlan20], output
+
+
+def test_an_unmanaged_vlan_on_a_port_whose_pvid_is_managed_never_shares_that_vlans_zone(enforced):
+    _work, output = enforced
+    assert re.search(r'^T2 .*"vlans":\[\{"vlan":10,"flags":\["PVID","Egress Untagged"\]\},\{"vlan":30\}\]', output, re.M)
+    vlan10 = int(re.search(r'^RAW hvl-hv1 .*"netpol zone of VLAN 10 on bridge brv: [^"]*" -j CT --zone (\d+)$',
+                           output, re.M).group(1))
+    for source, destination in (("10.10.0.99", "10.10.0.21"), ("fd10::99", "fd10::21")):
+        # x -> y in VLAN 30 (tagged over t2 and t3) is answered ...
+        assert "X-VLAN30 %s arrived" % destination in output, output
+        entries = re.findall(r"^CONNTRACK .*src=%s dst=%s sport=5555 dport=7000 .*$" % (source, destination),
+                             output, re.M)
+        zones = [int(re.search(r"zone=(\d+)", e).group(1)) if "zone=" in e else 0 for e in entries]
+        # ... and held in zone 0, with the frames of every VLAN without managed VMs: not in VLAN 10's
+        # zone, which t2's and t3's PVID would have given it
+        assert zones == [0], (vlan10, entries)
+        # so the same 5-tuple in VLAN 10 (untagged over t2, to b-web, whose tenant-b ingress denies x)
+        # is a new connection there and dropped, never ESTABLISHED by VLAN 30's entry
+        assert "X-VLAN10 %s lost" % destination in output, output
 
 
 def test_the_raw_and_ebtables_rules_zone_by_vlan_and_clear_the_mark(enforced):
