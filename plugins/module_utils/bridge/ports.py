@@ -71,16 +71,23 @@ def _host_ports(host: str, vms: List[Workload], hostvars) -> Tuple[Dict[str, str
     found: Dict[str, str] = {}
     errors = []
     for vm in vms:
-        where = "inventory host %s: %s" % (host, field_of(hostvars, vm, "interface"))
-        if vm.interface in (facts.get("missing") or ()) or vm.interface not in facts["ports"]:
-            errors.append("%s: port %s of VM %s/%s does not exist on the host" % (where, vm.interface, vm.namespace, vm.name))
-        elif not facts["ports"][vm.interface]:
-            errors.append("%s: %s of VM %s/%s is not a port of any bridge" % (where, vm.interface, vm.namespace, vm.name))
-        elif facts["ports"][vm.interface] in (facts.get("vlan_aware") or ()) and _vlan_refusal(vm, facts):
-            errors.append("%s: %s" % (where, _vlan_refusal(vm, facts)))
+        refusal = _port_refusal(vm, facts)
+        if refusal:
+            errors.append("inventory host %s: %s: %s" % (host, field_of(hostvars, vm, "interface"), refusal))
         else:
             found[vm.interface or ""] = facts["ports"][vm.interface]
     return found, errors
+
+
+def _port_refusal(vm: Workload, facts: Mapping[str, Any]) -> str:
+    """Why the VM's port cannot be enforced ('' when it can)."""
+    if vm.interface in (facts.get("missing") or ()) or vm.interface not in facts["ports"]:
+        return "port %s of VM %s/%s does not exist on the host" % (vm.interface, vm.namespace, vm.name)
+    if not facts["ports"][vm.interface]:
+        return "%s of VM %s/%s is not a port of any bridge" % (vm.interface, vm.namespace, vm.name)
+    if facts["ports"][vm.interface] in (facts.get("vlan_aware") or ()):
+        return _vlan_refusal(vm, facts)
+    return ""
 
 
 def _vlan_refusal(vm: Workload, facts: Mapping[str, Any]) -> str:
