@@ -11,6 +11,9 @@ VLAN 10 or 20, whose `trunk` veth to the switch carries both VLANs tagged (the s
 devices `HV-t.10`/`HV-t.20` on its VLAN 10 and VLAN 20 bridges), and whose VLAN 10 device `brv.10`
 holds the hypervisor's own addresses. Beside the VMs, two unmanaged namespaces on VLAN 20 reuse VLAN
 10's addresses: u1 on hvl-hv1's brv (access VLAN 20) has a-api's, u2 behind the switch has b-web's.
+Two more unmanaged neighbours, x and y, are on hvl-hv1's brv by ports t2 and t3 whose PVID is VLAN 10
+and which carry VLAN 30 (no managed VM) tagged: x on both VLANs with one address, y on VLAN 30 with
+b-web's; the same 5-tuple x -> y in VLAN 30 must not open x -> b-web in VLAN 10.
 The hypervisors have foreign rules in filter, nat and raw (both families) and a foreign set.
 """
 
@@ -83,6 +86,9 @@ for n in "x t2 10.10.0.99 fd10::99" "y t3 10.10.0.21 fd10::21"; do set -- $n
     ip -n $1 address add $3/24 dev eth0.30; ip -n $1 address add $4/64 dev eth0.30 nodad
 done
 ip -n x address add 10.10.0.99/24 dev eth0; ip -n x address add fd10::99/64 dev eth0 nodad
+for n in x y; do  # ARP answers only for the receiving device's addresses: y's eth0 (VLAN 10) has none of b-web's
+    ip netns exec $n sysctl -qw net.ipv4.conf.all.arp_ignore=1
+done
 echo "T2 $(bridge -n hvl-hv1 -j vlan show dev t2)"
 foreign_firewall hvl-hv1 hvl-hv2
 udp() {  # udp NS_FROM NS_TO ADDRESS [DEVICE]: one datagram 5555 -> 7000 (sent by DEVICE), "arrived" or "lost"
@@ -90,19 +96,21 @@ udp() {  # udp NS_FROM NS_TO ADDRESS [DEVICE]: one datagram 5555 -> 7000 (sent b
 import socket
 family = socket.AF_INET6 if ':' in '$3' else socket.AF_INET
 s = socket.socket(family, socket.SOCK_DGRAM); s.bind(('::' if family == socket.AF_INET6 else '0.0.0.0', 7000))
-s.settimeout(3)
+s.settimeout(10)
 try:
     data, peer = s.recvfrom(100); s.sendto(b'reply', peer); print('arrived')
 except socket.timeout:
     print('lost')" > /run/work/udp.server &
-    sleep 1
+    for _ in $(seq 100); do  # until the server listens (python starts slowly in a loaded guest)
+        ip netns exec $2 ss -Hlun 'sport = :7000' | grep -q . && break; sleep 0.1
+    done
     ip netns exec $1 python3 -c "
 import socket
 family = socket.AF_INET6 if ':' in '$3' else socket.AF_INET
 s = socket.socket(family, socket.SOCK_DGRAM)
 if '$4':
     s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b'$4')
-s.bind(('::' if family == socket.AF_INET6 else '0.0.0.0', 5555)); s.settimeout(2)
+s.bind(('::' if family == socket.AF_INET6 else '0.0.0.0', 5555)); s.settimeout(5)
 s.sendto(b'hello', ('$3', 7000))
 try:
     s.recvfrom(100)
@@ -161,7 +169,7 @@ def test_check_mode_shows_the_zone_and_mark_rules_and_changes_nothing(enforced):
     work, output = enforced
     check = (work / "check.out").read_text()
     assert "check rc 0" in output, check
-    assert "netpol zone of VLAN 10 on bridge brv: tagged frames" in check, check
+    assert "netpol zone of VLAN 10 on bridge brv: frames of non-VM ports, by mark" in check, check
     assert "netpol zone of VLAN 20 on bridge brv: port vm-b-db" in check, check
     assert re.search(r"\+-A NETPOL-VLAN-MARK -p 802_1Q -i trunk --vlan-id 20 --vlan-encap 86DD -j mark --mark-or 0x[0-9a-f]+ "
                      r"--mark-target CONTINUE", check), check
@@ -180,7 +188,7 @@ def test_the_zones_are_per_vlan_so_a_tuple_established_on_vlan_20_does_not_open_
     _work, output = enforced
     assert "U-FLOW arrived" in output  # unmanaged neighbours on VLAN 20, with VLAN 10's addresses
     assert "SAME-TUPLE lost" in output  # a-api -> b-web udp/7000: tenant b's ingress denies it, a new flow in VLAN 10
-    vlan20 = re.search(r'^RAW hvl-hv1 .*"netpol zone of VLAN 20 on bridge brv: port u1p" -j CT --zone (\d+)$',
+    vlan20 = re.search(r'^RAW hvl-hv1 .*"netpol zone of VLAN 20 on bridge brv: port vm-b-db" -j CT --zone (\d+)$',
                        output, re.M).group(1)
     zones = re.findall(r"^CONNTRACK .*src=10\.10\.0\.12 dst=10\.10\.0\.21 sport=5555 dport=7000 .*zone=(\d+)",
                        output, re.M)
@@ -211,11 +219,19 @@ def test_an_unmanaged_vlan_on_a_port_whose_pvid_is_managed_never_shares_that_vla
 def test_the_raw_and_ebtables_rules_zone_by_vlan_and_clear_the_mark(enforced):
     _work, output = enforced
     raw = [line for line in output.splitlines() if line.startswith("RAW hvl-hv1 -A NETPOL-BR-ZONES")]
-    assert [r for r in raw if "-m mark --mark 0x" in r and "tagged frames" in r], raw
+    marked = {vlan: re.search(r"--mark (0x[0-9a-f]+)/0xff .*VLAN %d on bridge brv: frames of non-VM ports" % vlan,
+                              "\n".join(raw)).group(1) for vlan in (10, 20)}
     assert [r for r in raw if "--physdev-in vm-b-db" in r and "VLAN 20 on bridge brv" in r], raw
-    assert [r for r in raw if "--physdev-in u1p" in r and "VLAN 20 on bridge brv" in r], raw  # unmanaged, PVID 20
+    assert not [r for r in raw if re.search(r"--physdev-in (u1p|t2|t3|trunk) ", r)], raw  # no VM's: by mark only
     assert [r for r in raw if r.endswith("-j MARK --set-xmark 0x0/0xff")], raw
-    assert [line for line in output.splitlines() if line.startswith("EBT hvl-hv2 -A NETPOL-VLAN-MARK -p 802_1Q -i trunk")]
+    ebt = [line[len("EBT hvl-hv1 -A NETPOL-VLAN-MARK "):] for line in output.splitlines()
+           if line.startswith("EBT hvl-hv1 -A NETPOL-VLAN-MARK ")]
+    mark = " -j mark --mark-or %s --mark-target CONTINUE"
+    for port, vlan in (("u1p", 20), ("t2", 10), ("t3", 10)):  # untagged frames by the PVID, tagged by their VLAN
+        assert "-p IPv4 -i %s%s" % (port, mark % marked[vlan]) in ebt and "-p IPv6 -i %s%s" % (port, mark % marked[vlan]) in ebt
+        assert "-p 802_1Q -i %s --vlan-id %d --vlan-encap 0800%s" % (port, vlan, mark % marked[vlan]) in ebt, ebt
+    assert "-p 802_1Q -i trunk --vlan-id 20 --vlan-encap 86DD%s" % (mark % marked[20]) in ebt, ebt
+    assert not [r for r in ebt if "--vlan-id 30 " in r], ebt  # VLAN 30 has no managed VM: no mark, zone 0
 
 
 def test_remove_leaves_the_hypervisors_byte_identical(enforced):
