@@ -91,26 +91,42 @@ for n in x y; do  # ARP answers only for the receiving device's addresses: y's e
 done
 echo "T2 $(bridge -n hvl-hv1 -j vlan show dev t2)"
 foreign_firewall hvl-hv1 hvl-hv2
-udp() {  # udp NS_FROM NS_TO ADDRESS [DEVICE]: one datagram 5555 -> 7000 (sent by DEVICE), "arrived" or "lost"
+udp() {  # udp NS_FROM NS_TO ADDRESS: one datagram 5555 -> 7000, "arrived" or "lost"
     ip netns exec $2 python3 -c "
-import socket
-family = socket.AF_INET6 if ':' in '$3' else socket.AF_INET
-s = socket.socket(family, socket.SOCK_DGRAM); s.bind(('::' if family == socket.AF_INET6 else '0.0.0.0', 7000))
-s.settimeout(10)
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', 7000)); s.settimeout(3)
 try:
     data, peer = s.recvfrom(100); s.sendto(b'reply', peer); print('arrived')
 except socket.timeout:
     print('lost')" > /run/work/udp.server &
-    for _ in $(seq 100); do  # until the server listens (python starts slowly in a loaded guest)
-        ip netns exec $2 ss -Hlun 'sport = :7000' | grep -q . && break; sleep 0.1
-    done
+    sleep 1
+    ip netns exec $1 python3 -c "
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', 5555)); s.settimeout(2)
+s.sendto(b'hello', ('$3', 7000))
+try:
+    s.recvfrom(100)
+except socket.timeout:
+    pass"
+    wait; cat /run/work/udp.server
+}
+udp_by() {  # udp_by NS_FROM NS_TO ADDRESS DEVICE: udp over IPv4 or IPv6, sent by DEVICE
+    ip netns exec $2 python3 -c "
+import socket
+family = socket.AF_INET6 if ':' in '$3' else socket.AF_INET
+s = socket.socket(family, socket.SOCK_DGRAM); s.bind(('::' if family == socket.AF_INET6 else '0.0.0.0', 7000))
+s.settimeout(3)
+try:
+    data, peer = s.recvfrom(100); s.sendto(b'reply', peer); print('arrived')
+except socket.timeout:
+    print('lost')" > /run/work/udp.server &
+    sleep 1
     ip netns exec $1 python3 -c "
 import socket
 family = socket.AF_INET6 if ':' in '$3' else socket.AF_INET
 s = socket.socket(family, socket.SOCK_DGRAM)
-if '$4':
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b'$4')
-s.bind(('::' if family == socket.AF_INET6 else '0.0.0.0', 5555)); s.settimeout(5)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b'$4')
+s.bind(('::' if family == socket.AF_INET6 else '0.0.0.0', 5555)); s.settimeout(2)
 s.sendto(b'hello', ('$3', 7000))
 try:
     s.recvfrom(100)
@@ -127,8 +143,8 @@ ansible-playbook -i $INV playbooks/demo.yml %(fast)s -e netpol_verify_report_fil
 echo "U-FLOW $(udp u1 u2 10.10.0.21)"
 echo "SAME-TUPLE $(udp hvl-a-api hvl-b-web 10.10.0.21)"
 for address in 10.10.0.21 fd10::21; do  # the same 5-tuple in VLAN 30 (x to y), then in VLAN 10 (x to b-web)
-    echo "X-VLAN30 $address $(udp x y $address eth0.30)"
-    echo "X-VLAN10 $address $(udp x hvl-b-web $address eth0)"
+    echo "X-VLAN30 $address $(udp_by x y $address eth0.30)"
+    echo "X-VLAN10 $address $(udp_by x hvl-b-web $address eth0)"
 done
 for family in ipv4 ipv6; do
     ip netns exec hvl-hv1 conntrack -L -f $family -p udp --dport 7000 2>/dev/null | sed 's/^/CONNTRACK /'
