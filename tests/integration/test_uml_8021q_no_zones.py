@@ -6,13 +6,13 @@
 dataplane cannot be applied there, and the run must say so and leave each hypervisor exactly as it
 was (its transaction undone on a real kernel's refusal, not a shim's).
 
-inventories/harvester as `make demo` builds it, except that each hypervisor's two uplink veths are
-replaced by one trunk veth to the switch, tagged: `trunk.10` and `trunk.20` (8021q devices) are the
-ports of the bridges vlan10 and vlan20, and the switch ends are 8021q devices on its bridges too.
+The lab is test_uml_8021q_harvester.py's (where the same lab is enforced on the UML kernel that has
+conntrack zones): inventories/harvester with each hypervisor's two uplinks replaced by one tagged
+trunk (`trunk.10` and `trunk.20`, 8021q devices, are the ports of the bridges vlan10 and vlan20).
 The guest kernel refuses `CT --zone` (CONFIG_NF_CONNTRACK_ZONES is not set), which the product puts in
 raw PREROUTING for every managed bridge (docs/bridge.md "Conntrack zones per L2 domain"). The
-hypervisors have foreign rules in filter, nat and raw (both families) and a foreign set: all
-byte-identical after the failed run, as are the bridge flags and net.bridge sysctls.
+hypervisors have foreign rules in filter, nat and raw (both families), a bridge CNI's ebtables
+rules and a foreign set: all byte-identical after the failed run, as are the bridge flags and net.bridge sysctls.
 """
 
 from __future__ import annotations
@@ -23,43 +23,14 @@ import pytest
 
 from conftest import REPO
 from test_enforce_e2e import FAST
+from test_uml_8021q_harvester import TRUNK_LAB
 from uml import DEBIAN_KERNEL, Guest
 
 pytestmark = pytest.mark.integration
 
 HYPERVISORS = ("hvl-hv1", "hvl-hv2")
 
-SCRIPT = r"""
-R=%(repo)s
-export PATH=$R/.venv/bin:$PATH ANSIBLE_CONFIG=$R/ansible.cfg ANSIBLE_COLLECTIONS_PATH=$R/collection ANSIBLE_NOCOLOR=1
-cd $R
-ansible-playbook -i inventories/harvester playbooks/lab.yml > /run/work/lab.out 2>&1 || { echo "lab failed"; exit 1; }
-for HV in hvl-hv1 hvl-hv2; do
-    for bridge in vlan10 vlan20; do  # the lab's uplinks: every port of the bridge that is not a VM's
-        for port in $(ip -n $HV -o link show master $bridge | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -v '^vm-'); do
-            ip -n $HV link del $port
-        done
-    done
-    ip -n $HV link add trunk type veth peer name $HV-t netns hvl-sw
-    ip -n $HV link set trunk up; ip -n hvl-sw link set $HV-t up
-    for vlan in 10 20; do
-        switch_bridge=vlan20; [ $vlan = 10 ] && switch_bridge=br0
-        ip -n $HV link add link trunk name trunk.$vlan type vlan id $vlan
-        ip -n $HV link set trunk.$vlan master vlan$vlan up
-        ip -n hvl-sw link add link $HV-t name $HV-t.$vlan type vlan id $vlan
-        ip -n hvl-sw link set $HV-t.$vlan master $switch_bridge up
-    done
-    echo "PORTS $HV $(ip -n $HV -o link show master vlan10 | awk -F': ' '{print $2}' | cut -d@ -f1 | tr '\n' ' ')"
-done
-for HV in hvl-hv1 hvl-hv2; do  # a firewall of the hypervisor's own, in every table the product uses
-    for tool in "iptables 192.0.2.7/32" "ip6tables 2001:db8::7/128"; do
-        set -- $tool
-        ip netns exec $HV $1 -A FORWARD -s $2 -j ACCEPT
-        ip netns exec $HV $1 -t nat -A POSTROUTING -s $2 -j RETURN
-        ip netns exec $HV $1 -t raw -A PREROUTING -s $2 -j NOTRACK
-    done
-    ip netns exec $HV ipset create foreign-set hash:ip
-done
+SCRIPT = TRUNK_LAB + r"""
 state() {  # without comments and counters (the guest's own router solicitations count in OUTPUT)
     for HV in hvl-hv1 hvl-hv2; do
         for tool in iptables-save ip6tables-save ebtables-save "ipset save"; do
@@ -88,8 +59,9 @@ def enforced(tmp_path_factory):
 def test_the_vlan_bridges_uplinks_are_8021q_devices_of_one_trunk(enforced):
     _work, output = enforced
     for hypervisor in HYPERVISORS:
-        ports = re.search(r"^PORTS %s (.*)$" % hypervisor, output, re.M).group(1).split()
-        assert "trunk.10" in ports and not [p for p in ports if p not in ("trunk.10",) and not p.startswith("vm-")]
+        for vlan in ("10", "20"):
+            ports = re.search(r"^PORTS %s vlan%s (.*)$" % (hypervisor, vlan), output, re.M).group(1).split()
+            assert [p for p in ports if not p.startswith("vm-")] == ["trunk.%s" % vlan], output
 
 
 def test_without_conntrack_zones_the_run_fails_naming_the_raw_table_and_leaves_the_hypervisors_as_they_were(enforced):
