@@ -42,6 +42,7 @@ TRUNK_LAB = r"""
 R=%(repo)s
 export PATH=$R/.venv/bin:$PATH ANSIBLE_CONFIG=$R/ansible.cfg ANSIBLE_COLLECTIONS_PATH=$R/collection ANSIBLE_NOCOLOR=1
 cd $R
+. $R/tests/integration/uml/snippets.sh  # foreign_firewall, state
 ansible-playbook -i inventories/harvester playbooks/lab.yml > /run/work/lab.out 2>&1 || { echo "lab failed"; exit 1; }
 for HV in hvl-hv1 hvl-hv2; do
     for bridge in vlan10 vlan20; do  # the lab's uplinks: every port of the bridge that is not a VM's
@@ -62,14 +63,8 @@ for HV in hvl-hv1 hvl-hv2; do
         echo "PORTS $HV $bridge $(ip -n $HV -o link show master $bridge | awk -F': ' '{print $2}' | cut -d@ -f1 | tr '\n' ' ')"
     done
 done
-for HV in hvl-hv1 hvl-hv2; do  # a firewall of the hypervisor's own, in every table the product uses
-    for tool in "iptables 192.0.2.7/32" "ip6tables 2001:db8::7/128"; do
-        set -- $tool
-        ip netns exec $HV $1 -A FORWARD -s $2 -j ACCEPT
-        ip netns exec $HV $1 -t nat -A POSTROUTING -s $2 -j RETURN
-        ip netns exec $HV $1 -t raw -A PREROUTING -s $2 -j NOTRACK
-    done
-    ip netns exec $HV ipset create foreign-set hash:ip
+foreign_firewall hvl-hv1 hvl-hv2
+for HV in hvl-hv1 hvl-hv2; do
     for rule in "-t nat -N CNI-HOSTPORT" "-t nat -A CNI-HOSTPORT --among-src 02:00:0a:00:00:09 -j ACCEPT" \
                 "-t nat -A PREROUTING -j CNI-HOSTPORT" "-A FORWARD -i cni0 -j DROP"; do  # a bridge CNI's
         ip netns exec $HV ebtables $rule
@@ -78,15 +73,12 @@ done
 """
 
 SCRIPT = TRUNK_LAB + r"""
-state() {  # each hypervisor's tables, sets, net.* sysctls and bridge flags, under "== HV" headers
+dump() {  # each hypervisor's state() (snippets.sh) and all its net.* sysctls, under "== HV" headers
     for HV in hvl-hv1 hvl-hv2; do
-        echo "== $HV"
-        for tool in iptables-save ip6tables-save ebtables-save "ipset save"; do ip netns exec $HV $tool; done
-        ip netns exec $HV sysctl -a -r '^net\.' 2>/dev/null
-        ip netns exec $HV sh -c 'grep -H . /sys/class/net/vlan*/bridge/nf_call_ip*tables'
+        echo "== $HV"; state $HV; ip netns exec $HV sysctl -a -r '^net\.' 2>/dev/null
     done
 }
-state > /run/work/before
+dump > /run/work/before
 ansible-playbook -i inventories/harvester playbooks/verify.yml %(fast)s %(udp)s %(timeout)s \
     -e netpol_verify_report_file= -e netpol_verify_matrix_file=/run/work/open.json > /run/work/open.out 2>&1
 echo "open rc $?"
@@ -95,7 +87,7 @@ echo "site rc $?"
 ansible-playbook -i inventories/harvester playbooks/demo.yml %(fast)s %(udp)s %(timeout)s \
     -e netpol_verify_report_file= -e netpol_verify_matrix_file=/run/work/enforced.json > /run/work/demo.out 2>&1
 echo "demo rc $?"
-state > /run/work/after
+dump > /run/work/after
 """
 
 

@@ -31,19 +31,11 @@ pytestmark = pytest.mark.integration
 HYPERVISORS = ("hvl-hv1", "hvl-hv2")
 
 SCRIPT = TRUNK_LAB + r"""
-state() {  # without comments and counters (the guest's own router solicitations count in OUTPUT)
-    for HV in hvl-hv1 hvl-hv2; do
-        for tool in iptables-save ip6tables-save ebtables-save "ipset save"; do
-            ip netns exec $HV $tool | grep -v '^#' | sed 's/ \[[0-9]*:[0-9]*\]$//'
-        done
-        ip netns exec $HV sh -c 'grep -H . /sys/class/net/vlan*/bridge/nf_call_ip*tables /proc/sys/net/bridge/*'
-    done
-}
-state > /run/work/before
+state hvl-hv1 hvl-hv2 > /run/work/before  # snippets.sh, sourced by TRUNK_LAB
 ip netns add zones; ip netns exec zones iptables -t raw -A PREROUTING -j CT --zone 5 2>&1 | sed 's/^/ZONE /'
 ansible-playbook -i inventories/harvester playbooks/site.yml %(fast)s > /run/work/site.out 2>&1
 echo "site rc $?"
-state > /run/work/after
+state hvl-hv1 hvl-hv2 > /run/work/after
 """
 
 
