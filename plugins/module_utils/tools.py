@@ -3,15 +3,18 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The one place modules run kernel tools (ipset, iptables-restore, ...).
 
-Standard library only, Python 3.9: imported by modules on managed hosts.
+Standard library and ansible.module_utils only, Python 3.9: imported by modules on managed hosts.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from typing import Callable, Optional, Sequence, Tuple
+
+from ansible.module_utils.basic import AnsibleModule
 
 # Tools print in English and in a parseable format only under the C locale.
 TOOL_ENV = {"LC_ALL": "C", "LANG": "C"}
@@ -21,6 +24,8 @@ TOOL_ENV = {"LC_ALL": "C", "LANG": "C"}
 LOG_ENV = "NETPOL_TOOL_LOG"
 # How often a listing is read before one that stays incomplete is an error (see read()).
 READ_ATTEMPTS = 3
+# AnsibleModule's own run_command, as imported (a test may replace it later with a runner of its own).
+_ANSIBLE_RUN_COMMAND = AnsibleModule.run_command
 
 
 class ToolError(Exception):
@@ -32,17 +37,14 @@ class ToolError(Exception):
 
 
 def run(module, argv: Sequence[str], data: Optional[str] = None, check: bool = True) -> Tuple[int, str, str]:
-    """Run a tool through module.run_command under the C locale; raise ToolError on failure.
+    """Run a tool under the C locale and return (rc, stdout, stderr); raise ToolError on failure.
 
-    A tool that cannot be started, or dies before it has read its input (killed, or a restore that
-    stops at its first bad line of a text longer than the pipe holds), is a ToolError too: left to
-    run_command, it would be a fail_json, which exits the process in the middle of a transaction
-    instead of letting it undo the steps already taken."""
+    A tool that cannot be started, or that is killed, is a ToolError too: left to run_command, it
+    would be a fail_json, which exits the process in the middle of a transaction instead of letting
+    it undo the steps already taken."""
     started = time.monotonic()
     try:
-        rc, out, err = module.run_command(
-            list(argv), data=data, binary_data=data is not None, environ_update=TOOL_ENV, handle_exceptions=False
-        )
+        rc, out, err = _execute(module, argv, data)
     except OSError as e:
         _log(argv, -1, "", str(e), data, started)
         raise ToolError(argv, -1, "could not be run or fed its input: %s" % e, data)
@@ -52,15 +54,33 @@ def run(module, argv: Sequence[str], data: Optional[str] = None, check: bool = T
     return rc, out, err
 
 
+def _execute(module, argv: Sequence[str], data: Optional[str]) -> Tuple[int, str, str]:
+    """One run of a tool, its output read to the end.
+
+    AnsibleModule.run_command drops what a tool prints when the tool exits just after one of its
+    1-second select() timeouts (it polls, sees the process gone and stops reading, rc 0:
+    ansible/ansible#51393, still so in ansible-core 2.19). On a loaded host a listing then comes back
+    empty or cut short, and a plan made on it is wrong. subprocess's communicate() reads both pipes to
+    their end before it waits, so AnsibleModule's own run_command is replaced by it here; any other
+    runner the caller brings (a test's, one that runs tools in a namespace) is used as it is."""
+    if getattr(type(module), "run_command", None) is not _ANSIBLE_RUN_COMMAND:
+        return module.run_command(list(argv), data=data, binary_data=data is not None, environ_update=TOOL_ENV,
+                                  handle_exceptions=False)
+    process = subprocess.Popen(  # nosec - argv is a list, no shell
+        list(argv), stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, env=dict(os.environ, **TOOL_ENV), close_fds=True)
+    out, err = process.communicate(data.encode("utf-8") if data is not None else None)
+    return process.returncode, out.decode("utf-8", "surrogateescape"), err.decode("utf-8", "surrogateescape")
+
+
 def read(module, argv: Sequence[str], gaps: Callable[[str], str] = lambda out: "", may_be_empty: bool = False,
          check: bool = True, data: Optional[str] = None) -> Tuple[int, str, str]:
     """A tool's listing that can be trusted: what the kernel holds, never "nothing" by accident.
 
-    AnsibleModule.run_command can return without the output of a tool that prints and exits just
-    after one of its 1-second select() timeouts (it then sees the process gone and stops reading:
-    ansible/ansible#51393, still so in ansible-core 2.19); a slow tool on a loaded host hits that,
-    and a listing read as empty would plan our chains anew or fail a read-back. So a listing is
-    re-read (at most READ_ATTEMPTS times in all) while `gaps(out)` names something missing from it
+    run() reads a tool's output whole (see _execute); this guards the plan against a listing cut
+    short all the same (a runner of the caller's, such as AnsibleModule.run_command, that loses
+    output; a tool that dies mid-listing): a listing read as empty would plan our chains anew or
+    fail a read-back. So a listing is re-read (at most READ_ATTEMPTS times in all) while `gaps(out)` names something missing from it
     (a table we know exists, the end of a table), while it is empty and must not be, or, if it
     may be empty (nothing there yet), until two reads in a row agree that it is; still incomplete,
     it is a ToolError naming the tool and what the listing lacked. With check=False, a tool that

@@ -1,13 +1,15 @@
 # -*- coding: utf-8 -*-
 # Copyright: netpol.fleet contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""tools.run: every way a tool can fail is a ToolError, never a fail_json that exits the process;
-tools.read: a listing is taken for what the kernel holds only when it is whole."""
+"""tools.run: a tool's whole output, and every way a tool can fail is a ToolError, never a fail_json
+that exits the process; tools.read: a listing is taken for what the kernel holds only when it is whole."""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import time
 
 import pytest
 from ansible.module_utils import basic
@@ -27,12 +29,48 @@ def module(monkeypatch):
         yield basic.AnsibleModule(argument_spec={})
 
 
-def test_a_tool_that_exits_before_reading_its_input_is_a_tool_error(module):
-    """A restore that stops at its first line while more input than a pipe holds is still coming
-    (or a tool killed before it reads): writing its stdin breaks the pipe."""
+def test_a_tool_that_exits_before_reading_its_input_is_a_tool_error_with_its_own_message(module):
+    """A restore that stops at its first bad line while more input than a pipe holds is still coming."""
     with pytest.raises(ToolError) as failure:
-        run(module, ["/bin/sh", "-c", "exec 0<&-; exit 1"], data="add s 10.0.0.1\n" * 100000)
-    assert failure.value.rc == -1 and "could not be run or fed its input: [Errno 32] Broken pipe" in str(failure.value)
+        run(module, ["/bin/sh", "-c", "exec 0<&-; echo 'Error in line 1' >&2; exit 1"], data="add s 10.0.0.1\n" * 100000)
+    assert failure.value.rc == 1 and "Error in line 1" in str(failure.value)
+
+
+# A tool that prints its listing and exits 2 s after it starts, as a slow iptables-save does on a loaded host.
+SLOW_LISTING = ["/bin/sh", "-c", "sleep 2; echo '*filter'; echo COMMIT"]
+
+
+def late_poll(monkeypatch):
+    """Widen the window that a loaded host opens by chance: each poll of a child comes 2 s late (so after
+    run_command's first select() has timed out at 1 s, the tool has printed and exited by the poll)."""
+    real_poll = subprocess.Popen.poll
+
+    def poll(self):
+        time.sleep(2)
+        return real_poll(self)
+
+    monkeypatch.setattr(subprocess.Popen, "poll", poll)
+
+
+def test_a_listing_printed_just_after_a_select_timeout_is_read_whole(module, monkeypatch):
+    """AnsibleModule.run_command polls after its 1 s select() timeout, sees the tool gone and drops
+    what it printed meanwhile (ansible/ansible#51393); tools.run reads the pipes to their end."""
+    late_poll(monkeypatch)
+    assert module.run_command(SLOW_LISTING) == (0, "", "")  # the defect tools.run goes around (fixed upstream: drop it)
+    assert run(module, SLOW_LISTING) == (0, "*filter\nCOMMIT\n", "")
+
+
+def test_a_runner_of_the_caller_s_own_is_used_as_it_is():
+    class Runner:
+        def run_command(self, argv, data=None, **kwargs):
+            return 0, "ran %s with %r and %s" % (" ".join(argv), data, kwargs["environ_update"]), ""
+
+    assert run(Runner(), ["iptables-save"], data="x")[1] == "ran iptables-save with 'x' and {'LC_ALL': 'C', 'LANG': 'C'}"
+
+
+def test_tools_run_under_the_c_locale(module, monkeypatch):
+    monkeypatch.setenv("LC_ALL", "de_DE.UTF-8")
+    assert run(module, ["/bin/sh", "-c", "echo $LC_ALL $LANG"])[1] == "C C\n"
 
 
 def test_a_tool_that_cannot_be_started_is_a_tool_error(module):
