@@ -24,8 +24,9 @@ TOOL_ENV = {"LC_ALL": "C", "LANG": "C"}
 LOG_ENV = "NETPOL_TOOL_LOG"
 # How often a listing is read before one that stays incomplete is an error (see read()).
 READ_ATTEMPTS = 3
-# AnsibleModule's own run_command, as imported (a test may replace it later with a runner of its own).
-_ANSIBLE_RUN_COMMAND = AnsibleModule.run_command
+# AnsibleModule's own run_command, as imported (a test may replace it later with a runner of its own;
+# ansible-test's import check gives a stand-in AnsibleModule without one).
+_ANSIBLE_RUN_COMMAND = getattr(AnsibleModule, "run_command", None)
 
 
 class ToolError(Exception):
@@ -63,7 +64,7 @@ def _execute(module, argv: Sequence[str], data: Optional[str]) -> Tuple[int, str
     empty or cut short, and a plan made on it is wrong. subprocess's communicate() reads both pipes to
     their end before it waits, so AnsibleModule's own run_command is replaced by it here; any other
     runner the caller brings (a test's, one that runs tools in a namespace) is used as it is."""
-    if getattr(type(module), "run_command", None) is not _ANSIBLE_RUN_COMMAND:
+    if _ANSIBLE_RUN_COMMAND is None or getattr(type(module), "run_command", None) is not _ANSIBLE_RUN_COMMAND:
         return module.run_command(list(argv), data=data, binary_data=data is not None, environ_update=TOOL_ENV,
                                   handle_exceptions=False)
     process = subprocess.Popen(  # nosec - argv is a list, no shell
